@@ -1,0 +1,420 @@
+package buckets
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Condition is a node of a criteria tree: a *PropertyCondition, an
+// *EventCondition or a *Composite.
+type Condition interface {
+	// canonical returns the object hashed for the criteria hash.
+	canonical() jsonObject
+}
+
+// PropertyOperator compares a contact property.
+type PropertyOperator string
+
+// The property operators of contract §3.1.
+const (
+	PropEq        PropertyOperator = "eq"
+	PropNeq       PropertyOperator = "neq"
+	PropGt        PropertyOperator = "gt"
+	PropGte       PropertyOperator = "gte"
+	PropLt        PropertyOperator = "lt"
+	PropLte       PropertyOperator = "lte"
+	PropContains  PropertyOperator = "contains"
+	PropExists    PropertyOperator = "exists"
+	PropNotExists PropertyOperator = "not_exists"
+)
+
+// EventCheck is what an event condition asks of the user's events.
+type EventCheck string
+
+// The event checks of contract §3.2.
+const (
+	CheckExists    EventCheck = "exists"
+	CheckNotExists EventCheck = "not_exists"
+	CheckCount     EventCheck = "count"
+)
+
+// CountOperator compares an event count with a value.
+type CountOperator string
+
+// The count operators of contract §3.2; CountAny ("") is a count without
+// operator, true when the count is above zero.
+const (
+	CountAny CountOperator = ""
+	CountGt  CountOperator = "gt"
+	CountGte CountOperator = "gte"
+	CountLt  CountOperator = "lt"
+	CountLte CountOperator = "lte"
+	CountEq  CountOperator = "eq"
+)
+
+// LogicOperator joins the children of a composite.
+type LogicOperator string
+
+// The composite operators.
+const (
+	And LogicOperator = "and"
+	Or  LogicOperator = "or"
+)
+
+// PropertyCondition tests one top-level key of the contact's properties.
+type PropertyCondition struct {
+	Property string
+	Operator PropertyOperator
+	// Value is a string, a float64 or a bool; nil for exists/not_exists.
+	Value any
+}
+
+// EventCondition tests how often the user fired an event, optionally only
+// within a trailing window.
+type EventCondition struct {
+	EventName string
+	Check     EventCheck
+	Operator  CountOperator
+	Value     int64 // meaningful when Operator is set
+	Within    Duration
+}
+
+// Composite joins conditions with and/or.
+type Composite struct {
+	Operator   LogicOperator
+	Conditions []Condition
+}
+
+func (c *PropertyCondition) canonical() jsonObject {
+	obj := jsonObject{"type": "property", "property": c.Property, "operator": string(c.Operator)}
+	if c.Value != nil {
+		obj["value"] = c.Value
+	}
+	return obj
+}
+
+func (c *EventCondition) canonical() jsonObject {
+	obj := jsonObject{"type": "event", "eventName": c.EventName, "check": string(c.Check)}
+	if c.Operator != CountAny {
+		obj["operator"] = string(c.Operator)
+		obj["value"] = c.Value
+	}
+	if !c.Within.IsZero() {
+		obj["within"] = c.Within.canonical()
+	}
+	return obj
+}
+
+func (c *Composite) canonical() jsonObject {
+	children := make([]any, len(c.Conditions))
+	for i, child := range c.Conditions {
+		children[i] = child.canonical()
+	}
+	return jsonObject{"type": "composite", "operator": string(c.Operator), "conditions": children}
+}
+
+// String writes the condition compactly for people: `plan eq "trial"`,
+// `key.action count gte 10 within 720h`, `and[...]`.
+func String(c Condition) string {
+	switch c := c.(type) {
+	case *PropertyCondition:
+		if c.Value == nil {
+			return c.Property + " " + string(c.Operator)
+		}
+		return fmt.Sprintf("%s %s %s", c.Property, c.Operator, stableJSON(c.Value))
+	case *EventCondition:
+		s := c.EventName + " " + string(c.Check)
+		if c.Operator != CountAny {
+			s += fmt.Sprintf(" %s %d", c.Operator, c.Value)
+		}
+		if !c.Within.IsZero() {
+			s += " within " + c.Within.String()
+		}
+		return s
+	case *Composite:
+		parts := make([]string, len(c.Conditions))
+		for i, child := range c.Conditions {
+			parts[i] = String(child)
+		}
+		return string(c.Operator) + "[" + strings.Join(parts, ", ") + "]"
+	}
+	return ""
+}
+
+// Walk calls fn for every node of the tree, depth first, with its path
+// relative to the root ("" for the root, "conditions[1]" for a child).
+func Walk(c Condition, fn func(path string, c Condition)) {
+	walk(c, "", fn)
+}
+
+func walk(c Condition, path string, fn func(string, Condition)) {
+	fn(path, c)
+	if comp, ok := c.(*Composite); ok {
+		for i, child := range comp.Conditions {
+			walk(child, joinPath(path, fmt.Sprintf("conditions[%d]", i)), fn)
+		}
+	}
+}
+
+func joinPath(base, p string) string {
+	if base == "" {
+		return p
+	}
+	return base + "." + p
+}
+
+// decodeCondition reads a condition and checks the rules that concern a
+// single node.
+func decodeCondition(n *Node) (Condition, bool) {
+	if n.IsList() || n.IsNull() {
+		n.Errorf("must be a condition object")
+		return nil, false
+	}
+	fields, ok := n.peekFields()
+	if !ok {
+		n.Errorf("must be a condition object")
+		return nil, false
+	}
+	typ := ""
+	typeNode, hasType := fields["type"]
+	if hasType {
+		typ, _ = typeNode.scalarString()
+	}
+	switch typ {
+	case "property":
+		c, ok := decodePropertyCondition(n)
+		return c, ok
+	case "event":
+		return decodeEventCondition(n)
+	case "composite":
+		return decodeComposite(n)
+	case "email_engagement":
+		n.Errorf("email_engagement conditions are not allowed in bucket criteria")
+		return nil, false
+	default:
+		if !hasType {
+			n.Errorf(`type is required: "property", "event" or "composite"`)
+			return nil, false
+		}
+		typeNode.Errorf(`unknown condition type %q: use "property", "event" or "composite"`, typ)
+		return nil, false
+	}
+}
+
+// DecodePropertyCondition reads a property condition; journeys use it for
+// their where clauses. The type key is optional there.
+func DecodePropertyCondition(n *Node) (*PropertyCondition, bool) {
+	return decodePropertyCondition(n)
+}
+
+func decodePropertyCondition(n *Node) (*PropertyCondition, bool) {
+	fields, ok := n.Fields("type", "property", "operator", "value")
+	if !ok {
+		return nil, false
+	}
+	valid := true
+	if t, ok := fields["type"]; ok {
+		if s, _ := t.scalarString(); s != "property" {
+			t.Errorf(`must be "property"`)
+			valid = false
+		}
+	}
+	c := &PropertyCondition{}
+	c.Property, valid = requiredString(n, fields, "property", valid)
+	if valid && c.Property == "" {
+		fields["property"].Errorf("must not be empty")
+		valid = false
+	}
+	op, opOK := requiredString(n, fields, "operator", true)
+	c.Operator = PropertyOperator(op)
+	valueNode, hasValue := fields["value"]
+	if !opOK {
+		return nil, false
+	}
+	switch c.Operator {
+	case PropExists, PropNotExists:
+		if hasValue {
+			valueNode.Errorf("must be absent with operator %q", op)
+			valid = false
+		}
+	case PropEq, PropNeq, PropGt, PropGte, PropLt, PropLte, PropContains:
+		if !hasValue {
+			n.Errorf("value is required with operator %q", op)
+			return nil, false
+		}
+		v, ok := valueNode.Scalar()
+		if !ok {
+			return nil, false
+		}
+		c.Value = v
+		switch c.Operator {
+		case PropGt, PropGte, PropLt, PropLte:
+			if _, isNumber := v.(float64); !isNumber {
+				valueNode.Errorf("must be a number with operator %q", op)
+				valid = false
+			}
+		case PropContains:
+			if _, isString := v.(string); !isString {
+				valueNode.Errorf("must be a string with operator %q", op)
+				valid = false
+			}
+		}
+	default:
+		fields["operator"].Errorf("unknown property operator %q: use eq, neq, gt, gte, lt, lte, contains, exists or not_exists", op)
+		valid = false
+	}
+	return c, valid
+}
+
+func decodeEventCondition(n *Node) (Condition, bool) {
+	fields, ok := n.Fields("type", "eventName", "check", "operator", "value", "within")
+	if !ok {
+		return nil, false
+	}
+	valid := true
+	c := &EventCondition{}
+	c.EventName, valid = requiredString(n, fields, "eventName", valid)
+	if valid {
+		switch {
+		case c.EventName == "":
+			fields["eventName"].Errorf("must not be empty")
+			valid = false
+		case strings.HasPrefix(c.EventName, "bucket:"):
+			fields["eventName"].Errorf("criteria must not reference the reserved bucket:* event %q", c.EventName)
+			valid = false
+		}
+	}
+	check, checkOK := requiredString(n, fields, "check", true)
+	c.Check = EventCheck(check)
+	if checkOK {
+		switch c.Check {
+		case CheckExists, CheckNotExists, CheckCount:
+		default:
+			fields["check"].Errorf("unknown event check %q: use exists, not_exists or count", check)
+			valid = false
+		}
+	} else {
+		valid = false
+	}
+	opNode, hasOp := fields["operator"]
+	valueNode, hasValue := fields["value"]
+	if (hasOp || hasValue) && checkOK && c.Check != CheckCount {
+		n.Errorf("operator and value go with check \"count\" only")
+		valid = false
+	} else if hasOp != hasValue {
+		n.Errorf("operator and value must be given together")
+		valid = false
+	} else if hasOp {
+		op, ok := opNode.String()
+		c.Operator = CountOperator(op)
+		switch c.Operator {
+		case CountGt, CountGte, CountLt, CountLte, CountEq:
+		default:
+			if ok {
+				opNode.Errorf("unknown count operator %q: use gt, gte, lt, lte or eq", op)
+			}
+			valid = false
+		}
+		v, ok := valueNode.Int()
+		switch {
+		case !ok:
+			valid = false
+		case v < 0:
+			valueNode.Errorf("must not be negative")
+			valid = false
+		}
+		c.Value = v
+	}
+	if w, ok := fields["within"]; ok {
+		d, ok := decodeDuration(w)
+		valid = valid && ok
+		c.Within = d
+	}
+	return c, valid
+}
+
+func decodeComposite(n *Node) (Condition, bool) {
+	fields, ok := n.Fields("type", "operator", "conditions")
+	if !ok {
+		return nil, false
+	}
+	c := &Composite{}
+	op, valid := requiredString(n, fields, "operator", true)
+	c.Operator = LogicOperator(op)
+	if valid && c.Operator != And && c.Operator != Or {
+		fields["operator"].Errorf(`unknown composite operator %q: use "and" or "or"`, op)
+		valid = false
+	}
+	list, present := fields["conditions"]
+	if !present {
+		n.Errorf("conditions is required")
+		return nil, false
+	}
+	items, ok := list.List()
+	if !ok {
+		return nil, false
+	}
+	if len(items) == 0 {
+		list.Errorf("a composite needs at least one condition")
+		return nil, false
+	}
+	for _, item := range items {
+		child, ok := decodeCondition(item)
+		valid = valid && ok
+		if ok {
+			c.Conditions = append(c.Conditions, child)
+		}
+	}
+	return c, valid
+}
+
+func requiredString(n *Node, fields map[string]*Node, key string, valid bool) (string, bool) {
+	f, ok := fields[key]
+	if !ok {
+		n.Errorf("%s is required", key)
+		return "", false
+	}
+	s, ok := f.String()
+	return s, valid && ok
+}
+
+// unbounded returns the path of the first leaf that makes the criteria able
+// to match a user about whom nothing is known, or ok=false when the criteria
+// are bounded (contract §3.4 rule 1).
+func unbounded(c Condition, path string) (string, bool) {
+	switch c := c.(type) {
+	case *PropertyCondition:
+		return path, c.Operator == PropNeq || c.Operator == PropNotExists
+	case *EventCondition:
+		switch c.Check {
+		case CheckNotExists:
+			return path, c.Within.IsZero()
+		case CheckCount:
+			return path, c.Within.IsZero() && countAcceptsZero(c.Operator, c.Value)
+		}
+		return path, false
+	case *Composite:
+		first := ""
+		for i, child := range c.Conditions {
+			p, isUnbounded := unbounded(child, joinPath(path, fmt.Sprintf("conditions[%d]", i)))
+			if c.Operator == And && !isUnbounded {
+				return "", false
+			}
+			if c.Operator == Or && isUnbounded {
+				return p, true
+			}
+			if first == "" {
+				first = p
+			}
+		}
+		if c.Operator == And {
+			return first, true
+		}
+		return "", false
+	}
+	return path, false
+}
+
+func countAcceptsZero(op CountOperator, value int64) bool {
+	return compareCount(0, op, value)
+}

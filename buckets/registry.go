@@ -1,0 +1,139 @@
+package buckets
+
+import (
+	"slices"
+	"strings"
+)
+
+// Registry is the immutable set of enabled buckets, built once at boot and
+// shared by every task. It indexes buckets by every event and property
+// their criteria reference, to narrow the candidates of an event.
+type Registry struct {
+	buckets    []*Bucket
+	byID       map[string]*Bucket
+	byEvent    map[string][]*Bucket
+	byProperty map[string][]*Bucket
+}
+
+// NewRegistry indexes the given buckets, which it keeps in order.
+func NewRegistry(buckets []*Bucket) *Registry {
+	r := &Registry{
+		buckets:    slices.Clone(buckets),
+		byID:       make(map[string]*Bucket, len(buckets)),
+		byEvent:    map[string][]*Bucket{},
+		byProperty: map[string][]*Bucket{},
+	}
+	for _, b := range buckets {
+		r.byID[b.ID] = b
+		for _, e := range b.EventNames {
+			r.byEvent[e] = append(r.byEvent[e], b)
+		}
+		for _, p := range b.PropertyNames {
+			r.byProperty[p] = append(r.byProperty[p], b)
+		}
+	}
+	return r
+}
+
+// All returns every bucket of the registry in definition order.
+func (r *Registry) All() []*Bucket { return slices.Clone(r.buckets) }
+
+// Len is the number of buckets.
+func (r *Registry) Len() int { return len(r.buckets) }
+
+// Get returns the bucket with the id.
+func (r *Registry) Get(id string) (*Bucket, bool) {
+	b, ok := r.byID[id]
+	return b, ok
+}
+
+// ForEvent returns the buckets whose criteria reference the event.
+func (r *Registry) ForEvent(name string) []*Bucket { return slices.Clone(r.byEvent[name]) }
+
+// ForProperty returns the buckets whose criteria reference the property.
+func (r *Registry) ForProperty(name string) []*Bucket { return slices.Clone(r.byProperty[name]) }
+
+// Candidates returns, in definition order and without repeats, the buckets
+// an event can change: those referencing the event name and those
+// referencing any of the given contact property keys (contract §5.3).
+func (r *Registry) Candidates(event string, propertyKeys []string) []*Bucket {
+	hit := map[string]bool{}
+	for _, b := range r.byEvent[event] {
+		hit[b.ID] = true
+	}
+	for _, k := range propertyKeys {
+		for _, b := range r.byProperty[k] {
+			hit[b.ID] = true
+		}
+	}
+	var out []*Bucket
+	for _, b := range r.buckets {
+		if hit[b.ID] {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// EventNames returns every event name referenced by a bucket, sorted.
+func (r *Registry) EventNames() []string {
+	names := make([]string, 0, len(r.byEvent))
+	for name := range r.byEvent {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Selection is a parsed ENABLED_BUCKETS / ENABLED_JOURNEYS value: every id
+// ("*") or a list of ids.
+type Selection struct {
+	all bool
+	ids []string
+}
+
+// ParseSelection reads "*" or a comma-separated list of ids, trimming
+// whitespace. An empty value selects everything, like "*".
+func ParseSelection(s string) Selection {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "*" {
+		return Selection{all: true}
+	}
+	var ids []string
+	for _, part := range strings.Split(s, ",") {
+		if id := strings.TrimSpace(part); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	return Selection{ids: ids}
+}
+
+// Includes reports whether the selection names the id.
+func (s Selection) Includes(id string) bool { return s.all || slices.Contains(s.ids, id) }
+
+// Unmatched returns the listed ids that are not among known.
+func (s Selection) Unmatched(known []string) []string {
+	var out []string
+	for _, id := range s.ids {
+		if !slices.Contains(known, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// Enabled returns the buckets that are statically enabled and selected, and
+// a warning for every selected id that matches no loaded bucket.
+func Enabled(all []*Bucket, sel Selection) (enabled []*Bucket, warnings []string) {
+	ids := make([]string, len(all))
+	for i, b := range all {
+		ids[i] = b.ID
+		if b.Enabled && sel.Includes(b.ID) {
+			enabled = append(enabled, b)
+		}
+	}
+	for _, id := range sel.Unmatched(ids) {
+		warnings = append(warnings, "ENABLED_BUCKETS names "+id+", which matches no bucket")
+	}
+	return enabled, warnings
+}
