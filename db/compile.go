@@ -1,0 +1,118 @@
+package db
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/bucketworker/bucket-worker/buckets"
+)
+
+// Predicate is a compiled criteria tree: an SQL boolean expression with ?
+// placeholders and their arguments, ready for bun's Where.
+type Predicate struct {
+	SQL  string
+	Args []any
+}
+
+// Subject names the SQL expressions a predicate is evaluated over: the
+// user key and the contact's properties (NULL for a user without a live
+// contact, which reads as no properties).
+type Subject struct {
+	UserID     string // such as "m.user_id"
+	Properties string // such as "c.properties"
+}
+
+// CompileCriteria turns criteria into an SQL predicate with the meaning
+// buckets.Evaluate gives them at the instant now. The conformance suite
+// holds the two to the same answers.
+func CompileCriteria(c buckets.Condition, now time.Time, s Subject) Predicate {
+	comp := &compiler{now: now, subject: s}
+	text := comp.condition(c)
+	return Predicate{SQL: text, Args: comp.args}
+}
+
+type compiler struct {
+	now     time.Time
+	subject Subject
+	args    []any
+}
+
+func (c *compiler) arg(v any) string {
+	c.args = append(c.args, v)
+	return "?"
+}
+
+func (c *compiler) condition(cond buckets.Condition) string {
+	switch cond := cond.(type) {
+	case *buckets.PropertyCondition:
+		return c.property(cond)
+	case *buckets.EventCondition:
+		return c.event(cond)
+	case *buckets.Composite:
+		parts := make([]string, len(cond.Conditions))
+		for i, child := range cond.Conditions {
+			parts[i] = c.condition(child)
+		}
+		joiner := " AND "
+		if cond.Operator == buckets.Or {
+			joiner = " OR "
+		}
+		return "(" + strings.Join(parts, joiner) + ")"
+	}
+	panic(fmt.Sprintf("db: unknown condition type %T", cond))
+}
+
+// property compiles a property leg. Comparisons follow JSON types: jsonb
+// equality is type-strict with 1 = 1.0, and ordering and contains apply
+// only to numbers and strings, guarded by CASE so a cast never fails.
+func (c *compiler) property(p *buckets.PropertyCondition) string {
+	props := c.subject.Properties
+	value := func() string { return c.arg(p.Property) }
+	exists := func() string {
+		return fmt.Sprintf("coalesce(jsonb_typeof(%s -> %s) <> 'null', false)", props, value())
+	}
+	jsonValue := func() string {
+		b, _ := json.Marshal(p.Value) // a string, float64 or bool
+		return c.arg(string(b)) + "::jsonb"
+	}
+	switch p.Operator {
+	case buckets.PropExists:
+		return exists()
+	case buckets.PropNotExists:
+		return "NOT " + exists()
+	case buckets.PropEq:
+		return fmt.Sprintf("coalesce((%s -> %s) = %s, false)", props, value(), jsonValue())
+	case buckets.PropNeq:
+		return fmt.Sprintf("NOT coalesce((%s -> %s) = %s, false)", props, value(), jsonValue())
+	case buckets.PropGt, buckets.PropGte, buckets.PropLt, buckets.PropLte:
+		op := map[buckets.PropertyOperator]string{buckets.PropGt: ">", buckets.PropGte: ">=", buckets.PropLt: "<", buckets.PropLte: "<="}[p.Operator]
+		return fmt.Sprintf("CASE WHEN jsonb_typeof(%s -> %s) = 'number' THEN (%s ->> %s)::numeric %s %s::numeric ELSE false END",
+			props, value(), props, value(), op, c.arg(p.Value))
+	case buckets.PropContains:
+		return fmt.Sprintf("CASE WHEN jsonb_typeof(%s -> %s) = 'string' THEN strpos(%s ->> %s, %s) > 0 ELSE false END",
+			props, value(), props, value(), c.arg(p.Value))
+	}
+	panic(fmt.Sprintf("db: unknown property operator %q", p.Operator))
+}
+
+// event compiles an event leg as a correlated subquery on user_events,
+// which the (user_id, event, occurred_at) index answers.
+func (c *compiler) event(e *buckets.EventCondition) string {
+	where := fmt.Sprintf("e.user_id = %s AND e.event = %s", c.subject.UserID, c.arg(e.EventName))
+	if cutoff := e.Cutoff(c.now); !cutoff.IsZero() {
+		where += " AND e.occurred_at >= " + c.arg(cutoff)
+	}
+	exists := "EXISTS (SELECT 1 FROM user_events AS e WHERE " + where + ")"
+	switch {
+	case e.Check == buckets.CheckExists, e.Check == buckets.CheckCount && e.Operator == buckets.CountAny:
+		return exists
+	case e.Check == buckets.CheckNotExists:
+		return "NOT " + exists
+	}
+	op := map[buckets.CountOperator]string{
+		buckets.CountGt: ">", buckets.CountGte: ">=", buckets.CountLt: "<", buckets.CountLte: "<=", buckets.CountEq: "=",
+	}[e.Operator]
+	return fmt.Sprintf("(SELECT count(*) FROM user_events AS e WHERE %s) %s %s", where, op, c.arg(e.Value))
+}

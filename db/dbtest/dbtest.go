@@ -1,0 +1,200 @@
+// Package dbtest gives tests a real, freshly migrated PostgreSQL database.
+//
+// It connects with TEST_DATABASE_URL (a role that may create databases;
+// scripts/stack up writes one into .stack/worker.env). The first call of a
+// test binary migrates a template database for the current migrations;
+// every call then gets its own copy of it, dropped when the test ends.
+package dbtest
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/uptrace/bun"
+
+	"github.com/bucketworker/bucket-worker/db"
+)
+
+var (
+	templateOnce sync.Once
+	templateName string
+	templateErr  error
+)
+
+// AdminURL is the connection string of the test server's maintenance
+// database: TEST_DATABASE_URL, or the local stack's when it is unset.
+func AdminURL() string {
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	if u := stackEnv("TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	return "postgres://bucket_worker:bucket_worker@127.0.0.1:5432/postgres?sslmode=disable"
+}
+
+// stackEnv reads a key of .stack/worker.env at the module root.
+func stackEnv(key string) string {
+	dir, _ := os.Getwd()
+	for ; dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
+		data, err := os.ReadFile(filepath.Join(dir, ".stack", "worker.env"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, key+"="); ok {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// New returns a connection to a new database holding the worker's schema,
+// dropped when the test ends. The database's URL is returned too, for tests
+// that start the worker binary.
+func New(t testing.TB) (*bun.DB, string) {
+	t.Helper()
+	ctx := context.Background()
+	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx) })
+	if templateErr != nil {
+		t.Fatalf("preparing the test database (is PostgreSQL up? run scripts/stack up): %v", templateErr)
+	}
+	admin, err := db.Open(ctx, AdminURL())
+	if err != nil {
+		t.Fatalf("connecting to the test server (run scripts/stack up): %v", err)
+	}
+	defer admin.Close()
+
+	name := "bw_test_" + randomSuffix()
+	if _, err := admin.ExecContext(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, templateName)); err != nil {
+		t.Fatalf("creating database %s: %v", name, err)
+	}
+	dbURL := withDatabase(AdminURL(), name)
+	conn, err := db.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatalf("connecting to %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		admin, err := db.Open(ctx, AdminURL())
+		if err != nil {
+			t.Logf("dropping %s: %v", name, err)
+			return
+		}
+		defer admin.Close()
+		if _, err := admin.ExecContext(ctx, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", name)); err != nil {
+			t.Logf("dropping %s: %v", name, err)
+		}
+	})
+	return conn, dbURL
+}
+
+// Empty returns the URL of a new database without any schema, dropped when
+// the test ends; for migration tests.
+func Empty(t testing.TB) string {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := db.Open(ctx, AdminURL())
+	if err != nil {
+		t.Fatalf("connecting to the test server (run scripts/stack up): %v", err)
+	}
+	defer admin.Close()
+	name := "bw_test_" + randomSuffix()
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("creating database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		admin, err := db.Open(ctx, AdminURL())
+		if err != nil {
+			return
+		}
+		defer admin.Close()
+		_, _ = admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	})
+	return withDatabase(AdminURL(), name)
+}
+
+// ensureTemplate creates and migrates the template database of the current
+// migrations once, whichever test binary gets there first.
+func ensureTemplate(ctx context.Context) (string, error) {
+	sum := sha256.New()
+	_ = fs.WalkDir(db.MigrationFiles, ".", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			data, _ := fs.ReadFile(db.MigrationFiles, p)
+			sum.Write([]byte(p))
+			sum.Write(data)
+		}
+		return nil
+	})
+	name := "bw_template_" + hex.EncodeToString(sum.Sum(nil))[:12]
+
+	admin, err := db.Open(ctx, AdminURL())
+	if err != nil {
+		return "", err
+	}
+	defer admin.Close()
+	conn, err := admin.Conn(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	// Test binaries of several packages run at once: one builds the template.
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock(hashtext('bucket_worker_test_template'))"); err != nil {
+		return "", err
+	}
+	defer conn.ExecContext(ctx, "SELECT pg_advisory_unlock(hashtext('bucket_worker_test_template'))") //nolint:errcheck
+
+	var exists bool
+	if err := conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT FROM pg_database WHERE datname = ?)", name).Scan(&exists); err != nil {
+		return "", err
+	}
+	if exists {
+		return name, nil
+	}
+	building := name + "_building"
+	if _, err := conn.ExecContext(ctx, "DROP DATABASE IF EXISTS "+building+" WITH (FORCE)"); err != nil {
+		return "", err
+	}
+	if _, err := conn.ExecContext(ctx, "CREATE DATABASE "+building); err != nil {
+		return "", err
+	}
+	tdb, err := db.Open(ctx, withDatabase(AdminURL(), building))
+	if err != nil {
+		return "", err
+	}
+	_, err = db.Migrate(ctx, tdb)
+	tdb.Close()
+	if err != nil {
+		return "", fmt.Errorf("migrating the template: %w", err)
+	}
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("ALTER DATABASE %s RENAME TO %s", building, name)); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+func withDatabase(rawURL, name string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return rawURL
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,28 @@
+package db
+
+import (
+	"context"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/bucketworker/bucket-worker/buckets"
+)
+
+// UserFacts is what evaluation knows about one user, read from the
+// database: the contact's properties, held in memory, and event counts,
+// asked of idb when needed, so that inside a transaction they see the
+// transaction's own writes.
+type UserFacts struct {
+	IDB        bun.IDB
+	UserID     string
+	Properties buckets.Properties
+}
+
+// Property implements buckets.Facts.
+func (f UserFacts) Property(name string) (any, bool) { return f.Properties.Property(name) }
+
+// CountEvents implements buckets.Facts.
+func (f UserFacts) CountEvents(ctx context.Context, name string, since time.Time) (int64, error) {
+	return CountUserEvents(ctx, f.IDB, f.UserID, name, since)
+}
