@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/journeys"
+)
+
+type validateOutput struct {
+	Valid    bool              `json:"valid"`
+	Buckets  []validateBucket  `json:"buckets"`
+	Journeys []validateJourney `json:"journeys"`
+	Errors   []buckets.Error   `json:"errors"`
+	Warnings []buckets.Error   `json:"warnings"`
+}
+
+type validateBucket struct {
+	ID             string `json:"id"`
+	Name           string `json:"name"`
+	Enabled        bool   `json:"enabled"`
+	CriteriaHash   string `json:"criteriaHash"`
+	TimeBased      bool   `json:"timeBased"`
+	ReconcileJoins bool   `json:"reconcileJoins"`
+	FastExpiry     bool   `json:"fastExpiry"`
+	EntryLimit     string `json:"entryLimit"`
+}
+
+type validateJourney struct {
+	ID      string   `json:"id"`
+	Trigger string   `json:"trigger"`
+	ExitOn  []string `json:"exitOn"`
+}
+
+// runValidate loads the definitions without a database and prints a
+// summary, or every error; it fails when any definition is invalid.
+func runValidate(_ context.Context, env *environment, args []string) error {
+	fs := env.newFlagSet("validate")
+	asJSON := fs.Bool("json", false, "print one JSON document")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(env.getenv, env.flags)
+	if err != nil {
+		return err
+	}
+	defs, err := loadDefinitions(cfg)
+	if err != nil {
+		return err
+	}
+	out := validateOutput{
+		Valid:    len(defs.report.Errors) == 0,
+		Buckets:  []validateBucket{},
+		Journeys: []validateJourney{},
+		Errors:   append([]buckets.Error{}, defs.report.Errors...),
+		Warnings: append([]buckets.Error{}, defs.report.Warnings...),
+	}
+	for _, notice := range defs.notices {
+		out.Warnings = append(out.Warnings, buckets.Error{Message: notice})
+	}
+	for _, b := range defs.buckets {
+		out.Buckets = append(out.Buckets, validateBucket{
+			ID: b.ID, Name: b.Name, Enabled: defs.enabled(b), CriteriaHash: b.CriteriaHash,
+			TimeBased: b.TimeBased, ReconcileJoins: b.ReconcileJoins, FastExpiry: b.FastExpiry,
+			EntryLimit: string(b.EntryLimit),
+		})
+	}
+	for _, j := range defs.journeys {
+		out.Journeys = append(out.Journeys, validateJourney{ID: j.ID, Trigger: j.Trigger.Event, ExitOn: exitEvents(j)})
+	}
+
+	if *asJSON {
+		if err := writeJSON(env.stdout, out); err != nil {
+			return err
+		}
+	} else {
+		printValidation(env, defs, out)
+	}
+	if !out.Valid {
+		return fmt.Errorf("%d error(s) in the definitions in %s", len(out.Errors), defs.dir)
+	}
+	return nil
+}
+
+func printValidation(env *environment, defs *definitions, out validateOutput) {
+	w := env.stdout
+	for _, warning := range out.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warning.Error())
+	}
+	if !out.Valid {
+		for _, e := range out.Errors {
+			fmt.Fprintf(w, "error: %s\n", e.Error())
+		}
+		return
+	}
+	fmt.Fprintf(w, "%d bucket(s), %d journey(s) in %s are valid\n", len(out.Buckets), len(out.Journeys), defs.dir)
+	for _, b := range defs.buckets {
+		state := "enabled"
+		if !defs.enabled(b) {
+			state = "disabled"
+		}
+		fmt.Fprintf(w, "  bucket  %-24s %-8s %s\n", b.ID, state, buckets.String(b.Criteria))
+	}
+	for _, j := range defs.journeys {
+		fmt.Fprintf(w, "  journey %-24s on %s\n", j.ID, j.Trigger.Event)
+	}
+}
+
+func exitEvents(j *journeys.Journey) []string {
+	events := []string{}
+	for _, r := range j.ExitOn {
+		events = append(events, r.Event)
+	}
+	return events
+}

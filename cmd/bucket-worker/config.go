@@ -1,0 +1,126 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/bucketworker/bucket-worker/buckets"
+)
+
+// config is the worker's configuration (contract §12), read once from the
+// environment and the global flags. HATCHET_CLIENT_* is left to the SDK.
+type config struct {
+	DatabaseURL      string
+	DefinitionsDir   string
+	EnabledBuckets   buckets.Selection
+	EnabledJourneys  buckets.Selection
+	ReconcileCron    string
+	ReconcileTimeout time.Duration
+	BackfillTimeout  time.Duration
+	ConfigTTL        time.Duration
+	IngestMode       string
+	IngestEvents     []string
+	Migrate          string
+	WorkerName       string
+	LogLevel         slog.Level
+	LogFormat        string
+}
+
+// defaultDatabaseURL is used when neither --database-url nor DATABASE_URL is set.
+const defaultDatabaseURL = "postgres://localhost:5432/bucket_worker?sslmode=disable"
+
+// loadConfig reads the environment, lets the global flags override it, and
+// validates every value. Every bad value is reported, each naming its
+// variable.
+func loadConfig(getenv func(string) string, flags globalFlags) (config, error) {
+	env := func(key, def string) string {
+		if v := strings.TrimSpace(getenv(key)); v != "" {
+			return v
+		}
+		return def
+	}
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, args...)...))
+	}
+	duration := func(key, def string) time.Duration {
+		raw := env(key, def)
+		d, err := time.ParseDuration(raw)
+		if err != nil || d <= 0 {
+			bad(key, "%q is not a positive duration such as 120s or 5m", raw)
+		}
+		return d
+	}
+	oneOf := func(key, def string, allowed ...string) string {
+		v := env(key, def)
+		for _, a := range allowed {
+			if v == a {
+				return v
+			}
+		}
+		bad(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
+		return def
+	}
+
+	c := config{
+		DatabaseURL:      firstNonEmpty(flags.databaseURL, env("DATABASE_URL", defaultDatabaseURL)),
+		DefinitionsDir:   firstNonEmpty(flags.definitions, env("DEFINITIONS_DIR", "./definitions")),
+		EnabledBuckets:   buckets.ParseSelection(env("ENABLED_BUCKETS", "*")),
+		EnabledJourneys:  buckets.ParseSelection(env("ENABLED_JOURNEYS", "*")),
+		ReconcileCron:    env("BUCKET_RECONCILE_CRON", "*/5 * * * *"),
+		ReconcileTimeout: duration("BUCKET_RECONCILE_TIMEOUT", "120s"),
+		BackfillTimeout:  duration("BUCKET_BACKFILL_TIMEOUT", "600s"),
+		ConfigTTL:        duration("BUCKET_CONFIG_TTL", "5s"),
+		IngestMode:       oneOf("INGEST_MODE", "store", "store", "evaluate", "off"),
+		Migrate:          oneOf("MIGRATE", "auto", "auto", "off"),
+		WorkerName:       env("WORKER_NAME", "bucket-worker"),
+		LogFormat:        oneOf("LOG_FORMAT", "text", "text", "json"),
+	}
+	if _, err := cron.ParseStandard(c.ReconcileCron); err != nil {
+		bad("BUCKET_RECONCILE_CRON", "%q is not a cron expression: %v", c.ReconcileCron, err)
+	}
+	for _, key := range strings.Split(env("INGEST_EVENTS", "auto"), ",") {
+		key = strings.TrimSpace(key)
+		switch {
+		case key == "":
+			bad("INGEST_EVENTS", "empty event key in the list")
+		case strings.HasPrefix(key, "bucket:"):
+			bad("INGEST_EVENTS", "%q is a reserved bucket:* event", key)
+		default:
+			c.IngestEvents = append(c.IngestEvents, key)
+		}
+	}
+	levelKey, level := "LOG_LEVEL", env("LOG_LEVEL", "info")
+	if flags.logLevel != "" {
+		levelKey, level = "--log-level", flags.logLevel
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
+		bad(levelKey, "%q is not one of debug, info, warn, error", level)
+	}
+	if c.WorkerName == "" {
+		bad("WORKER_NAME", "must not be empty")
+	}
+	if len(errs) > 0 {
+		msgs := make([]string, len(errs))
+		for i, err := range errs {
+			msgs[i] = err.Error()
+		}
+		return c, errors.New(strings.Join(msgs, "; "))
+	}
+	return c, nil
+}
+
+func firstNonEmpty(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/journeys"
+)
+
+// definitions is everything loaded from DEFINITIONS_DIR: all valid
+// definitions, the registries of the enabled ones, and the load's report.
+type definitions struct {
+	buckets         []*buckets.Bucket
+	journeys        []*journeys.Journey
+	bucketRegistry  *buckets.Registry
+	journeyRegistry *journeys.Registry
+	report          buckets.Report
+	// dir is the folder the definitions were read from.
+	dir string
+	// notices are boot warnings outside any file, such as an
+	// ENABLED_BUCKETS id that matches nothing.
+	notices []string
+}
+
+// loadDefinitions reads and validates the definitions and builds the two
+// registries. Errors are in the report; the caller decides what they stop.
+func loadDefinitions(cfg config) (*definitions, error) {
+	if info, err := os.Stat(cfg.DefinitionsDir); err != nil || !info.IsDir() {
+		return nil, fmt.Errorf("definitions folder %q: not a readable folder (set DEFINITIONS_DIR or --definitions)", cfg.DefinitionsDir)
+	}
+	fsys := os.DirFS(cfg.DefinitionsDir)
+	d := &definitions{dir: cfg.DefinitionsDir}
+	bs, bucketReport := buckets.Load(fsys)
+	js, journeyReport := journeys.Load(fsys)
+	d.buckets, d.journeys = bs, js
+	d.report.Errors = append(bucketReport.Errors, journeyReport.Errors...)
+	d.report.Warnings = append(bucketReport.Warnings, journeyReport.Warnings...)
+
+	known := map[string]bool{}
+	for _, b := range bs {
+		known[b.ID] = true
+	}
+	for _, j := range js {
+		rules := append([]journeys.Rule{j.Trigger}, j.ExitOn...)
+		for _, r := range rules {
+			for _, prefix := range []string{"bucket:entered:", "bucket:left:"} {
+				if id, ok := strings.CutPrefix(r.Event, prefix); ok && !known[id] {
+					d.report.Warnings = append(d.report.Warnings, buckets.Error{
+						File: j.File, Message: fmt.Sprintf("journey %q listens to %q, but no bucket has id %q", j.ID, r.Event, id),
+					})
+				}
+			}
+		}
+	}
+
+	enabledBuckets, warnings := buckets.Enabled(bs, cfg.EnabledBuckets)
+	d.notices = append(d.notices, warnings...)
+	enabledJourneys, warnings := journeys.Enabled(js, cfg.EnabledJourneys)
+	d.notices = append(d.notices, warnings...)
+	d.bucketRegistry = buckets.NewRegistry(enabledBuckets)
+	d.journeyRegistry = journeys.NewRegistry(enabledJourneys)
+	return d, nil
+}
+
+// enabled reports whether the bucket is in the registry.
+func (d *definitions) enabled(b *buckets.Bucket) bool {
+	_, ok := d.bucketRegistry.Get(b.ID)
+	return ok
+}

@@ -1,0 +1,146 @@
+// Command bucket-worker is the buckets engine of Hogsend as a Hatchet
+// worker: it keeps bucket memberships in Postgres and emits every join and
+// leave once as a Hatchet event. Run it without arguments for the commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// A command is one subcommand of the binary.
+type command struct {
+	name    string
+	args    string
+	summary string
+	run     func(ctx context.Context, env *environment, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"run", "", "migrate, load definitions and serve the Hatchet tasks until SIGINT/SIGTERM", runWorker},
+		{"migrate", "", "apply the database migrations and exit", runMigrate},
+		{"validate", "[--json]", "load and check the definitions, without a database", runValidate},
+		{"list", "[--json]", "every loaded bucket with its switches, size and journeys", runList},
+		{"members", "--bucket ID [--status active|left] [--limit N] [--json]", "membership rows of a bucket, newest first", runMembers},
+	}
+}
+
+// environment is what every command gets: the process's streams and
+// environment, and the global flags.
+type environment struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	flags          globalFlags
+}
+
+// globalFlags may stand before the command or among its own flags.
+type globalFlags struct {
+	databaseURL string
+	definitions string
+	logLevel    string
+}
+
+func (g *globalFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.databaseURL, "database-url", g.databaseURL, "Postgres URL (env DATABASE_URL)")
+	fs.StringVar(&g.definitions, "definitions", g.definitions, "definitions folder (env DEFINITIONS_DIR)")
+	fs.StringVar(&g.logLevel, "log-level", g.logLevel, "debug, info, warn or error (env LOG_LEVEL)")
+}
+
+// usageError is a mistake in the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command line and returns the exit status: 0 success,
+// 1 failure (with a one-line reason on stderr), 2 usage error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	env := &environment{stdout: stdout, stderr: stderr, getenv: getenv}
+	root := flag.NewFlagSet("bucket-worker", flag.ContinueOnError)
+	root.SetOutput(io.Discard)
+	env.flags.register(root)
+	if err := root.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout)
+			return 0
+		}
+		fmt.Fprintf(stderr, "bucket-worker: %v\n", err)
+		printUsage(stderr)
+		return 2
+	}
+	rest := root.Args()
+	if len(rest) == 0 {
+		printUsage(stderr)
+		return 2
+	}
+	for _, cmd := range commands() {
+		if cmd.name != rest[0] {
+			continue
+		}
+		err := cmd.run(ctx, env, rest[1:])
+		var usage usageError
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.As(err, &usage):
+			fmt.Fprintf(stderr, "bucket-worker %s: %v\n", cmd.name, err)
+			return 2
+		case errors.Is(err, errReported):
+			return 1
+		default:
+			fmt.Fprintf(stderr, "bucket-worker %s: %v\n", cmd.name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "bucket-worker: unknown command %q\n", rest[0])
+	printUsage(stderr)
+	return 2
+}
+
+// errReported is returned by a command that has already printed why it failed.
+var errReported = errors.New("reported")
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: bucket-worker [--database-url URL] [--definitions DIR] [--log-level LEVEL] <command> [flags]")
+	fmt.Fprintln(w, "\ncommands:")
+	for _, cmd := range commands() {
+		fmt.Fprintf(w, "  %-9s %s\n            %s\n", cmd.name, cmd.args, cmd.summary)
+	}
+}
+
+// newFlagSet makes a command's flag set, with the global flags on it too.
+func (env *environment) newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("bucket-worker "+name, flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	env.flags.register(fs)
+	return fs
+}
+
+// parse parses a command's flags; stray arguments are a usage error.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	return nil
+}
