@@ -123,4 +123,3 @@ func firstNonEmpty(values ...string) string {
 	}
 	return ""
 }
-
