@@ -185,14 +185,8 @@ func decodeBucket(n *Node) (*Bucket, bool) {
 		valid = false
 	}
 
-	limitKey := "entryLimit"
-	if _, hasReentry := fields["reentry"]; hasReentry {
-		if _, hasLimit := fields["entryLimit"]; hasLimit {
-			fields["reentry"].Errorf("give entryLimit or its older name reentry, not both")
-			valid = false
-		}
-		limitKey = "reentry"
-	}
+	limitKey, ok := aliasedKey(fields, "entryLimit", "reentry")
+	valid = valid && ok
 	if f, present := fields[limitKey]; present {
 		s, ok := f.String()
 		b.EntryLimit = EntryLimit(s)
@@ -204,14 +198,8 @@ func decodeBucket(n *Node) (*Bucket, bool) {
 			valid = false
 		}
 	}
-	periodKey := "entryPeriod"
-	if _, hasOld := fields["reentryPeriod"]; hasOld {
-		if _, hasNew := fields["entryPeriod"]; hasNew {
-			fields["reentryPeriod"].Errorf("give entryPeriod or its older name reentryPeriod, not both")
-			valid = false
-		}
-		periodKey = "reentryPeriod"
-	}
+	periodKey, ok := aliasedKey(fields, "entryPeriod", "reentryPeriod")
+	valid = valid && ok
 	duration(periodKey, &b.EntryPeriod)
 	if !b.EntryPeriod.IsZero() && b.EntryLimit != EntryOncePerPeriod {
 		fields[periodKey].Warnf(`has no effect unless the entry limit is "once_per_period"`)
@@ -248,6 +236,19 @@ func decodeBucket(n *Node) (*Bucket, bool) {
 		}
 	}
 	return b, true
+}
+
+// aliasedKey returns which of a key and its older alias the definition
+// uses; giving both is an error (ok false).
+func aliasedKey(fields map[string]*Node, key, alias string) (used string, ok bool) {
+	if _, hasAlias := fields[alias]; !hasAlias {
+		return key, true
+	}
+	if _, hasKey := fields[key]; hasKey {
+		fields[alias].Errorf("give %s or its older name %s, not both", key, alias)
+		return alias, false
+	}
+	return alias, true
 }
 
 // analyse infers the shape facts of the criteria.

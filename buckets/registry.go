@@ -125,15 +125,23 @@ func (s Selection) Unmatched(known []string) []string {
 // Enabled returns the buckets that are statically enabled and selected, and
 // a warning for every selected id that matches no loaded bucket.
 func Enabled(all []*Bucket, sel Selection) (enabled []*Bucket, warnings []string) {
-	ids := make([]string, len(all))
-	for i, b := range all {
-		ids[i] = b.ID
-		if b.Enabled && sel.Includes(b.ID) {
-			enabled = append(enabled, b)
+	return Pick(sel, "ENABLED_BUCKETS", "bucket", all, func(b *Bucket) (string, bool) { return b.ID, b.Enabled })
+}
+
+// Pick returns the items that are statically enabled and selected, and a
+// warning for every id of the selection (read from variable) that matches
+// no item. describe gives an item's id and static switch.
+func Pick[T any](sel Selection, variable, kind string, items []T, describe func(T) (id string, enabled bool)) (picked []T, warnings []string) {
+	ids := make([]string, len(items))
+	for i, item := range items {
+		id, enabled := describe(item)
+		ids[i] = id
+		if enabled && sel.Includes(id) {
+			picked = append(picked, item)
 		}
 	}
 	for _, id := range sel.Unmatched(ids) {
-		warnings = append(warnings, "ENABLED_BUCKETS names "+id+", which matches no bucket")
+		warnings = append(warnings, variable+" names "+id+", which matches no "+kind)
 	}
-	return enabled, warnings
+	return picked, warnings
 }

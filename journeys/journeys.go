@@ -163,17 +163,7 @@ func decodeRule(n *buckets.Node) (Rule, bool) {
 // Enabled returns the journeys that are statically enabled and selected,
 // and a warning for every selected id that matches no loaded journey.
 func Enabled(all []*Journey, sel buckets.Selection) (enabled []*Journey, warnings []string) {
-	ids := make([]string, len(all))
-	for i, j := range all {
-		ids[i] = j.ID
-		if j.Enabled && sel.Includes(j.ID) {
-			enabled = append(enabled, j)
-		}
-	}
-	for _, id := range sel.Unmatched(ids) {
-		warnings = append(warnings, "ENABLED_JOURNEYS names "+id+", which matches no journey")
-	}
-	return enabled, warnings
+	return buckets.Pick(sel, "ENABLED_JOURNEYS", "journey", all, func(j *Journey) (string, bool) { return j.ID, j.Enabled })
 }
 
 // Registry is the immutable set of enabled journeys, built once at boot.
