@@ -33,3 +33,33 @@ func BucketConfigs(ctx context.Context, idb bun.IDB) (map[string]BucketConfig, e
 	}
 	return configs, nil
 }
+
+// SetBucketEnabled sets the runtime switch of a bucket (contract §9),
+// creating its bucket_configs row when it has none.
+func SetBucketEnabled(ctx context.Context, idb bun.IDB, bucketID string, enabled bool, now time.Time) error {
+	row := &BucketConfig{BucketID: bucketID, Enabled: enabled, CreatedAt: now, UpdatedAt: now}
+	_, err := idb.NewInsert().Model(row).
+		On("CONFLICT (bucket_id) DO UPDATE").
+		Set("enabled = EXCLUDED.enabled").
+		Set("updated_at = EXCLUDED.updated_at").
+		Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("setting the runtime switch of bucket %q: %w", bucketID, err)
+	}
+	return nil
+}
+
+// SetCriteriaHash records the hash of the criteria a bucket's members were
+// computed with, creating its bucket_configs row (enabled) when it has none.
+func SetCriteriaHash(ctx context.Context, idb bun.IDB, bucketID, hash string, now time.Time) error {
+	row := &BucketConfig{BucketID: bucketID, Enabled: true, CriteriaHash: &hash, CreatedAt: now, UpdatedAt: now}
+	_, err := idb.NewInsert().Model(row).
+		On("CONFLICT (bucket_id) DO UPDATE").
+		Set("criteria_hash = EXCLUDED.criteria_hash").
+		Set("updated_at = EXCLUDED.updated_at").
+		Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("storing the criteria hash of bucket %q: %w", bucketID, err)
+	}
+	return nil
+}

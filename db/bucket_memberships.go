@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+
+	"github.com/bucketworker/bucket-worker/buckets"
 )
 
 // Membership statuses.
@@ -109,4 +113,245 @@ func InsertMemberships(ctx context.Context, idb bun.IDB, rows []Membership) erro
 		return fmt.Errorf("inserting %d memberships: %w", len(rows), err)
 	}
 	return nil
+}
+
+// membersOf is the alias list of the sweeps' member scans: m is the
+// membership, c the user's live contact (absent for a user with none).
+const membersOf = "bucket_memberships AS m LEFT JOIN contacts AS c ON c.external_id = m.user_id AND c.deleted_at IS NULL"
+
+// liveMember keeps the active, undeleted memberships of live users: users
+// with a live contact, or with no contact at all. A user whose only
+// contacts are soft-deleted is erased and never transitions (contract §5.3).
+const liveMember = "m.status = 'active' AND m.deleted_at IS NULL AND " +
+	"(c.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = m.user_id))"
+
+// memberSubject evaluates criteria over a membership scan.
+var memberSubject = Subject{UserID: "m.user_id", Properties: "c.properties"}
+
+// CriteriaLeavers returns the bucket's active members, live users only,
+// for whom the criteria no longer hold at now, in row id order. It is the
+// SHOULD-LEAVE query of the sweep: the comparison runs in SQL.
+func CriteriaLeavers(ctx context.Context, idb bun.IDB, b *buckets.Bucket, now time.Time) ([]Membership, error) {
+	pred := CompileCriteria(b.Criteria, now, memberSubject)
+	return scanMembers(ctx, idb, b.ID, "NOT "+pred.SQL, pred.Args)
+}
+
+// DwellExpired returns the bucket's active members, live users only, whose
+// max_dwell_at has come (contract §6.2 step 3).
+func DwellExpired(ctx context.Context, idb bun.IDB, bucketID string, now time.Time) ([]Membership, error) {
+	return scanMembers(ctx, idb, bucketID, "m.max_dwell_at <= ?", []any{now})
+}
+
+// DeferredLeavers returns the bucket's active members, live users only,
+// whose deferred leave is due — expires_at has come and minDwell has passed
+// — and for whom the criteria no longer hold (contract §6.2 step 4).
+func DeferredLeavers(ctx context.Context, idb bun.IDB, b *buckets.Bucket, now time.Time) ([]Membership, error) {
+	pred := CompileCriteria(b.Criteria, now, memberSubject)
+	where := "m.expires_at <= ? AND m.entered_at <= ? AND NOT " + pred.SQL
+	args := append([]any{now, now.Add(-b.MinDwell.Std())}, pred.Args...)
+	return scanMembers(ctx, idb, b.ID, where, args)
+}
+
+func scanMembers(ctx context.Context, idb bun.IDB, bucketID, where string, args []any) ([]Membership, error) {
+	var rows []Membership
+	err := idb.NewSelect().TableExpr(membersOf).
+		Column("m.id", "m.user_id", "m.user_email", "m.entered_at", "m.entry_count", "m.expires_at").
+		Where("m.bucket_id = ?", bucketID).
+		Where(liveMember).
+		Where(where, args...).
+		OrderExpr("m.id").
+		Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("selecting members of bucket %q: %w", bucketID, err)
+	}
+	return rows, nil
+}
+
+// EvaluatedMember is a member of a per-member evaluation batch, with the
+// verdict of the criteria for it.
+type EvaluatedMember struct {
+	Membership `bun:",extend"`
+	Holds      bool `bun:"holds"`
+}
+
+// EvaluateMembers takes the next batch of at most limit active members of
+// the bucket, live users only, not yet evaluated at now (last_evaluated_at
+// NULL or earlier, oldest first), evaluates the criteria for each with its
+// contact's properties, and stamps last_evaluated_at = now. Rows locked by
+// a concurrent sweep are skipped.
+func EvaluateMembers(ctx context.Context, idb bun.IDB, b *buckets.Bucket, now time.Time, limit int) ([]EvaluatedMember, error) {
+	pred := CompileCriteria(b.Criteria, now, memberSubject)
+	batch := idb.NewSelect().TableExpr(membersOf).
+		Column("m.id", "m.user_id", "m.user_email", "m.entered_at", "m.entry_count", "m.expires_at").
+		ColumnExpr(pred.SQL+" AS holds", pred.Args...).
+		Where("m.bucket_id = ?", b.ID).
+		Where(liveMember).
+		Where("(m.last_evaluated_at IS NULL OR m.last_evaluated_at < ?)", now).
+		OrderExpr("m.last_evaluated_at ASC NULLS FIRST, m.id").
+		Limit(int64(limit)).
+		For("UPDATE OF m SKIP LOCKED")
+	var rows []EvaluatedMember
+	err := idb.NewUpdate().With("batch", batch).
+		TableExpr("bucket_memberships AS m").
+		TableExpr("batch").
+		Set("last_evaluated_at = ?", now).
+		Where("m.id = batch.id").
+		Returning("batch.*").
+		Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("evaluating members of bucket %q: %w", b.ID, err)
+	}
+	return rows, nil
+}
+
+// Joiner is a user to insert as a new member.
+type Joiner struct {
+	UserID string
+	Email  string // "" when unknown
+}
+
+// NewMemberships describes the rows of a join (contract §5.4).
+type NewMemberships struct {
+	BucketID   string
+	Source     string
+	Now        time.Time
+	ExpiresAt  *time.Time
+	MaxDwellAt *time.Time
+	Users      []Joiner
+	// If, when set, is checked in the INSERT: a user for whom these
+	// criteria no longer hold at Now (with the contact's properties) does
+	// not join. It closes the gap between choosing joiners and inserting.
+	If buckets.Condition
+}
+
+// JoinMemberships inserts an active membership for each user, with epoch
+// 1 + the number of the pair's earlier rows and the email lower-cased and
+// trimmed. A user who is already an active member (another writer won) gets
+// no row; the rows returned are the joins that happened.
+func JoinMemberships(ctx context.Context, idb bun.IDB, n NewMemberships) ([]Membership, error) {
+	if len(n.Users) == 0 {
+		return nil, nil
+	}
+	ids, emails := make([]string, len(n.Users)), make([]string, len(n.Users))
+	for i, u := range n.Users {
+		ids[i], emails[i] = u.UserID, u.Email
+	}
+	cond := Predicate{SQL: "true"}
+	if n.If != nil {
+		cond = CompileCriteria(n.If, n.Now, Subject{
+			UserID:     "u.user_id",
+			Properties: "(SELECT c.properties FROM contacts AS c WHERE c.external_id = u.user_id AND c.deleted_at IS NULL)",
+		})
+	}
+	var rows []Membership
+	err := idb.NewRaw(`
+		INSERT INTO bucket_memberships AS m (user_id, user_email, bucket_id, status, entered_at, expires_at,
+			max_dwell_at, last_evaluated_at, entry_count, source, created_at, updated_at)
+		SELECT u.user_id, nullif(lower(btrim(u.email)), ''), ?, 'active', ?, ?, ?, ?,
+			1 + (SELECT count(*) FROM bucket_memberships AS p WHERE p.user_id = u.user_id AND p.bucket_id = ?),
+			?, ?, ?
+		FROM unnest(?::text[], ?::text[]) AS u(user_id, email)
+		WHERE `+cond.SQL+`
+		ON CONFLICT DO NOTHING
+		RETURNING m.id, m.user_id, m.user_email, m.entered_at, m.entry_count, m.expires_at, m.max_dwell_at`,
+		append([]any{n.BucketID, n.Now, n.ExpiresAt, n.MaxDwellAt, n.Now, n.BucketID, n.Source, n.Now, n.Now,
+			pgdialect.Array(ids), pgdialect.Array(emails)}, cond.Args...)...,
+	).Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("inserting %d memberships of bucket %q: %w", len(n.Users), n.BucketID, err)
+	}
+	return rows, nil
+}
+
+// LastLeftAt returns, for each of the users who has an earlier membership
+// of the bucket that ended, when the latest of them ended.
+func LastLeftAt(ctx context.Context, idb bun.IDB, bucketID string, userIDs []string) (map[string]time.Time, error) {
+	var rows []struct {
+		UserID string    `bun:"user_id"`
+		LeftAt time.Time `bun:"left_at"`
+	}
+	err := idb.NewSelect().TableExpr("bucket_memberships AS m").
+		ColumnExpr("m.user_id, max(m.left_at) AS left_at").
+		Where("m.bucket_id = ?", bucketID).
+		Where("m.user_id = ANY(?)", pgdialect.Array(userIDs)).
+		Where("m.status = 'left' AND m.left_at IS NOT NULL").
+		GroupExpr("m.user_id").
+		Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("reading earlier leaves of bucket %q: %w", bucketID, err)
+	}
+	out := make(map[string]time.Time, len(rows))
+	for _, r := range rows {
+		out[r.UserID] = r.LeftAt
+	}
+	return out, nil
+}
+
+// LeaveCAS is the compare-and-set of a leave (contract §5.5): by row id,
+// only while the row is active, and optionally only while the evidence
+// for the leave still stands.
+type LeaveCAS struct {
+	IDs []string
+	Now time.Time
+	// Unless, when set, is re-checked in the UPDATE: a member for whom these
+	// criteria hold again at Now (with the contact's properties) stays.
+	Unless buckets.Condition
+	// ArmedExpiresAt, when set, requires expires_at to still equal it: the
+	// expiry timer's CAS, which a re-armed or deferred row makes miss.
+	ArmedExpiresAt *time.Time
+}
+
+// LeaveChunk is the most row ids one leave statement carries.
+const LeaveChunk = 10_000
+
+// LeaveMemberships ends the memberships of the CAS, LeaveChunk ids per
+// statement, and returns the rows it ended. A row that another writer
+// already ended or replaced is not returned.
+func LeaveMemberships(ctx context.Context, idb bun.IDB, cas LeaveCAS) ([]Membership, error) {
+	var left []Membership
+	for chunk := range slices.Chunk(cas.IDs, LeaveChunk) {
+		q := idb.NewUpdate().TableExpr("bucket_memberships AS m").
+			Set("status = 'left'").
+			Set("left_at = ?", cas.Now).
+			Set("last_evaluated_at = ?", cas.Now).
+			Set("updated_at = ?", cas.Now).
+			Where("m.id = ANY(?::uuid[])", pgdialect.Array(chunk)).
+			Where("m.status = 'active'").
+			Returning("m.id, m.user_id, m.user_email, m.entered_at, m.entry_count")
+		if cas.ArmedExpiresAt != nil {
+			q = q.Where("m.expires_at = ?", *cas.ArmedExpiresAt)
+		}
+		if cas.Unless != nil {
+			pred := CompileCriteria(cas.Unless, cas.Now, Subject{
+				UserID:     "m.user_id",
+				Properties: "(SELECT c.properties FROM contacts AS c WHERE c.external_id = m.user_id AND c.deleted_at IS NULL)",
+			})
+			q = q.Where("NOT "+pred.SQL, pred.Args...)
+		}
+		var rows []Membership
+		if err := q.Scan(ctx, &rows); err != nil {
+			return nil, fmt.Errorf("leaving %d memberships: %w", len(chunk), err)
+		}
+		left = append(left, rows...)
+	}
+	return left, nil
+}
+
+// DeferLeaves postpones the leaves of active members still inside their
+// minimum dwell: expires_at becomes entered_at + minDwell, which the
+// sweep's deferred pass picks up (contract §5.5 step 1).
+func DeferLeaves(ctx context.Context, idb bun.IDB, ids []string, minDwell time.Duration) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	res, err := idb.NewUpdate().TableExpr("bucket_memberships AS m").
+		Set("expires_at = m.entered_at + ? * interval '1 microsecond'", minDwell.Microseconds()).
+		Where("m.id = ANY(?::uuid[])", pgdialect.Array(ids)).
+		Where("m.status = 'active'").
+		Exec(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("deferring %d leaves: %w", len(ids), err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
 }

@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+
+	"github.com/bucketworker/bucket-worker/buckets"
 )
 
 // Contact is a row of contacts. ExternalID is the user key.
@@ -62,4 +65,41 @@ func InsertContact(ctx context.Context, idb bun.IDB, c *Contact) error {
 		return fmt.Errorf("inserting a contact: %w", err)
 	}
 	return nil
+}
+
+// Candidate is a contact the join pass of the sweep may enrol.
+type Candidate struct {
+	ContactID string  `bun:"id"`
+	UserID    string  `bun:"external_id"`
+	Email     *string `bun:"email"`
+}
+
+// JoinCandidates returns the next live contacts with a user key, in
+// contacts.id order after the contact id after ("" to start), at most
+// limit, that are not active members of the bucket, have fired at least
+// one event the criteria name (the everFired floor of contract §6.3), and
+// for whom the criteria hold at now with their properties.
+func JoinCandidates(ctx context.Context, idb bun.IDB, b *buckets.Bucket, now time.Time, after string, limit int) ([]Candidate, error) {
+	if len(b.EventNames) == 0 {
+		return nil, nil
+	}
+	pred := CompileCriteria(b.Criteria, now, Subject{UserID: "c.external_id", Properties: "c.properties"})
+	q := idb.NewSelect().TableExpr("contacts AS c").
+		Column("c.id", "c.external_id", "c.email").
+		Where("c.deleted_at IS NULL AND c.external_id IS NOT NULL").
+		Where("EXISTS (SELECT 1 FROM user_events AS f WHERE f.user_id = c.external_id AND f.event = ANY(?))",
+			pgdialect.Array(b.EventNames)).
+		Where("NOT EXISTS (SELECT 1 FROM bucket_memberships AS m WHERE m.user_id = c.external_id "+
+			"AND m.bucket_id = ? AND m.status = 'active' AND m.deleted_at IS NULL)", b.ID).
+		Where(pred.SQL, pred.Args...).
+		OrderExpr("c.id").
+		Limit(int64(limit))
+	if after != "" {
+		q = q.Where("c.id > ?", after)
+	}
+	var rows []Candidate
+	if err := q.Scan(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("selecting join candidates of bucket %q: %w", b.ID, err)
+	}
+	return rows, nil
 }

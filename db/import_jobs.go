@@ -1,7 +1,9 @@
 package db
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -22,4 +24,25 @@ type ImportJob struct {
 	Errors        json.RawMessage `bun:"errors,type:jsonb"`
 	CreatedAt     time.Time       `bun:"created_at,nullzero,notnull,default:now()"`
 	UpdatedAt     time.Time       `bun:"updated_at,nullzero,notnull,default:now()"`
+}
+
+// Backfill job formats: a bucket's first-time backfill, and its
+// re-evaluation after a criteria change.
+const (
+	FormatBackfill = "bucket-backfill"
+	FormatReeval   = "bucket-reeval"
+)
+
+// HasOpenBackfill reports whether a backfill or re-evaluation job of the
+// bucket is pending or processing.
+func HasOpenBackfill(ctx context.Context, idb bun.IDB, bucketID string) (bool, error) {
+	exists, err := idb.NewSelect().TableExpr("import_jobs AS ij").
+		Where("ij.file_name = ?", bucketID).
+		Where("ij.format IN (?, ?)", FormatBackfill, FormatReeval).
+		Where("ij.status IN ('pending', 'processing')").
+		Exists(ctx)
+	if err != nil {
+		return false, fmt.Errorf("looking for open backfills of bucket %q: %w", bucketID, err)
+	}
+	return exists, nil
 }

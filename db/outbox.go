@@ -1,10 +1,13 @@
 package db
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
 )
 
 // OutboxEvent is a row of bucket_event_outbox: one Hatchet push, written in
@@ -22,4 +25,103 @@ type OutboxEvent struct {
 	Attempts           int             `bun:"attempts,notnull"`
 	LastError          *string         `bun:"last_error"`
 	DispatchedAt       *time.Time      `bun:"dispatched_at"`
+}
+
+// InsertOutbox enqueues pushes. A push whose idempotency key is already in
+// the outbox is skipped.
+func InsertOutbox(ctx context.Context, idb bun.IDB, events []OutboxEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	if _, err := idb.NewInsert().Model(&events).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
+		return fmt.Errorf("enqueueing %d pushes: %w", len(events), err)
+	}
+	return nil
+}
+
+// ClaimOutbox locks and returns, in id order, at most limit pending pushes
+// that are due at now. Rows another dispatcher holds are skipped, so
+// replicas share the work; the locks last until the transaction ends.
+func ClaimOutbox(ctx context.Context, tx bun.Tx, now time.Time, limit int) ([]OutboxEvent, error) {
+	var rows []OutboxEvent
+	err := tx.NewSelect().Model(&rows).
+		Where("o.dispatched_at IS NULL AND o.available_at <= ?", now).
+		OrderExpr("o.id").
+		Limit(int64(limit)).
+		For("UPDATE SKIP LOCKED").
+		Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("claiming pending pushes: %w", err)
+	}
+	return rows, nil
+}
+
+// MarkDispatched records that the pushes reached Hatchet.
+func MarkDispatched(ctx context.Context, idb bun.IDB, ids []int64, now time.Time) error {
+	_, err := idb.NewUpdate().TableExpr("bucket_event_outbox AS o").
+		Set("dispatched_at = ?", now).
+		Where("o.id = ANY(?::bigint[])", pgdialect.Array(ids)).
+		Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("marking %d pushes dispatched: %w", len(ids), err)
+	}
+	return nil
+}
+
+// MarkFailed records a failed attempt at the pushes and backs each off:
+// it becomes due again at now + base·2^attempts, at most now + limit.
+func MarkFailed(ctx context.Context, idb bun.IDB, ids []int64, cause string, now time.Time, base, limit time.Duration) error {
+	_, err := idb.NewUpdate().TableExpr("bucket_event_outbox AS o").
+		Set("attempts = o.attempts + 1").
+		Set("last_error = ?", cause).
+		Set("available_at = ?::timestamptz + least(? * interval '1 microsecond', ? * interval '1 microsecond' * power(2, least(o.attempts, 30)))",
+			now, limit.Microseconds(), base.Microseconds()).
+		Where("o.id = ANY(?::bigint[])", pgdialect.Array(ids)).
+		Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("recording a failed push of %d events: %w", len(ids), err)
+	}
+	return nil
+}
+
+// OutboxSummary describes the pushes still to send.
+type OutboxSummary struct {
+	Pending       int        `bun:"pending"`
+	OldestPending *time.Time `bun:"oldest"`
+	// LastErrors are the most recently failed pending pushes, newest first.
+	LastErrors []OutboxEvent `bun:"-"`
+}
+
+// SummarizeOutbox counts the pending pushes and returns up to errorLimit
+// of those whose last attempt failed (none when errorLimit is 0).
+func SummarizeOutbox(ctx context.Context, idb bun.IDB, errorLimit int) (OutboxSummary, error) {
+	var s OutboxSummary
+	err := idb.NewSelect().TableExpr("bucket_event_outbox AS o").
+		ColumnExpr("count(*) AS pending, min(o.created_at) AS oldest").
+		Where("o.dispatched_at IS NULL").
+		Scan(ctx, &s.Pending, &s.OldestPending)
+	if err != nil {
+		return s, fmt.Errorf("counting pending pushes: %w", err)
+	}
+	if errorLimit <= 0 {
+		return s, nil
+	}
+	err = idb.NewSelect().Model(&s.LastErrors).
+		Where("o.dispatched_at IS NULL AND o.last_error IS NOT NULL").
+		OrderExpr("o.available_at DESC, o.id DESC").
+		Limit(int64(errorLimit)).
+		Scan(ctx)
+	if err != nil {
+		return s, fmt.Errorf("reading failed pushes: %w", err)
+	}
+	return s, nil
+}
+
+// ListOutbox returns every outbox row in id order (for tests and tools).
+func ListOutbox(ctx context.Context, idb bun.IDB) ([]OutboxEvent, error) {
+	var rows []OutboxEvent
+	if err := idb.NewSelect().Model(&rows).OrderExpr("o.id").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("listing the outbox: %w", err)
+	}
+	return rows, nil
 }

@@ -50,3 +50,25 @@ func CountUserEvents(ctx context.Context, idb bun.IDB, userID, event string, sin
 	}
 	return int64(n), nil
 }
+
+// InsertUserEventsOnce inserts events keyed by idempotency key, skipping
+// any whose key is already stored, and returns the keys it inserted: an
+// event whose key is not returned was emitted before.
+func InsertUserEventsOnce(ctx context.Context, idb bun.IDB, events []UserEvent) (map[string]bool, error) {
+	inserted := map[string]bool{}
+	if len(events) == 0 {
+		return inserted, nil
+	}
+	var keys []string
+	err := idb.NewInsert().Model(&events).
+		On("CONFLICT (idempotency_key) DO NOTHING").
+		Returning("idempotency_key").
+		Scan(ctx, &keys)
+	if err != nil {
+		return nil, fmt.Errorf("inserting %d user events: %w", len(events), err)
+	}
+	for _, k := range keys {
+		inserted[k] = true
+	}
+	return inserted, nil
+}

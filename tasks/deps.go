@@ -5,12 +5,14 @@
 package tasks
 
 import (
+	"context"
 	"log/slog"
 	"time"
 
 	"github.com/uptrace/bun"
 
 	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/db"
 	"github.com/bucketworker/bucket-worker/journeys"
 )
 
@@ -23,4 +25,20 @@ type Deps struct {
 	// Now is the one clock: every business timestamp comes from it, and
 	// reaches SQL as a parameter.
 	Now func() time.Time
+	// Switch is the runtime switch of contract §9.
+	Switch *RuntimeSwitch
+	// Hatchet receives the outbox's pushes and run cancellations; nil when
+	// no Hatchet server is configured, and pushes then stay pending.
+	Hatchet Hatchet
+	// SweepBudget bounds the loops of one reconcile sweep (the composite
+	// evaluation and the join pass); zero means no bound.
+	SweepBudget time.Duration
+}
+
+// Hatchet is what the engine asks of the Hatchet server outside a task run.
+type Hatchet interface {
+	// Push sends events (at most DispatchBatch) in one bulk call.
+	Push(ctx context.Context, events []db.OutboxEvent) error
+	// CancelRuns cancels workflow runs by id.
+	CancelRuns(ctx context.Context, runIDs []string) error
 }

@@ -1,0 +1,350 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/db"
+)
+
+// The two transitions, and the paths a transition comes from (contract §5.1).
+const (
+	Entered = "entered"
+	Left    = "left"
+
+	SourceEvent     = "event"     // the real-time path
+	SourceReconcile = "reconcile" // the cron sweep and the expiry timer
+	SourceBackfill  = "backfill"
+
+	ReasonCriteria = "criteria"
+	ReasonMaxDwell = "maxDwell"
+)
+
+// ArmExpiryEvent is the push that starts a bucket-expiry timer.
+const ArmExpiryEvent = "bucket:arm-expiry"
+
+// Transition is one committed join or leave.
+type Transition struct {
+	BucketID   string `json:"bucketId"`
+	UserID     string `json:"userId"`
+	Transition string `json:"transition"`
+	// Epoch is the membership's entry_count.
+	Epoch int `json:"entryCount"`
+	// Suppressed is true for a join the entry limit kept silent.
+	Suppressed bool   `json:"suppressed,omitempty"`
+	RowID      string `json:"-"`
+}
+
+// Outcome is what the transitions of one transaction did. After the
+// transaction commits, pass it to Deps.afterCommit.
+type Outcome struct {
+	Transitions []Transition
+	// Deferred counts leaves postponed by minDwell.
+	Deferred int
+	// Exited are the journey runs the emitted events ended.
+	Exited []db.JourneyState
+}
+
+func (o *Outcome) add(other Outcome) {
+	o.Transitions = append(o.Transitions, other.Transitions...)
+	o.Deferred += other.Deferred
+	o.Exited = append(o.Exited, other.Exited...)
+}
+
+// joinSpec says where joins come from and how they are made.
+type joinSpec struct {
+	Source string
+	// Recheck re-evaluates the criteria in the INSERT, for joiners chosen
+	// outside the joining transaction.
+	Recheck bool
+}
+
+// join is the join of contract §5.4 for a batch of users, inside the
+// caller's transaction: it inserts the rows, gates the emission by the
+// entry limit, emits, and arms expiry timers. Users who are already active
+// members are skipped without a transition.
+func join(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, users []db.Joiner, js joinSpec, now time.Time) (Outcome, error) {
+	source := js.Source
+	spec := db.NewMemberships{BucketID: b.ID, Source: source, Now: now, Users: users}
+	if js.Recheck {
+		spec.If = b.Criteria
+	}
+	if (b.TimeBased || b.FastExpiry) && !b.ExpiryWindow.IsZero() {
+		spec.ExpiresAt = ptr(now.Add(b.ExpiryWindow.Std()))
+	}
+	if !b.MaxDwell.IsZero() {
+		spec.MaxDwellAt = ptr(now.Add(b.MaxDwell.Std()))
+	}
+	rows, err := db.JoinMemberships(ctx, tx, spec)
+	if err != nil || len(rows) == 0 {
+		return Outcome{}, err
+	}
+
+	var lastLeft map[string]time.Time
+	if b.EntryLimit == buckets.EntryOncePerPeriod && !b.EntryPeriod.IsZero() {
+		var again []string
+		for _, r := range rows {
+			if r.EntryCount > 1 {
+				again = append(again, r.UserID)
+			}
+		}
+		if len(again) > 0 {
+			if lastLeft, err = db.LastLeftAt(ctx, tx, b.ID, again); err != nil {
+				return Outcome{}, err
+			}
+		}
+	}
+
+	var out Outcome
+	var emissions []emission
+	var arms []db.OutboxEvent
+	for _, r := range rows {
+		email := deref(r.UserEmail)
+		left, hasLeft := lastLeft[r.UserID]
+		suppressed := !entryEmits(b, r.EntryCount, left, hasLeft, now)
+		if !suppressed {
+			emissions = append(emissions, transitionEmissions(d, b, Entered, r.UserID, email, r.EntryCount, source, "")...)
+		}
+		if b.ArmsExpiry && r.ExpiresAt != nil {
+			arms = append(arms, armExpiry(b, r, now))
+		}
+		out.Transitions = append(out.Transitions, Transition{
+			BucketID: b.ID, UserID: r.UserID, Transition: Entered, Epoch: r.EntryCount, Suppressed: suppressed, RowID: r.ID,
+		})
+	}
+	if out.Exited, err = emit(ctx, tx, d, emissions, now); err != nil {
+		return Outcome{}, err
+	}
+	if err := db.InsertOutbox(ctx, tx, arms); err != nil {
+		return Outcome{}, err
+	}
+	return out, nil
+}
+
+// entryEmits is the entry-limit gate of contract §5.4 step 4: whether the
+// join with this epoch emits bucket:entered. lastLeft is when the user's
+// latest earlier membership ended, when hasLeft.
+func entryEmits(b *buckets.Bucket, epoch int, lastLeft time.Time, hasLeft bool, now time.Time) bool {
+	if epoch == 1 {
+		return true
+	}
+	switch b.EntryLimit {
+	case buckets.EntryOnce:
+		return false
+	case buckets.EntryOncePerPeriod:
+		if b.EntryPeriod.IsZero() || !hasLeft {
+			return true
+		}
+		return now.Sub(lastLeft) >= b.EntryPeriod.Std()
+	}
+	return true
+}
+
+// leaveSpec says why and how members leave.
+type leaveSpec struct {
+	Source string
+	Reason string
+	// Unless, when set, re-checks the criteria in the CAS so that a member
+	// who qualifies again by the time of the UPDATE stays.
+	Unless buckets.Condition
+	// ArmedExpiresAt, when set, is the expiry timer's CAS on expires_at.
+	ArmedExpiresAt *time.Time
+}
+
+// leave is the leave of contract §5.5 for a batch of active memberships,
+// inside the caller's transaction: members still inside minDwell are
+// deferred, the others are left by a CAS on their row id and emitted with
+// their own epoch. Rows another writer ended or replaced are skipped.
+func leave(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, members []db.Membership, spec leaveSpec, now time.Time) (Outcome, error) {
+	var going, deferred []string
+	minDwell := b.MinDwell.Std()
+	for _, m := range members {
+		if minDwell > 0 && now.Sub(m.EnteredAt) < minDwell {
+			deferred = append(deferred, m.ID)
+		} else {
+			going = append(going, m.ID)
+		}
+	}
+	var out Outcome
+	var err error
+	if out.Deferred, err = db.DeferLeaves(ctx, tx, deferred, minDwell); err != nil {
+		return Outcome{}, err
+	}
+	if len(going) == 0 {
+		return out, nil
+	}
+	rows, err := db.LeaveMemberships(ctx, tx, db.LeaveCAS{IDs: going, Now: now, Unless: spec.Unless, ArmedExpiresAt: spec.ArmedExpiresAt})
+	if err != nil {
+		return Outcome{}, err
+	}
+	emissions := make([]emission, 0, len(rows))
+	for _, r := range rows {
+		emissions = append(emissions, transitionEmissions(d, b, Left, r.UserID, deref(r.UserEmail), r.EntryCount, spec.Source, spec.Reason)...)
+		out.Transitions = append(out.Transitions, Transition{BucketID: b.ID, UserID: r.UserID, Transition: Left, Epoch: r.EntryCount, RowID: r.ID})
+	}
+	if out.Exited, err = emit(ctx, tx, d, emissions, now); err != nil {
+		return Outcome{}, err
+	}
+	return out, nil
+}
+
+// emission is one event a transition emits: the bucket's own event, or
+// the generic one.
+type emission struct {
+	event      string
+	key        string
+	userID     string
+	email      string
+	bucketID   string
+	transition string
+	properties map[string]any
+}
+
+// transitionEmissions returns the events of one transition (contract §5.1):
+// bucket:<transition>:<id>, and the generic bucket:<transition> when a
+// journey is triggered by it.
+func transitionEmissions(d *Deps, b *buckets.Bucket, transition, userID, email string, epoch int, source, reason string) []emission {
+	props := map[string]any{
+		"bucketId":   b.ID,
+		"bucketName": b.Name,
+		"userId":     userID,
+		"transition": transition,
+		"source":     source,
+		"entryCount": epoch,
+	}
+	if reason != "" {
+		props["reason"] = reason
+	}
+	key := fmt.Sprintf("bucket:%s:%s:%s:%d", b.ID, userID, transition, epoch)
+	own := emission{event: "bucket:" + transition + ":" + b.ID, key: key, userID: userID, email: email,
+		bucketID: b.ID, transition: transition, properties: props}
+	out := []emission{own}
+	if generic := "bucket:" + transition; d.Journeys.Binds(generic) {
+		g := own
+		g.event, g.key = generic, key+":generic"
+		out = append(out, g)
+	}
+	return out
+}
+
+// emit stores the events in user_events, enqueues a push for each one not
+// stored before, and exits the journeys the stored ones end (contract §5.2
+// step 1 and §5.6), all in the caller's transaction.
+func emit(ctx context.Context, tx bun.IDB, d *Deps, emissions []emission, now time.Time) ([]db.JourneyState, error) {
+	if len(emissions) == 0 {
+		return nil, nil
+	}
+	events := make([]db.UserEvent, len(emissions))
+	for i, e := range emissions {
+		props, err := json.Marshal(e.properties)
+		if err != nil {
+			return nil, fmt.Errorf("encoding the properties of %s: %w", e.key, err)
+		}
+		events[i] = db.UserEvent{UserID: e.userID, Event: e.event, Properties: props,
+			IdempotencyKey: ptr(e.key), Source: ptr("bucket"), OccurredAt: now}
+	}
+	stored, err := db.InsertUserEventsOnce(ctx, tx, events)
+	if err != nil {
+		return nil, err
+	}
+
+	pushes := make([]db.OutboxEvent, 0, len(stored))
+	exitsByJourneys := map[string][]string{} // journey ids joined by "\x00" → users
+	for i, e := range emissions {
+		if !stored[e.key] {
+			continue // emitted before: its push is already in the outbox
+		}
+		payload, err := json.Marshal(map[string]any{"userId": e.userID, "userEmail": e.email, "properties": e.properties})
+		if err != nil {
+			return nil, fmt.Errorf("encoding the push of %s: %w", e.key, err)
+		}
+		meta, _ := json.Marshal(map[string]string{
+			"bucketId": e.bucketID, "userId": e.userID, "transition": e.transition, "idempotencyKey": e.key,
+		})
+		pushes = append(pushes, db.OutboxEvent{EventKey: e.event, Payload: payload, AdditionalMetadata: meta,
+			IdempotencyKey: events[i].IdempotencyKey, CreatedAt: now, AvailableAt: now})
+		if ids := d.Journeys.ExitingOn(e.event, e.properties); len(ids) > 0 {
+			group := strings.Join(ids, "\x00")
+			exitsByJourneys[group] = append(exitsByJourneys[group], e.userID)
+		}
+	}
+	if err := db.InsertOutbox(ctx, tx, pushes); err != nil {
+		return nil, err
+	}
+
+	var exited []db.JourneyState
+	for _, group := range slices.Sorted(maps.Keys(exitsByJourneys)) {
+		rows, err := db.ExitJourneys(ctx, tx, exitsByJourneys[group], strings.Split(group, "\x00"), now)
+		if err != nil {
+			return nil, err
+		}
+		exited = append(exited, rows...)
+	}
+	return exited, nil
+}
+
+// armExpiry is the push that arms the bucket-expiry timer of a new
+// membership (contract §5.4 step 5). armedExpiresAt is the stored value.
+func armExpiry(b *buckets.Bucket, m db.Membership, now time.Time) db.OutboxEvent {
+	key := "arm:" + m.ID
+	payload, _ := json.Marshal(ArmExpiryInput{
+		RowID:          m.ID,
+		BucketID:       b.ID,
+		UserID:         m.UserID,
+		UserEmail:      deref(m.UserEmail),
+		ArmedExpiresAt: m.ExpiresAt.UTC().Format(ArmedTimeFormat),
+		MsUntilExpiry:  m.ExpiresAt.Sub(now).Milliseconds(),
+	})
+	meta, _ := json.Marshal(map[string]string{"bucketId": b.ID, "userId": m.UserID, "idempotencyKey": key})
+	return db.OutboxEvent{EventKey: ArmExpiryEvent, Payload: payload, AdditionalMetadata: meta,
+		IdempotencyKey: &key, CreatedAt: now, AvailableAt: now}
+}
+
+// ArmedTimeFormat is how armedExpiresAt is written: RFC 3339 with
+// microseconds, Postgres' precision, so it compares equal to the row.
+const ArmedTimeFormat = "2006-01-02T15:04:05.000000Z07:00"
+
+// ArmExpiryInput is the payload of bucket:arm-expiry.
+type ArmExpiryInput struct {
+	RowID          string `json:"rowId"`
+	BucketID       string `json:"bucketId"`
+	UserID         string `json:"userId"`
+	UserEmail      string `json:"userEmail"`
+	ArmedExpiresAt string `json:"armedExpiresAt"`
+	MsUntilExpiry  int64  `json:"msUntilExpiry"`
+}
+
+// afterCommit does what a committed transaction leaves to do: cancel the
+// Hatchet runs of exited journeys, best effort.
+func (d *Deps) afterCommit(ctx context.Context, out Outcome) {
+	var runs []string
+	for _, s := range out.Exited {
+		if s.HatchetRunID != nil && *s.HatchetRunID != "" {
+			runs = append(runs, *s.HatchetRunID)
+		}
+	}
+	if len(runs) == 0 || d.Hatchet == nil {
+		return
+	}
+	if err := d.Hatchet.CancelRuns(ctx, runs); err != nil {
+		d.Logger.WarnContext(ctx, "cancelling the runs of exited journeys", slog.Int("runs", len(runs)), slog.Any("error", err))
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

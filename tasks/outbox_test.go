@@ -1,0 +1,180 @@
+package tasks
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bucketworker/bucket-worker/db"
+)
+
+// seedLeavers makes n members of "recent" that the next sweep must leave.
+func seedLeavers(e *env, n int) {
+	e.exec(`INSERT INTO bucket_memberships (user_id, bucket_id, entered_at) SELECT 'u' || i, 'recent', ? FROM generate_series(1, ?) i`, t0.Add(-9*day), n)
+}
+
+func TestCrashBetweenCommitAndDispatchLosesNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
+	seedLeavers(e, 2500)
+
+	// The process dies right after the commit: nothing was pushed.
+	e.deps.Hatchet = nil
+	out := e.sweep(ReconcileInput{})
+	require.Equal(t, 2500, out.Reconciled)
+	require.Equal(t, 0, out.Dispatched)
+	require.Equal(t, 2500, out.Pending)
+
+	// A later dispatch (a restarted worker) pushes each exactly once.
+	e.deps.Hatchet = e.hatchet
+	n, err := Dispatch(e.ctx, e.deps)
+	require.NoError(t, err)
+	require.Equal(t, 2500, n)
+	n, err = Dispatch(e.ctx, e.deps)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	keys := e.hatchet.pushedKeys()
+	require.Len(t, keys, 2500)
+	for key, pushes := range keys {
+		require.Equal(t, 1, pushes, key)
+	}
+	require.Equal(t, 3, e.hatchet.calls, "bulk pushes of at most 1000")
+}
+
+func TestFailingPushBacksOffAndRetries(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
+	seedLeavers(e, 3)
+	e.hatchet.setFail(errHatchetDown)
+
+	out := e.sweep(ReconcileInput{})
+	require.Equal(t, 3, out.Reconciled, "the transitions commit whatever the push does")
+	require.Equal(t, 0, out.Dispatched)
+	require.Equal(t, 3, out.Pending)
+	rows, err := db.ListOutbox(e.ctx, e.db)
+	require.NoError(t, err)
+	for _, r := range rows {
+		require.Equal(t, 1, r.Attempts)
+		require.Equal(t, errHatchetDown.Error(), *r.LastError)
+		require.Equal(t, t0.Add(RetryBase), r.AvailableAt.UTC())
+		require.Nil(t, r.DispatchedAt)
+	}
+
+	// Not due yet: no attempt.
+	calls := e.hatchet.calls
+	_, err = Dispatch(e.ctx, e.deps)
+	require.NoError(t, err)
+	require.Equal(t, calls, e.hatchet.calls)
+
+	// Due, still failing: the backoff doubles.
+	e.clock.Advance(RetryBase)
+	_, err = Dispatch(e.ctx, e.deps)
+	require.ErrorIs(t, err, errHatchetDown)
+	rows, _ = db.ListOutbox(e.ctx, e.db)
+	require.Equal(t, 2, rows[0].Attempts)
+	require.Equal(t, e.clock.Now().Add(2*RetryBase), rows[0].AvailableAt.UTC())
+
+	// Many failures later the backoff is capped.
+	e.exec("UPDATE bucket_event_outbox SET attempts = 20, available_at = ?", e.clock.Now())
+	_, err = Dispatch(e.ctx, e.deps)
+	require.ErrorIs(t, err, errHatchetDown)
+	rows, _ = db.ListOutbox(e.ctx, e.db)
+	require.Equal(t, e.clock.Now().Add(RetryCap), rows[0].AvailableAt.UTC())
+
+	// Hatchet is back: everything goes out, once.
+	e.hatchet.setFail(nil)
+	e.clock.Advance(RetryCap)
+	n, err := Dispatch(e.ctx, e.deps)
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+	require.Len(t, e.hatchet.pushedKeys(), 3)
+	summary, err := db.SummarizeOutbox(e.ctx, e.db, 10)
+	require.NoError(t, err)
+	require.Zero(t, summary.Pending)
+}
+
+func TestConcurrentDispatchersShareTheOutbox(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
+	seedLeavers(e, 5000)
+	e.deps.Hatchet = nil
+	e.sweep(ReconcileInput{})
+	e.deps.Hatchet = e.hatchet
+
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			_, err := Dispatch(e.ctx, e.deps)
+			require.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	keys := e.hatchet.pushedKeys()
+	require.Len(t, keys, 5000)
+	for key, pushes := range keys {
+		require.Equal(t, 1, pushes, key)
+	}
+}
+
+func TestDryRunChangesNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive, "buckets/dormant.yaml": wentDormant})
+	e.backfilled("dormant")
+	seedLeavers(e, 30)
+	e.contact("lapsed", `{}`)
+	e.events("lapsed", "app.active", 10*day)
+
+	out := e.sweep(ReconcileInput{DryRun: true})
+	require.True(t, out.DryRun)
+	recent := out.bucket("recent")
+	require.Equal(t, 30, *recent.WouldLeave)
+	require.Equal(t, 0, recent.Left)
+	require.Len(t, recent.SampleUserIDs, sampleLimit)
+	dormant := out.bucket("dormant")
+	require.Equal(t, 1, *dormant.WouldJoin)
+	require.Equal(t, []string{"lapsed"}, dormant.SampleUserIDs)
+
+	require.Equal(t, 30, e.count("SELECT count(*) FROM bucket_memberships WHERE status = 'active'"))
+	require.Equal(t, 0, e.count("SELECT count(*) FROM bucket_memberships WHERE last_evaluated_at IS NOT NULL"))
+	require.Equal(t, 0, e.count("SELECT count(*) FROM user_events WHERE source = 'bucket'"))
+	require.Equal(t, 0, e.count("SELECT count(*) FROM bucket_event_outbox"))
+}
+
+func TestRuntimeSwitchSkipsTheBucket(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
+	seedLeavers(e, 5)
+	require.NoError(t, e.deps.Switch.Set(e.ctx, "recent", false, t0))
+
+	rep := e.sweep(ReconcileInput{}).bucket("recent")
+	require.Equal(t, "bucket_disabled", rep.Skipped)
+	require.Equal(t, 5, e.count("SELECT count(*) FROM bucket_memberships WHERE status = 'active'"))
+	require.Equal(t, 0, e.count("SELECT count(*) FROM bucket_event_outbox"))
+
+	require.NoError(t, e.deps.Switch.Set(e.ctx, "recent", true, t0))
+	require.Equal(t, 5, e.sweep(ReconcileInput{}).Reconciled)
+}
+
+func TestRuntimeSwitchCachesForItsTTL(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
+	sw := NewRuntimeSwitch(e.db, time.Hour)
+	on, err := sw.Enabled(e.ctx, "recent")
+	require.NoError(t, err)
+	require.True(t, on)
+	require.NoError(t, db.SetBucketEnabled(e.ctx, e.db, "recent", false, t0)) // another replica
+	on, _ = sw.Enabled(e.ctx, "recent")
+	require.True(t, on, "cached")
+	require.NoError(t, sw.Set(e.ctx, "other", true, t0)) // a write through this switch drops the cache
+	on, _ = sw.Enabled(e.ctx, "recent")
+	require.False(t, on)
+}
+
+func TestUnknownBucketIsAnError(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
+	_, err := Reconcile(e.ctx, e.deps, ReconcileInput{BucketIDs: []string{"nope"}})
+	require.ErrorContains(t, err, `"nope"`)
+}

@@ -1,0 +1,340 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/db"
+)
+
+// ReconcileBatch is the size of a per-member evaluation batch and of a
+// join-candidate batch (contract §6.2, §6.3).
+const ReconcileBatch = 500
+
+// sampleLimit is how many user ids a dry run lists per bucket.
+const sampleLimit = 20
+
+// ReconcileInput is the input of bucket-reconcile; the cron sends none.
+type ReconcileInput struct {
+	// BucketIDs limits the sweep to these buckets; empty sweeps them all.
+	BucketIDs []string `json:"bucketIds,omitempty"`
+	// DryRun computes what the sweep would do and changes nothing.
+	DryRun bool `json:"dryRun,omitempty"`
+}
+
+// ReconcileOutput is the output of a sweep (contract §6.4).
+type ReconcileOutput struct {
+	// Reconciled counts every leave: criteria, TTL and deferred.
+	Reconciled int           `json:"reconciled"`
+	Joined     int           `json:"joined"`
+	Dispatched int           `json:"dispatched"`
+	Pending    int           `json:"pending"` // pushes left in the outbox after the run
+	DryRun     bool          `json:"dryRun,omitempty"`
+	Buckets    []BucketSweep `json:"buckets"`
+}
+
+// BucketSweep is what a sweep did to one bucket.
+type BucketSweep struct {
+	BucketID     string `json:"bucketId"`
+	Left         int    `json:"left"`         // criteria leaves
+	TTLLeft      int    `json:"ttlLeft"`      // maxDwell leaves
+	DeferredLeft int    `json:"deferredLeft"` // leaves minDwell had deferred
+	Joined       int    `json:"joined"`
+	Evaluated    int    `json:"evaluated"`          // members evaluated one by one (composite criteria)
+	Deferred     int    `json:"deferred,omitempty"` // leaves postponed by minDwell in this sweep
+	DurationMs   int64  `json:"durationMs"`
+	Skipped      string `json:"skipped,omitempty"`
+	// JoinsSkipped says why the join pass did not run (the first-deploy guard).
+	JoinsSkipped string `json:"joinsSkipped,omitempty"`
+	// BudgetSpent is true when a loop stopped at the sweep's time budget;
+	// the next sweep carries on.
+	BudgetSpent   bool     `json:"budgetSpent,omitempty"`
+	Error         string   `json:"error,omitempty"`
+	WouldLeave    *int     `json:"wouldLeave,omitempty"`
+	WouldJoin     *int     `json:"wouldJoin,omitempty"`
+	SampleUserIDs []string `json:"sampleUserIds,omitempty"`
+}
+
+// Reconcile is the sweep of contract §6: for each selected bucket, on its
+// own, the criteria leaves, the joins, the TTL leaves and the deferred
+// leaves that only the clock can cause. A bucket's error is reported in
+// its entry and does not stop the others. Unless dry, the pushes it
+// enqueued are dispatched before it returns.
+func Reconcile(ctx context.Context, d *Deps, in ReconcileInput) (ReconcileOutput, error) {
+	selected := d.Buckets.All()
+	if len(in.BucketIDs) > 0 {
+		selected = selected[:0]
+		for _, id := range in.BucketIDs {
+			b, ok := d.Buckets.Get(id)
+			if !ok {
+				return ReconcileOutput{}, fmt.Errorf("reconciling: no enabled bucket %q", id)
+			}
+			selected = append(selected, b)
+		}
+	}
+	var deadline time.Time
+	if d.SweepBudget > 0 {
+		deadline = time.Now().Add(d.SweepBudget)
+	}
+
+	out := ReconcileOutput{DryRun: in.DryRun, Buckets: make([]BucketSweep, 0, len(selected))}
+	for _, b := range selected {
+		s := &sweep{d: d, b: b, dryRun: in.DryRun, deadline: deadline}
+		rep := s.run(ctx)
+		out.Reconciled += rep.Left + rep.TTLLeft + rep.DeferredLeft
+		out.Joined += rep.Joined
+		out.Buckets = append(out.Buckets, rep)
+	}
+	if !in.DryRun {
+		out.Dispatched, out.Pending = flush(ctx, d)
+	}
+	d.Logger.InfoContext(ctx, "reconcile sweep done", slog.Int("buckets", len(selected)),
+		slog.Int("left", out.Reconciled), slog.Int("joined", out.Joined),
+		slog.Int("dispatched", out.Dispatched), slog.Bool("dry_run", in.DryRun))
+	return out, nil
+}
+
+// sweep is the reconciliation of one bucket.
+type sweep struct {
+	d        *Deps
+	b        *buckets.Bucket
+	now      time.Time
+	dryRun   bool
+	deadline time.Time
+	rep      BucketSweep
+}
+
+func (s *sweep) run(ctx context.Context) BucketSweep {
+	start := time.Now()
+	s.rep = BucketSweep{BucketID: s.b.ID}
+	if s.dryRun {
+		s.rep.WouldLeave, s.rep.WouldJoin = ptr(0), ptr(0)
+	}
+	err := s.passes(ctx)
+	s.rep.DurationMs = time.Since(start).Milliseconds()
+	log := s.d.Logger.With(slog.String("bucket_id", s.b.ID))
+	switch {
+	case err != nil:
+		s.rep.Error = err.Error()
+		log.ErrorContext(ctx, "reconciling bucket", slog.Any("error", err))
+	case s.rep.Skipped != "":
+		log.DebugContext(ctx, "bucket skipped", slog.String("reason", s.rep.Skipped))
+	default:
+		log.InfoContext(ctx, "bucket reconciled", slog.Int("left", s.rep.Left), slog.Int("ttl_left", s.rep.TTLLeft),
+			slog.Int("deferred_left", s.rep.DeferredLeft), slog.Int("joined", s.rep.Joined),
+			slog.Int("evaluated", s.rep.Evaluated), slog.Int64("duration_ms", s.rep.DurationMs))
+	}
+	return s.rep
+}
+
+func (s *sweep) passes(ctx context.Context) error {
+	on, err := s.d.Switch.Enabled(ctx, s.b.ID)
+	if err != nil {
+		return err
+	}
+	if !on {
+		s.rep.Skipped = "bucket_disabled"
+		return nil
+	}
+	s.now = s.d.Now()
+	b := s.b
+	if b.TimeBased {
+		if err := s.criteriaLeaves(ctx); err != nil {
+			return fmt.Errorf("criteria leaves: %w", err)
+		}
+		if b.ReconcileJoins {
+			if err := s.joins(ctx); err != nil {
+				return fmt.Errorf("joins: %w", err)
+			}
+		}
+	}
+	if !b.MaxDwell.IsZero() {
+		members, err := db.DwellExpired(ctx, s.d.DB, b.ID, s.now)
+		if err != nil {
+			return fmt.Errorf("TTL leaves: %w", err)
+		}
+		if s.rep.TTLLeft, err = s.leaveAll(ctx, members, leaveSpec{Source: SourceReconcile, Reason: ReasonMaxDwell}); err != nil {
+			return fmt.Errorf("TTL leaves: %w", err)
+		}
+	}
+	if !b.MinDwell.IsZero() {
+		members, err := db.DeferredLeavers(ctx, s.d.DB, b, s.now)
+		if err != nil {
+			return fmt.Errorf("deferred leaves: %w", err)
+		}
+		spec := leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: b.Criteria}
+		if s.rep.DeferredLeft, err = s.leaveAll(ctx, members, spec); err != nil {
+			return fmt.Errorf("deferred leaves: %w", err)
+		}
+	}
+	return nil
+}
+
+// criteriaLeaves is step 1 of contract §6.2. A single event leg is one
+// set-based SHOULD-LEAVE query; any other criteria are evaluated member by
+// member, in batches, until every member was evaluated once or the budget
+// is spent. A dry run uses the set-based query for both: it must not stamp
+// last_evaluated_at.
+func (s *sweep) criteriaLeaves(ctx context.Context) error {
+	if _, single := s.b.Criteria.(*buckets.EventCondition); single || s.dryRun {
+		members, err := db.CriteriaLeavers(ctx, s.d.DB, s.b, s.now)
+		if err != nil {
+			return err
+		}
+		s.rep.Left, err = s.leaveAll(ctx, members, leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: s.b.Criteria})
+		return err
+	}
+	for !s.budgetSpent() {
+		var evaluated int
+		out, err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+			batch, err := db.EvaluateMembers(ctx, tx, s.b, s.now, ReconcileBatch)
+			if err != nil {
+				return Outcome{}, err
+			}
+			evaluated = len(batch)
+			var leavers []db.Membership
+			for _, m := range batch {
+				if !m.Holds {
+					leavers = append(leavers, m.Membership)
+				}
+			}
+			return leave(ctx, tx, s.d, s.b, leavers, leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria}, s.now)
+		})
+		if err != nil {
+			return err
+		}
+		s.rep.Evaluated += evaluated
+		s.rep.Left += len(out.Transitions)
+		s.rep.Deferred += out.Deferred
+		if evaluated < ReconcileBatch {
+			return nil
+		}
+	}
+	return nil
+}
+
+// leaveAll leaves the members (or, in a dry run, counts those it would
+// leave), one transaction per chunk of db.LeaveChunk, and returns how
+// many left.
+func (s *sweep) leaveAll(ctx context.Context, members []db.Membership, spec leaveSpec) (int, error) {
+	if s.dryRun {
+		minDwell := s.b.MinDwell.Std()
+		n := 0
+		for _, m := range members {
+			if minDwell == 0 || s.now.Sub(m.EnteredAt) >= minDwell {
+				n++
+				s.sample(m.UserID)
+			}
+		}
+		*s.rep.WouldLeave += n
+		return 0, nil
+	}
+	left := 0
+	for chunk := range slices.Chunk(members, db.LeaveChunk) {
+		out, err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+			return leave(ctx, tx, s.d, s.b, chunk, spec, s.now)
+		})
+		if err != nil {
+			return left, err
+		}
+		left += len(out.Transitions)
+		s.rep.Deferred += out.Deferred
+	}
+	return left, nil
+}
+
+// joins is the join pass of contract §6.3: candidates in contacts.id order,
+// a batch at a time, each batch joined in one transaction.
+func (s *sweep) joins(ctx context.Context) error {
+	if reason, err := s.joinsClosed(ctx); err != nil || reason != "" {
+		s.rep.JoinsSkipped = reason
+		return err
+	}
+	after := ""
+	for !s.budgetSpent() {
+		candidates, err := db.JoinCandidates(ctx, s.d.DB, s.b, s.now, after, ReconcileBatch)
+		if err != nil {
+			return err
+		}
+		if s.dryRun {
+			*s.rep.WouldJoin += len(candidates)
+			for _, c := range candidates {
+				s.sample(c.UserID)
+			}
+		} else if len(candidates) > 0 {
+			joiners := make([]db.Joiner, len(candidates))
+			for i, c := range candidates {
+				joiners[i] = db.Joiner{UserID: c.UserID, Email: deref(c.Email)}
+			}
+			out, err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+				return join(ctx, tx, s.d, s.b, joiners, joinSpec{Source: SourceReconcile, Recheck: true}, s.now)
+			})
+			if err != nil {
+				return err
+			}
+			s.rep.Joined += len(out.Transitions)
+		}
+		if len(candidates) < ReconcileBatch {
+			return nil
+		}
+		after = candidates[len(candidates)-1].ContactID
+	}
+	return nil
+}
+
+// joinsClosed is the first-deploy guard of contract §6.3: it returns why
+// the join pass must not run yet, or "" when it may.
+func (s *sweep) joinsClosed(ctx context.Context) (string, error) {
+	configs, err := db.BucketConfigs(ctx, s.d.DB)
+	if err != nil {
+		return "", err
+	}
+	cfg, ok := configs[s.b.ID]
+	switch {
+	case !ok || cfg.CriteriaHash == nil:
+		return "backfill_missing", nil
+	case *cfg.CriteriaHash != s.b.CriteriaHash:
+		return "criteria_changed", nil
+	}
+	running, err := db.HasOpenBackfill(ctx, s.d.DB, s.b.ID)
+	if err != nil || !running {
+		return "", err
+	}
+	return "backfill_running", nil
+}
+
+// inTx runs one batch of transitions in a transaction and, once it
+// committed, does what the outcome leaves to do.
+func (s *sweep) inTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) (Outcome, error)) (Outcome, error) {
+	var out Outcome
+	err := s.d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var err error
+		out, err = fn(ctx, tx)
+		return err
+	})
+	if err != nil {
+		return Outcome{}, err
+	}
+	s.d.afterCommit(ctx, out)
+	return out, nil
+}
+
+func (s *sweep) budgetSpent() bool {
+	if !s.deadline.IsZero() && time.Now().After(s.deadline) {
+		s.rep.BudgetSpent = true
+		return true
+	}
+	return false
+}
+
+func (s *sweep) sample(userID string) {
+	if len(s.rep.SampleUserIDs) < sampleLimit {
+		s.rep.SampleUserIDs = append(s.rep.SampleUserIDs, userID)
+	}
+}

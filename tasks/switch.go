@@ -1,0 +1,58 @@
+package tasks
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/bucketworker/bucket-worker/db"
+)
+
+// RuntimeSwitch reads the runtime switch of contract §9 —
+// bucket_configs.enabled — through a cache that lives for a TTL, so that
+// a disable reaches every path within the TTL without a query per event.
+type RuntimeSwitch struct {
+	idb bun.IDB
+	ttl time.Duration
+
+	mu       sync.Mutex
+	read     time.Time
+	disabled map[string]bool
+}
+
+// NewRuntimeSwitch returns a switch reading idb, caching for ttl (zero
+// reads on every call).
+func NewRuntimeSwitch(idb bun.IDB, ttl time.Duration) *RuntimeSwitch {
+	return &RuntimeSwitch{idb: idb, ttl: ttl}
+}
+
+// Enabled reports whether the bucket is switched on at runtime. A bucket
+// without a bucket_configs row is on.
+func (s *RuntimeSwitch) Enabled(ctx context.Context, bucketID string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.disabled == nil || s.ttl == 0 || time.Since(s.read) >= s.ttl {
+		configs, err := db.BucketConfigs(ctx, s.idb)
+		if err != nil {
+			return false, err
+		}
+		s.disabled = map[string]bool{}
+		for id, c := range configs {
+			if !c.Enabled {
+				s.disabled[id] = true
+			}
+		}
+		s.read = time.Now()
+	}
+	return !s.disabled[bucketID], nil
+}
+
+// Set switches the bucket on or off and drops the cache.
+func (s *RuntimeSwitch) Set(ctx context.Context, bucketID string, enabled bool, now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.disabled = nil
+	return db.SetBucketEnabled(ctx, s.idb, bucketID, enabled, now)
+}
