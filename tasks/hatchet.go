@@ -1,19 +1,114 @@
 package tasks
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
+	v0 "github.com/hatchet-dev/hatchet/pkg/client"
+	"github.com/hatchet-dev/hatchet/pkg/client/rest"
+	"github.com/hatchet-dev/hatchet/pkg/client/types"
+	"github.com/hatchet-dev/hatchet/pkg/worker"
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
+	"github.com/google/uuid"
 	"github.com/rs/zerolog"
+
+	"github.com/bucketworker/bucket-worker/db"
 )
 
+// Task names and their Hatchet settings.
+const (
+	TaskReconcile = "bucket-reconcile"
+	// ReconcileConcurrency is the concurrency expression of the sweep: one
+	// group, one run at a time, the next queued (GROUP_ROUND_ROBIN).
+	ReconcileConcurrency = "'bucket-reconcile'"
+)
+
+// ErrInvalidInput marks an input no retry can fix; its task run fails
+// without retrying.
+var ErrInvalidInput = errors.New("invalid input")
+
+// WorkerOptions are the registration settings of the worker's tasks.
+type WorkerOptions struct {
+	Name             string
+	ReconcileCron    string
+	ReconcileTimeout time.Duration
+	// SDKLogger receives the SDK's own logs.
+	SDKLogger *zerolog.Logger
+}
+
 // NewWorker creates the Hatchet worker with every task of the worker
-// registered on it. sdkLogger receives the SDK's own logs.
-func NewWorker(client *hatchet.Client, name string, deps Deps, sdkLogger *zerolog.Logger) (*hatchet.Worker, error) {
-	var workflows []hatchet.WorkflowBase
-	w, err := client.NewWorker(name, hatchet.WithWorkflows(workflows...), hatchet.WithLogger(sdkLogger))
+// registered on it. Each task converts its input, calls one engine
+// function and returns its output.
+func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Worker, error) {
+	reconcile := client.NewStandaloneTask(TaskReconcile,
+		func(ctx hatchet.Context, in ReconcileInput) (ReconcileOutput, error) {
+			return taskResult(Reconcile(ctx, d, in))
+		},
+		hatchet.WithWorkflowDescription("Moves members in and out of time-based buckets when only the clock has changed: "+
+			"window expiry, absence joins, maxDwell and deferred minDwell leaves. Input {bucketIds?, dryRun?}."),
+		hatchet.WithWorkflowCron(opts.ReconcileCron),
+		hatchet.WithWorkflowConcurrency(types.Concurrency{
+			Expression:    ReconcileConcurrency,
+			MaxRuns:       ptr(int32(1)),
+			LimitStrategy: ptr(types.GroupRoundRobin),
+		}),
+		hatchet.WithRetries(1),
+		hatchet.WithExecutionTimeout(opts.ReconcileTimeout),
+	)
+	w, err := client.NewWorker(opts.Name, hatchet.WithWorkflows(reconcile), hatchet.WithLogger(opts.SDKLogger))
 	if err != nil {
 		return nil, fmt.Errorf("creating the Hatchet worker: %w", err)
 	}
 	return w, nil
+}
+
+// taskResult makes an invalid-input error non-retryable.
+func taskResult[T any](out T, err error) (T, error) {
+	if errors.Is(err, ErrInvalidInput) {
+		err = worker.NewNonRetryableError(err)
+	}
+	return out, err
+}
+
+// NewHatchet adapts the SDK client to what the engine asks of Hatchet.
+func NewHatchet(client *hatchet.Client) Hatchet { return sdkHatchet{client} }
+
+type sdkHatchet struct{ client *hatchet.Client }
+
+// Push sends the outbox rows in one bulk push.
+func (h sdkHatchet) Push(ctx context.Context, events []db.OutboxEvent) error {
+	batch := make([]v0.EventWithAdditionalMetadata, len(events))
+	for i, e := range events {
+		var meta map[string]string
+		if len(e.AdditionalMetadata) > 0 {
+			if err := json.Unmarshal(e.AdditionalMetadata, &meta); err != nil {
+				return fmt.Errorf("decoding the metadata of outbox row %d: %w", e.ID, err)
+			}
+		}
+		batch[i] = v0.EventWithAdditionalMetadata{Key: e.EventKey, Event: e.Payload, AdditionalMetadata: meta}
+	}
+	if err := h.client.Events().BulkPush(ctx, batch); err != nil {
+		return fmt.Errorf("pushing %d events to Hatchet: %w", len(events), err)
+	}
+	return nil
+}
+
+// CancelRuns cancels workflow runs by id; ids that are not UUIDs are skipped.
+func (h sdkHatchet) CancelRuns(ctx context.Context, runIDs []string) error {
+	var ids []uuid.UUID
+	for _, id := range runIDs {
+		if u, err := uuid.Parse(id); err == nil {
+			ids = append(ids, u)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := h.client.Runs().Cancel(ctx, rest.V1CancelTaskRequest{ExternalIds: &ids}); err != nil {
+		return fmt.Errorf("cancelling %d runs: %w", len(ids), err)
+	}
+	return nil
 }

@@ -73,7 +73,7 @@ func Reconcile(ctx context.Context, d *Deps, in ReconcileInput) (ReconcileOutput
 		for _, id := range in.BucketIDs {
 			b, ok := d.Buckets.Get(id)
 			if !ok {
-				return ReconcileOutput{}, fmt.Errorf("reconciling: no enabled bucket %q", id)
+				return ReconcileOutput{}, fmt.Errorf("reconciling: %w: no enabled bucket %q", ErrInvalidInput, id)
 			}
 			selected = append(selected, b)
 		}
@@ -125,6 +125,9 @@ func (s *sweep) run(ctx context.Context) BucketSweep {
 		log.ErrorContext(ctx, "reconciling bucket", slog.Any("error", err))
 	case s.rep.Skipped != "":
 		log.DebugContext(ctx, "bucket skipped", slog.String("reason", s.rep.Skipped))
+	case s.dryRun:
+		log.InfoContext(ctx, "bucket dry run", slog.Int("would_leave", *s.rep.WouldLeave),
+			slog.Int("would_join", *s.rep.WouldJoin), slog.Int64("duration_ms", s.rep.DurationMs))
 	default:
 		log.InfoContext(ctx, "bucket reconciled", slog.Int("left", s.rep.Left), slog.Int("ttl_left", s.rep.TTLLeft),
 			slog.Int("deferred_left", s.rep.DeferredLeft), slog.Int("joined", s.rep.Joined),

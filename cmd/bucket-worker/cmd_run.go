@@ -4,68 +4,47 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
-	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 	"github.com/rs/zerolog"
 
 	"github.com/bucketworker/bucket-worker/db"
 	"github.com/bucketworker/bucket-worker/tasks"
 )
 
+// dispatchInterval is how often the running worker dispatches the outbox.
+const dispatchInterval = time.Second
+
 // runWorker is the long-running worker: it migrates (unless MIGRATE=off),
-// loads the definitions, registers the tasks with Hatchet and serves until
-// SIGINT or SIGTERM, then shuts down gracefully.
+// loads the definitions, registers the tasks with Hatchet, runs the outbox
+// dispatcher and serves until SIGINT or SIGTERM, then shuts down
+// gracefully.
 func runWorker(ctx context.Context, env *environment, args []string) error {
 	fs := env.newFlagSet("run")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(env.getenv, env.flags)
-	if err != nil {
-		return fmt.Errorf("invalid configuration: %w", err)
-	}
-	logger := newLogger(env.stderr, cfg.LogFormat, cfg.LogLevel)
-
-	defs, err := loadDefinitions(cfg)
+	e, closeEngine, err := openEngine(ctx, env, true)
 	if err != nil {
 		return err
 	}
-	for _, w := range defs.report.Warnings {
-		logger.WarnContext(ctx, "definition warning", slog.String("file", w.File), slog.String("path", w.Path), slog.String("message", w.Message))
-	}
-	for _, notice := range defs.notices {
-		logger.WarnContext(ctx, notice)
-	}
-	if err := defs.report.Err(); err != nil {
-		for _, e := range defs.report.Errors {
-			logger.ErrorContext(ctx, "invalid definition", slog.String("file", e.File), slog.String("path", e.Path), slog.String("message", e.Message))
-		}
-		return fmt.Errorf("%d invalid definition(s) in %s", len(defs.report.Errors), cfg.DefinitionsDir)
-	}
-
-	conn, err := db.Open(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
+	defer closeEngine()
+	cfg, logger := e.cfg, e.logger
 	if cfg.Migrate == "auto" {
-		applied, err := db.Migrate(ctx, conn)
+		applied, err := db.Migrate(ctx, e.deps.DB)
 		if err != nil {
 			return err
 		}
 		logger.InfoContext(ctx, "database migrated", slog.Int("applied", len(applied)))
 	}
 
-	client, err := hatchet.NewClient()
-	if err != nil {
-		return fmt.Errorf("connecting to Hatchet (is HATCHET_CLIENT_TOKEN set?): %w", err)
-	}
-	deps := tasks.Deps{
-		DB: conn, Buckets: defs.bucketRegistry, Journeys: defs.journeyRegistry,
-		Logger: logger, Now: time.Now,
-	}
-	worker, err := tasks.NewWorker(client, cfg.WorkerName, deps, sdkLogger(env, cfg))
+	worker, err := tasks.NewWorker(e.client, e.deps, tasks.WorkerOptions{
+		Name:             cfg.WorkerName,
+		ReconcileCron:    cfg.ReconcileCron,
+		ReconcileTimeout: cfg.ReconcileTimeout,
+		SDKLogger:        sdkLogger(env, cfg),
+	})
 	if err != nil {
 		return err
 	}
@@ -73,17 +52,25 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return fmt.Errorf("starting the Hatchet worker: %w", err)
 	}
+	dispatchCtx, stopDispatch := context.WithCancel(ctx)
+	var dispatcher sync.WaitGroup
+	dispatcher.Go(func() { tasks.RunDispatcher(dispatchCtx, e.deps, dispatchInterval) })
 	logger.InfoContext(ctx, "worker started",
 		slog.String("worker", cfg.WorkerName),
-		slog.Int("buckets", defs.bucketRegistry.Len()),
-		slog.Int("journeys", len(defs.journeyRegistry.All())))
+		slog.Int("buckets", e.defs.bucketRegistry.Len()),
+		slog.Int("journeys", len(e.defs.journeyRegistry.All())),
+		slog.String("reconcile_cron", cfg.ReconcileCron))
 
 	<-ctx.Done()
-	logger.InfoContext(context.WithoutCancel(ctx), "shutting down")
-	if err := cleanup(); err != nil {
-		return fmt.Errorf("stopping the Hatchet worker: %w", err)
+	shutdown := context.WithoutCancel(ctx)
+	logger.InfoContext(shutdown, "shutting down")
+	stopErr := cleanup()
+	stopDispatch()
+	dispatcher.Wait()
+	if stopErr != nil {
+		return fmt.Errorf("stopping the Hatchet worker: %w", stopErr)
 	}
-	logger.InfoContext(context.WithoutCancel(ctx), "worker stopped")
+	logger.InfoContext(shutdown, "worker stopped")
 	return nil
 }
 

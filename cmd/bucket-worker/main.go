@@ -29,6 +29,10 @@ func commands() []command {
 		{"validate", "[--json]", "load and check the definitions, without a database", runValidate},
 		{"list", "[--json]", "every loaded bucket with its switches, size and journeys", runList},
 		{"members", "--bucket ID [--status active|left] [--limit N] [--json]", "membership rows of a bucket, newest first", runMembers},
+		{"reconcile", "[--bucket ID]... [--dry-run] [--json]", "one reconcile sweep in-process; pushes go out when Hatchet is configured", runReconcile},
+		{"outbox", "[--flush] [--json]", "pending pushes, their age and last errors; --flush dispatches them", runOutbox},
+		{"enable", "ID", "switch a bucket on at runtime", runSwitch(true)},
+		{"disable", "ID", "switch a bucket off at runtime: every path skips it, members stay", runSwitch(false)},
 	}
 }
 
@@ -100,8 +104,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		case errors.As(err, &usage):
 			fmt.Fprintf(stderr, "bucket-worker %s: %v\n", cmd.name, err)
 			return 2
-		case errors.Is(err, errReported):
-			return 1
 		default:
 			fmt.Fprintf(stderr, "bucket-worker %s: %v\n", cmd.name, err)
 			return 1
@@ -111,9 +113,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	printUsage(stderr)
 	return 2
 }
-
-// errReported is returned by a command that has already printed why it failed.
-var errReported = errors.New("reported")
 
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: bucket-worker [--database-url URL] [--definitions DIR] [--log-level LEVEL] <command> [flags]")

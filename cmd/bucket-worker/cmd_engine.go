@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/tasks"
+)
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// runReconcile runs one sweep in-process and prints its output. Its pushes
+// are dispatched when Hatchet is configured, and left pending otherwise.
+func runReconcile(ctx context.Context, env *environment, args []string) error {
+	fs := env.newFlagSet("reconcile")
+	var bucketIDs stringList
+	fs.Var(&bucketIDs, "bucket", "sweep only this bucket (repeatable)")
+	dryRun := fs.Bool("dry-run", false, "report what would change, change nothing")
+	asJSON := fs.Bool("json", false, "print one JSON document")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	e, closeEngine, err := openEngine(ctx, env, false)
+	if err != nil {
+		return err
+	}
+	defer closeEngine()
+	out, err := tasks.Reconcile(ctx, e.deps, tasks.ReconcileInput{BucketIDs: bucketIDs, DryRun: *dryRun})
+	if errors.Is(err, tasks.ErrInvalidInput) {
+		return usageError{err.Error()}
+	}
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(env.stdout, out)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	if *dryRun {
+		fmt.Fprintln(tw, "BUCKET\tWOULD-LEAVE\tWOULD-JOIN\tMS\tNOTE\tSAMPLE")
+		for _, b := range out.Buckets {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\n", b.BucketID, deref(b.WouldLeave), deref(b.WouldJoin),
+				b.DurationMs, sweepNote(b), strings.Join(b.SampleUserIDs, ","))
+		}
+	} else {
+		fmt.Fprintln(tw, "BUCKET\tLEFT\tTTL-LEFT\tDEFERRED-LEFT\tJOINED\tEVALUATED\tMS\tNOTE")
+		for _, b := range out.Buckets {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", b.BucketID, b.Left, b.TTLLeft, b.DeferredLeft,
+				b.Joined, b.Evaluated, b.DurationMs, sweepNote(b))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if !*dryRun {
+		fmt.Fprintf(env.stdout, "left %d, joined %d; pushed %d, %d pending in the outbox\n",
+			out.Reconciled, out.Joined, out.Dispatched, out.Pending)
+	}
+	if failed := failedBuckets(out); failed != "" {
+		return fmt.Errorf("reconciling %s failed (see the NOTE column)", failed)
+	}
+	return nil
+}
+
+// sweepNote is the one-line remark on a bucket's sweep: why it was
+// skipped, why its joins were, or its error.
+func sweepNote(b tasks.BucketSweep) string {
+	var notes []string
+	if b.Skipped != "" {
+		notes = append(notes, "skipped: "+b.Skipped)
+	}
+	if b.JoinsSkipped != "" {
+		notes = append(notes, "joins skipped: "+b.JoinsSkipped)
+	}
+	if b.Deferred > 0 {
+		notes = append(notes, fmt.Sprintf("%d leaves deferred by minDwell", b.Deferred))
+	}
+	if b.BudgetSpent {
+		notes = append(notes, "time budget spent, the next sweep carries on")
+	}
+	if b.Error != "" {
+		notes = append(notes, "error: "+b.Error)
+	}
+	return strings.Join(notes, "; ")
+}
+
+func failedBuckets(out tasks.ReconcileOutput) string {
+	var ids []string
+	for _, b := range out.Buckets {
+		if b.Error != "" {
+			ids = append(ids, b.BucketID)
+		}
+	}
+	return strings.Join(ids, ", ")
+}
+
+type outboxOutput struct {
+	Pending                 int             `json:"pending"`
+	OldestPendingAgeSeconds float64         `json:"oldestPendingAgeSeconds"`
+	LastErrors              []outboxFailure `json:"lastErrors"`
+	Dispatched              *int            `json:"dispatched,omitempty"`
+}
+
+type outboxFailure struct {
+	ID       int64  `json:"id"`
+	EventKey string `json:"eventKey"`
+	Attempts int    `json:"attempts"`
+	Error    string `json:"error"`
+}
+
+// runOutbox reports the pushes waiting in the outbox; --flush dispatches
+// them first.
+func runOutbox(ctx context.Context, env *environment, args []string) error {
+	fs := env.newFlagSet("outbox")
+	flush := fs.Bool("flush", false, "dispatch the pending pushes now (needs Hatchet)")
+	asJSON := fs.Bool("json", false, "print one JSON document")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	e, closeEngine, err := openEngine(ctx, env, *flush)
+	if err != nil {
+		return err
+	}
+	defer closeEngine()
+	var out outboxOutput
+	var flushErr error
+	if *flush {
+		n, err := tasks.Dispatch(ctx, e.deps)
+		out.Dispatched, flushErr = &n, err
+	}
+	summary, err := db.SummarizeOutbox(ctx, e.deps.DB, 10)
+	if err != nil {
+		return err
+	}
+	out.Pending = summary.Pending
+	if summary.OldestPending != nil {
+		out.OldestPendingAgeSeconds = time.Since(*summary.OldestPending).Seconds()
+	}
+	out.LastErrors = []outboxFailure{}
+	for _, r := range summary.LastErrors {
+		out.LastErrors = append(out.LastErrors, outboxFailure{ID: r.ID, EventKey: r.EventKey, Attempts: r.Attempts, Error: deref(r.LastError)})
+	}
+	if *asJSON {
+		if err := writeJSON(env.stdout, out); err != nil {
+			return err
+		}
+	} else {
+		if out.Dispatched != nil {
+			fmt.Fprintf(env.stdout, "dispatched %d\n", *out.Dispatched)
+		}
+		fmt.Fprintf(env.stdout, "pending %d", out.Pending)
+		if out.Pending > 0 {
+			fmt.Fprintf(env.stdout, ", oldest %s old", time.Duration(out.OldestPendingAgeSeconds*float64(time.Second)).Round(time.Second))
+		}
+		fmt.Fprintln(env.stdout)
+		for _, f := range out.LastErrors {
+			fmt.Fprintf(env.stdout, "  #%d %s: %d attempt(s): %s\n", f.ID, f.EventKey, f.Attempts, f.Error)
+		}
+	}
+	if flushErr != nil {
+		return fmt.Errorf("dispatching: %w", flushErr)
+	}
+	return nil
+}
+
+// runSwitch returns the command that sets a bucket's runtime switch.
+func runSwitch(enabled bool) func(ctx context.Context, env *environment, args []string) error {
+	return func(ctx context.Context, env *environment, args []string) error {
+		name := map[bool]string{true: "enable", false: "disable"}[enabled]
+		fs := env.newFlagSet(name)
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return usageError{err.Error()}
+		}
+		if fs.NArg() != 1 {
+			return usageError{"give exactly one bucket id"}
+		}
+		id := fs.Arg(0)
+		e, closeEngine, err := openEngine(ctx, env, false)
+		if err != nil {
+			return err
+		}
+		defer closeEngine()
+		known := false
+		for _, b := range e.defs.buckets {
+			known = known || b.ID == id
+		}
+		if !known {
+			return usageError{fmt.Sprintf("no bucket %q in %s", id, e.cfg.DefinitionsDir)}
+		}
+		if err := e.deps.Switch.Set(ctx, id, enabled, e.deps.Now()); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "bucket %s %sd at runtime\n", id, name)
+		return nil
+	}
+}

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
+
+	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/tasks"
+)
+
+// engine is what the commands that run the engine in-process share: the
+// configuration, the definitions, the database and the task dependencies.
+type engine struct {
+	cfg    config
+	defs   *definitions
+	logger *slog.Logger
+	deps   *tasks.Deps
+	// client is the Hatchet client, nil when HATCHET_CLIENT_TOKEN is unset.
+	client *hatchet.Client
+}
+
+// openEngine loads the configuration and the definitions (any invalid
+// definition stops it), connects to the database and, when
+// HATCHET_CLIENT_TOKEN is set, to Hatchet. close releases the connections.
+func openEngine(ctx context.Context, env *environment, needHatchet bool) (e *engine, close func(), err error) {
+	cfg, err := loadConfig(env.getenv, env.flags)
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	logger := newLogger(env.stderr, cfg.LogFormat, cfg.LogLevel)
+	defs, err := loadDefinitions(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, w := range defs.report.Warnings {
+		logger.WarnContext(ctx, "definition warning", slog.String("file", w.File), slog.String("path", w.Path), slog.String("message", w.Message))
+	}
+	for _, notice := range defs.notices {
+		logger.WarnContext(ctx, notice)
+	}
+	if err := defs.report.Err(); err != nil {
+		for _, e := range defs.report.Errors {
+			logger.ErrorContext(ctx, "invalid definition", slog.String("file", e.File), slog.String("path", e.Path), slog.String("message", e.Message))
+		}
+		return nil, nil, fmt.Errorf("%d invalid definition(s) in %s (see bucket-worker validate)", len(defs.report.Errors), cfg.DefinitionsDir)
+	}
+
+	conn, err := db.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	e = &engine{cfg: cfg, defs: defs, logger: logger, deps: &tasks.Deps{
+		DB:          conn,
+		Buckets:     defs.bucketRegistry,
+		Journeys:    defs.journeyRegistry,
+		Logger:      logger,
+		Now:         time.Now,
+		Switch:      tasks.NewRuntimeSwitch(conn, cfg.ConfigTTL),
+		SweepBudget: cfg.ReconcileTimeout * 3 / 4,
+	}}
+	if token := env.getenv("HATCHET_CLIENT_TOKEN"); token != "" || needHatchet {
+		if token == "" { // the SDK would panic
+			conn.Close()
+			return nil, nil, errors.New("no Hatchet server: HATCHET_CLIENT_TOKEN is not set")
+		}
+		client, err := hatchet.NewClient()
+		if err != nil {
+			conn.Close()
+			return nil, nil, fmt.Errorf("connecting to Hatchet (is HATCHET_CLIENT_TOKEN set?): %w", err)
+		}
+		e.client = client
+		e.deps.Hatchet = tasks.NewHatchet(client)
+	}
+	return e, func() { conn.Close() }, nil
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/db/dbtest"
+)
+
+// TestReconcileOutboxAndSwitch drives the sweep from the command line
+// without Hatchet: the leave commits, its push waits in the outbox, and the
+// runtime switch keeps a disabled bucket untouched.
+func TestReconcileOutboxAndSwitch(t *testing.T) {
+	t.Parallel()
+	conn, url := dbtest.New(t)
+	env := []string{"DATABASE_URL=" + url, "DEFINITIONS_DIR=../../definitions"}
+	ctx := context.Background()
+	now := time.Now()
+	require.NoError(t, db.InsertUserEvents(ctx, conn, []db.UserEvent{{UserID: "u1", Event: "app.active", OccurredAt: now.Add(-time.Hour)}}))
+	require.NoError(t, db.InsertMemberships(ctx, conn, []db.Membership{
+		{UserID: "u1", BucketID: "active-now", Status: db.StatusActive, EnteredAt: now.Add(-2 * time.Hour), EntryCount: 1},
+	}))
+
+	r := runBinary(t, env, "disable", "active-now")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = runBinary(t, env, "reconcile", "--bucket", "active-now", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var out struct {
+		Reconciled int `json:"reconciled"`
+		Pending    int `json:"pending"`
+		Buckets    []struct {
+			BucketID string `json:"bucketId"`
+			Left     int    `json:"left"`
+			Skipped  string `json:"skipped"`
+		} `json:"buckets"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
+	require.Equal(t, "bucket_disabled", out.Buckets[0].Skipped)
+	require.Equal(t, 0, out.Reconciled)
+
+	r = runBinary(t, env, "enable", "active-now")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = runBinary(t, env, "reconcile", "--bucket", "active-now", "--dry-run", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var dry struct {
+		Buckets []struct {
+			WouldLeave    int      `json:"wouldLeave"`
+			SampleUserIDs []string `json:"sampleUserIds"`
+		} `json:"buckets"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &dry), r.stdout)
+	require.Equal(t, 1, dry.Buckets[0].WouldLeave)
+	require.Equal(t, []string{"u1"}, dry.Buckets[0].SampleUserIDs)
+
+	r = runBinary(t, env, "reconcile", "--bucket", "active-now", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
+	require.Equal(t, 1, out.Reconciled)
+	require.Equal(t, 1, out.Buckets[0].Left)
+	require.Equal(t, 1, out.Pending, "no Hatchet configured: the push waits in the outbox")
+
+	r = runBinary(t, env, "outbox", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var box struct {
+		Pending    int     `json:"pending"`
+		Age        float64 `json:"oldestPendingAgeSeconds"`
+		LastErrors []any   `json:"lastErrors"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &box), r.stdout)
+	require.Equal(t, 1, box.Pending)
+	require.GreaterOrEqual(t, box.Age, 0.0)
+	require.Empty(t, box.LastErrors)
+
+	r = runBinary(t, env, "reconcile")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "joins skipped: backfill_missing")
+	require.Contains(t, r.stdout, "1 pending in the outbox")
+}
+
+func TestEngineCommandUsageErrors(t *testing.T) {
+	t.Parallel()
+	_, url := dbtest.New(t)
+	env := []string{"DATABASE_URL=" + url, "DEFINITIONS_DIR=../../definitions"}
+	for _, args := range [][]string{
+		{"reconcile", "--bucket", "no-such-bucket"},
+		{"disable"},
+		{"disable", "no-such-bucket"},
+		{"enable", "a", "b"},
+		{"outbox", "extra"},
+	} {
+		r := runBinary(t, env, args...)
+		require.Equal(t, 2, r.code, "%v: %s", args, r.stderr)
+		require.NotEmpty(t, r.stderr)
+	}
+	r := runBinary(t, env, "outbox", "--flush")
+	require.Equal(t, 1, r.code, "--flush needs Hatchet: %s", r.stdout)
+	require.Contains(t, r.stderr, "HATCHET_CLIENT_TOKEN")
+}

@@ -1,0 +1,124 @@
+//go:build e2e
+
+// Package e2e runs the worker binary against the real Hatchet server and
+// Postgres that scripts/stack starts, and asserts through Hatchet's API.
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// farCron keeps the cron from firing during a test: the tests trigger the
+// sweep by name.
+const farCron = "0 0 1 1 *"
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// workerBinary builds cmd/bucket-worker once per test binary.
+func workerBinary(t *testing.T) string {
+	t.Helper()
+	require.NotEmpty(t, os.Getenv("HATCHET_CLIENT_TOKEN"), "run through scripts/test, which starts Hatchet")
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "bucket-worker-e2e")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "bucket-worker")
+		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/bucket-worker").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("%v: %s", err, out)
+		}
+	})
+	require.NoError(t, buildErr)
+	return binPath
+}
+
+// worker is a running `bucket-worker run`.
+type worker struct {
+	cmd  *exec.Cmd
+	name string
+	mu   sync.Mutex
+	logs strings.Builder
+}
+
+func (w *worker) Logs() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.logs.String()
+}
+
+// startWorker runs the worker with extra environment and waits until it
+// logged that it started. It is killed when the test ends.
+func startWorker(t *testing.T, env ...string) *worker {
+	t.Helper()
+	w := &worker{name: "e2e-" + time.Now().Format("150405.000")}
+	w.cmd = exec.Command(workerBinary(t), "run")
+	w.cmd.Env = append(append(os.Environ(), "WORKER_NAME="+w.name, "LOG_FORMAT=json", "BUCKET_RECONCILE_CRON="+farCron), env...)
+	stderr, err := w.cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, w.cmd.Start())
+	t.Cleanup(func() { _ = w.cmd.Process.Kill(); _, _ = w.cmd.Process.Wait() })
+
+	started := make(chan struct{})
+	go func() {
+		scanner := bufio.NewScanner(stderr)
+		for scanner.Scan() {
+			w.mu.Lock()
+			w.logs.WriteString(scanner.Text() + "\n")
+			w.mu.Unlock()
+			if strings.Contains(scanner.Text(), `"msg":"worker started"`) {
+				close(started)
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	select {
+	case <-started:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("worker did not start:\n%s", w.Logs())
+	}
+	return w
+}
+
+// definitions writes a definitions folder of bucket files (name → YAML).
+func definitions(t *testing.T, bucketFiles map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "buckets"), 0o755))
+	for name, content := range bucketFiles {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "buckets", name), []byte(content), 0o644))
+	}
+	return dir
+}
+
+// hatchetAPI GETs a path of the Hatchet REST API into out.
+func hatchetAPI(t *testing.T, path string, out any) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, os.Getenv("HATCHET_API_URL")+path, nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+os.Getenv("HATCHET_CLIENT_TOKEN"))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "GET %s: %s", path, body)
+	require.NoError(t, json.Unmarshal(body, out), string(body))
+}
