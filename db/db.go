@@ -11,8 +11,18 @@ import (
 )
 
 // Open connects to the database at url and checks that it answers.
+//
+// Reads have no fixed timeout (the driver's default is 10 s): a set-based
+// sweep or backfill over a large bucket runs longer than that, and every
+// statement is bounded by its context instead — a task's execution
+// timeout, or the command's signal handling.
+// A read_timeout in the URL still applies.
 func Open(ctx context.Context, url string) (*bun.DB, error) {
-	sqldb := sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(url)))
+	connector, err := newConnector(url)
+	if err != nil {
+		return nil, err
+	}
+	sqldb := sql.OpenDB(connector)
 	db := bun.NewDB(sqldb, pgdialect.New())
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
@@ -25,4 +35,14 @@ func Open(ctx context.Context, url string) (*bun.DB, error) {
 // rolling back otherwise.
 func InTx(ctx context.Context, db bun.IDB, fn func(ctx context.Context, tx bun.Tx) error) error {
 	return db.RunInTx(ctx, nil, fn)
+}
+
+// newConnector parses the URL; the driver panics on a malformed one.
+func newConnector(url string) (c *pgdriver.Connector, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("invalid database URL: %v", r)
+		}
+	}()
+	return pgdriver.NewConnector(pgdriver.WithReadTimeout(0), pgdriver.WithDSN(url)), nil
 }

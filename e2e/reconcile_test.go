@@ -79,7 +79,9 @@ func TestReconcileThroughHatchet(t *testing.T) {
 	var out tasks.ReconcileOutput
 	require.NoError(t, result.TaskOutput(tasks.TaskReconcile).Into(&out))
 	require.Equal(t, 1, out.Reconciled)
-	require.Equal(t, 1, out.Dispatched)
+	// The push goes out at the end of the run or by the worker's
+	// background dispatcher, whichever claims it first; the listener below
+	// proves it arrived.
 	require.Len(t, out.Buckets, 1)
 	require.Equal(t, "e2e-window", out.Buckets[0].BucketID)
 	require.Equal(t, 1, out.Buckets[0].Left)

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	v0 "github.com/hatchet-dev/hatchet/pkg/client"
 	"github.com/hatchet-dev/hatchet/pkg/client/rest"
 	"github.com/hatchet-dev/hatchet/pkg/client/types"
 	"github.com/hatchet-dev/hatchet/pkg/worker"
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
-	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
 	"github.com/bucketworker/bucket-worker/db"

@@ -101,3 +101,11 @@ func TestEngineCommandUsageErrors(t *testing.T) {
 	require.Equal(t, 1, r.code, "--flush needs Hatchet: %s", r.stdout)
 	require.Contains(t, r.stderr, "HATCHET_CLIENT_TOKEN")
 }
+
+func TestMalformedDatabaseURLIsAnErrorNotAPanic(t *testing.T) {
+	t.Parallel()
+	r := runBinary(t, []string{"DATABASE_URL=mysql://localhost/x"}, "migrate")
+	require.Equal(t, 1, r.code, r.stderr)
+	require.Contains(t, r.stderr, "invalid database URL")
+	require.NotContains(t, r.stderr, "panic")
+}

@@ -100,6 +100,50 @@ func New(t testing.TB) (*bun.DB, string) {
 	return conn, dbURL
 }
 
+// Kept returns a connection to a database that outlives the test: named
+// prefix plus the schema's version, created from the migrated template when
+// missing (created is then true), in which case the databases of older
+// schema versions with the same prefix are dropped. Benchmarks keep their
+// seeded data in one between runs.
+func Kept(tb testing.TB, prefix string) (conn *bun.DB, created bool) {
+	tb.Helper()
+	ctx := context.Background()
+	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx) })
+	if templateErr != nil {
+		tb.Fatalf("preparing the test database (is PostgreSQL up? run scripts/stack up): %v", templateErr)
+	}
+	admin, err := db.Open(ctx, AdminURL())
+	if err != nil {
+		tb.Fatalf("connecting to the test server (run scripts/stack up): %v", err)
+	}
+	defer admin.Close()
+	name := prefix + "_" + strings.TrimPrefix(templateName, "bw_template_")
+	var exists bool
+	if err := admin.QueryRowContext(ctx, "SELECT EXISTS (SELECT FROM pg_database WHERE datname = ?)", name).Scan(&exists); err != nil {
+		tb.Fatalf("looking for database %s: %v", name, err)
+	}
+	if !exists {
+		var stale []string
+		if err := admin.NewRaw("SELECT datname FROM pg_database WHERE datname LIKE ?", prefix+"\\_%").Scan(ctx, &stale); err != nil {
+			tb.Fatalf("looking for older %s databases: %v", prefix, err)
+		}
+		for _, old := range stale {
+			if _, err := admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+old+" WITH (FORCE)"); err != nil {
+				tb.Fatalf("dropping %s: %v", old, err)
+			}
+		}
+		if _, err := admin.ExecContext(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, templateName)); err != nil {
+			tb.Fatalf("creating database %s: %v", name, err)
+		}
+	}
+	conn, err = db.Open(ctx, withDatabase(AdminURL(), name))
+	if err != nil {
+		tb.Fatalf("connecting to %s: %v", name, err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return conn, !exists
+}
+
 // Empty returns the URL of a new database without any schema, dropped when
 // the test ends; for migration tests.
 func Empty(t testing.TB) string {

@@ -1,0 +1,303 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/db/dbtest"
+	"github.com/bucketworker/bucket-worker/journeys"
+)
+
+// The sweep benchmark's population (BUCKET_BENCH_USERS users, 20 events
+// each on average, five event names over 60 days):
+//   - 40% active users: app.active within the last 6 days and over 60 days;
+//   - 60% dormant users: app.active only 7 days and more ago — the members
+//     of the absence bucket "dormant" (not_exists app.active within 7d);
+//   - 2% power users: 12 key.action in the last 29 days — the members of the
+//     count bucket "power" (count key.action gte 10 within 30d); everyone
+//     else has 5 key.action over 60 days;
+//   - page.view and purchase skewed towards low user numbers, one signup each.
+//
+// The leaver scenario gives 3.5% of the users (35 000 of 1 000 000) — all
+// dormant members — an app.active an hour ago, so they leave "dormant".
+var benchDefinitions = fstest.MapFS{
+	"buckets/dormant.yaml": {Data: []byte("id: dormant\nname: Dormant\n" +
+		"criteria: {type: event, eventName: app.active, check: not_exists, within: 7d}\n")},
+	"buckets/power.yaml": {Data: []byte("id: power\nname: Power users\n" +
+		"criteria: {type: event, eventName: key.action, check: count, operator: gte, value: 10, within: 30d}\n")},
+}
+
+// benchNow is the sweep benchmark's clock: the seeded data is relative to it.
+var benchNow = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+
+type benchPopulation struct {
+	users, active, power, leavers int
+}
+
+func benchScale(b *testing.B) benchPopulation {
+	users := 1_000_000
+	if v := os.Getenv("BUCKET_BENCH_USERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1000 {
+			b.Fatalf("BUCKET_BENCH_USERS=%q: want a number of users, at least 1000", v)
+		}
+		users = n
+	}
+	return benchPopulation{users: users, active: users * 40 / 100, power: users * 2 / 100, leavers: users * 35 / 1000}
+}
+
+// benchDeps opens (seeding it the first time) the benchmark database.
+func benchDeps(b *testing.B, p benchPopulation) *Deps {
+	if os.Getenv("BUCKET_BENCH") == "" {
+		b.Skip("set BUCKET_BENCH=1 to run the sweep benchmark (it seeds BUCKET_BENCH_USERS users, 1 000 000 by default, once)")
+	}
+	conn, created := dbtest.Kept(b, fmt.Sprintf("bw_bench_sweep_%d", p.users))
+	ctx := context.Background()
+	var seeded bool
+	if !created {
+		_ = conn.NewRaw("SELECT EXISTS (SELECT FROM bucket_configs WHERE bucket_id = 'power')").Scan(ctx, &seeded)
+	}
+	if !seeded {
+		start := time.Now()
+		seedBenchPopulation(b, conn, p)
+		b.Logf("seeded %d users in %s", p.users, time.Since(start).Round(time.Second))
+	}
+
+	bs, report := buckets.Load(benchDefinitions)
+	if err := report.Err(); err != nil {
+		b.Fatal(err)
+	}
+	for _, bk := range bs {
+		if err := db.SetCriteriaHash(ctx, conn, bk.ID, bk.CriteriaHash, benchNow); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return &Deps{
+		DB: conn, Buckets: buckets.NewRegistry(bs), Journeys: journeys.NewRegistry(nil),
+		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return benchNow },
+		Switch: NewRuntimeSwitch(conn, time.Minute),
+	}
+}
+
+func seedBenchPopulation(b *testing.B, conn *bun.DB, p benchPopulation) {
+	ctx := context.Background()
+	exec := func(query string, args ...any) {
+		if _, err := conn.NewRaw(query, args...).Exec(ctx); err != nil {
+			b.Fatalf("seeding: %v\n%s", err, query)
+		}
+	}
+	// Load the events without their secondary indexes, then build those
+	// again from the migrations' own statements.
+	indexes := userEventIndexes(b)
+	exec("TRUNCATE contacts, user_events, bucket_memberships, bucket_configs, bucket_event_outbox")
+	exec("DROP INDEX IF EXISTS user_events_user_event_occurred_idx, user_events_idempotency_key_idx, user_events_event_occurred_user_idx")
+	n, a, pw := p.users, p.active, p.power
+	exec("INSERT INTO contacts (external_id, properties) SELECT 'u' || i, '{}' FROM generate_series(1, ?) i", n)
+	exec(`INSERT INTO user_events (user_id, event, occurred_at)
+		SELECT 'u' || i, 'app.active', ?::timestamptz - (CASE WHEN k = 1 THEN random() * 6 ELSE random() * 60 END) * interval '1 day'
+		FROM generate_series(1, ?) i, generate_series(1, 12) k`, benchNow, a)
+	exec(`INSERT INTO user_events (user_id, event, occurred_at)
+		SELECT 'u' || i, 'app.active', ?::timestamptz - interval '7 days 1 hour' - random() * 53 * interval '1 day'
+		FROM generate_series(?, ?) i, generate_series(1, 8) k`, benchNow, a+1, n)
+	exec(`INSERT INTO user_events (user_id, event, occurred_at)
+		SELECT 'u' || i, 'key.action', ?::timestamptz - random() * 29 * interval '1 day'
+		FROM generate_series(1, ?) i, generate_series(1, 12) k`, benchNow, pw)
+	exec(`INSERT INTO user_events (user_id, event, occurred_at)
+		SELECT 'u' || i, 'key.action', ?::timestamptz - random() * 60 * interval '1 day'
+		FROM generate_series(?, ?) i, generate_series(1, 5) k`, benchNow, pw+1, n)
+	exec(`INSERT INTO user_events (user_id, event, occurred_at)
+		SELECT 'u' || i, 'signup', ?::timestamptz - interval '60 days' FROM generate_series(1, ?) i`, benchNow, n)
+	seeded := a*12 + (n-a)*8 + pw*12 + (n-pw)*5 + n
+	purchases := n * 126 / 100
+	pageViews := 20*n - seeded - purchases
+	for _, ev := range []struct {
+		name  string
+		count int
+	}{{"page.view", pageViews}, {"purchase", purchases}} {
+		exec(`INSERT INTO user_events (user_id, event, occurred_at)
+			SELECT 'u' || (1 + floor(? * random() ^ 2))::int, ?, ?::timestamptz - random() * 60 * interval '1 day'
+			FROM generate_series(1, ?) j`, n, ev.name, benchNow, ev.count)
+	}
+	for _, def := range indexes {
+		exec(def)
+	}
+	exec(`INSERT INTO bucket_memberships (user_id, bucket_id, entered_at, last_evaluated_at, entry_count, source, created_at, updated_at)
+		SELECT 'u' || i, 'dormant', ?::timestamptz - interval '30 days', NULL, 1, 'backfill', ?, ? FROM generate_series(?, ?) i`,
+		benchNow, benchNow, benchNow, a+1, n)
+	exec(`INSERT INTO bucket_memberships (user_id, bucket_id, entered_at, entry_count, source, created_at, updated_at)
+		SELECT 'u' || i, 'power', ?::timestamptz - interval '20 days', 1, 'backfill', ?, ? FROM generate_series(1, ?) i`,
+		benchNow, benchNow, benchNow, pw)
+	exec("VACUUM ANALYZE")
+}
+
+// userEventIndexes returns the migrations' CREATE INDEX statements of user_events.
+func userEventIndexes(b *testing.B) []string {
+	var out []string
+	err := fs.WalkDir(db.MigrationFiles, ".", func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		data, err := fs.ReadFile(db.MigrationFiles, path)
+		for _, stmt := range strings.Split(string(data), ";") {
+			stmt = strings.TrimSpace(stmt)
+			if strings.Contains(stmt, "INDEX IF NOT EXISTS") && strings.Contains(stmt, " ON user_events ") {
+				out = append(out, stmt)
+			}
+		}
+		return err
+	})
+	if err != nil || len(out) != 3 {
+		b.Fatalf("finding the user_events indexes in the migrations: %v (found %d)", err, len(out))
+	}
+	return out
+}
+
+// rawSweep is the baseline: the same set-based work as the sweep of the
+// two benchmark buckets, written as plain SQL statements — per bucket one
+// statement that selects the leavers, flips them, stores their events and
+// enqueues their pushes, and the absence bucket's join-candidate query.
+func rawSweep(ctx context.Context, conn *bun.DB, now time.Time) (left, candidates int, err error) {
+	live := `m.status = 'active' AND m.deleted_at IS NULL AND
+		(c.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = m.user_id))`
+	leave := func(bucketID, name, shouldLeave string, args ...any) (int, error) {
+		var n int
+		err := conn.NewRaw(`
+			WITH leavers AS (
+				SELECT m.id FROM bucket_memberships AS m
+				LEFT JOIN contacts AS c ON c.external_id = m.user_id AND c.deleted_at IS NULL
+				WHERE m.bucket_id = ? AND `+live+` AND `+shouldLeave+`
+			), left_rows AS (
+				UPDATE bucket_memberships AS m SET status = 'left', left_at = ?, last_evaluated_at = ?, updated_at = ?
+				FROM leavers WHERE m.id = leavers.id AND m.status = 'active'
+				RETURNING m.user_id, m.user_email, m.entry_count
+			), events AS (
+				INSERT INTO user_events (user_id, event, properties, idempotency_key, source, occurred_at)
+				SELECT user_id, 'bucket:left:' || ?, jsonb_build_object('bucketId', ?, 'bucketName', ?, 'userId', user_id,
+					'transition', 'left', 'source', 'reconcile', 'entryCount', entry_count, 'reason', 'criteria'),
+					'bucket:' || ? || ':' || user_id || ':left:' || entry_count, 'bucket', ?
+				FROM left_rows
+				ON CONFLICT (idempotency_key) DO NOTHING
+				RETURNING user_id, event, properties, idempotency_key
+			), pushes AS (
+				INSERT INTO bucket_event_outbox (event_key, payload, additional_metadata, idempotency_key, created_at, available_at)
+				SELECT event, jsonb_build_object('userId', user_id, 'userEmail', '', 'properties', properties),
+					jsonb_build_object('bucketId', ?, 'userId', user_id, 'transition', 'left', 'idempotencyKey', idempotency_key),
+					idempotency_key, ?, ?
+				FROM events
+				RETURNING 1
+			)
+			SELECT count(*) FROM pushes`,
+			append(append([]any{bucketID}, args...), now, now, now, bucketID, bucketID, name, bucketID, now, bucketID, now, now)...,
+		).Scan(ctx, &n)
+		return n, err
+	}
+	n, err := leave("dormant", "Dormant", "EXISTS (SELECT 1 FROM user_events AS e WHERE e.user_id = m.user_id AND e.event = 'app.active' AND e.occurred_at >= ?)",
+		now.Add(-7*24*time.Hour))
+	if err != nil {
+		return 0, 0, err
+	}
+	left += n
+	n, err = leave("power", "Power users", "NOT ((SELECT count(*) FROM user_events AS e WHERE e.user_id = m.user_id AND e.event = 'key.action' AND e.occurred_at >= ?) >= 10)",
+		now.Add(-30*24*time.Hour))
+	if err != nil {
+		return 0, 0, err
+	}
+	left += n
+	err = conn.NewRaw(`
+		SELECT count(*) FROM contacts AS c
+		WHERE c.deleted_at IS NULL AND c.external_id IS NOT NULL
+		AND EXISTS (SELECT 1 FROM user_events AS f WHERE f.user_id = c.external_id AND f.event = 'app.active')
+		AND NOT EXISTS (SELECT 1 FROM bucket_memberships AS m WHERE m.user_id = c.external_id AND m.bucket_id = 'dormant'
+			AND m.status = 'active' AND m.deleted_at IS NULL)
+		AND NOT EXISTS (SELECT 1 FROM user_events AS e WHERE e.user_id = c.external_id AND e.event = 'app.active' AND e.occurred_at >= ?)`,
+		now.Add(-7*24*time.Hour)).Scan(ctx, &candidates)
+	return left, candidates, err
+}
+
+// BenchmarkSweep compares one reconcile sweep of the benchmark buckets
+// with rawSweep, interleaved in each iteration; it reports both times and
+// their ratio. Run it with
+//
+//	BUCKET_BENCH=1 go test ./tasks -run '^$' -bench Sweep -benchtime 3x -timeout 60m
+func BenchmarkSweep(b *testing.B) {
+	p := benchScale(b)
+	d := benchDeps(b, p)
+	ctx := context.Background()
+	exec := func(query string, args ...any) {
+		if _, err := d.DB.NewRaw(query, args...).Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// reset undoes a scenario: the leavers' new events, the transitions.
+	reset := func() {
+		exec("DELETE FROM user_events WHERE source IN ('bench', 'bucket')")
+		exec("UPDATE bucket_memberships SET status = 'active', left_at = NULL, last_evaluated_at = NULL, updated_at = created_at WHERE status = 'left'")
+		exec("TRUNCATE bucket_event_outbox")
+		exec("VACUUM ANALYZE user_events, bucket_memberships, bucket_event_outbox")
+	}
+	reset()
+
+	for _, sc := range []struct {
+		name    string
+		leavers int
+	}{{"steady", 0}, {"leavers", p.leavers}} {
+		b.Run(fmt.Sprintf("%s=%d", sc.name, sc.leavers), func(b *testing.B) {
+			var sweepTotal, rawTotal time.Duration
+			for range b.N {
+				for _, raw := range []bool{false, true} {
+					b.StopTimer()
+					if sc.leavers > 0 {
+						exec(`INSERT INTO user_events (user_id, event, source, occurred_at)
+							SELECT 'u' || i, 'app.active', 'bench', ?::timestamptz - interval '1 hour' FROM generate_series(?, ?) i`,
+							benchNow, p.active+1, p.active+sc.leavers)
+						exec("ANALYZE user_events")
+					}
+					b.StartTimer()
+					start := time.Now()
+					var left int
+					if raw {
+						n, _, err := rawSweep(ctx, d.DB, benchNow)
+						if err != nil {
+							b.Fatal(err)
+						}
+						left = n
+						rawTotal += time.Since(start)
+					} else {
+						out, err := Reconcile(ctx, d, ReconcileInput{})
+						if err != nil {
+							b.Fatal(err)
+						}
+						for _, bk := range out.Buckets {
+							if bk.Error != "" {
+								b.Fatal(bk.Error)
+							}
+						}
+						left = out.Reconciled
+						sweepTotal += time.Since(start)
+					}
+					b.StopTimer()
+					if left != sc.leavers {
+						b.Fatalf("raw=%v: %d left, want %d", raw, left, sc.leavers)
+					}
+					reset()
+					b.StartTimer()
+				}
+			}
+			b.ReportMetric(float64(sweepTotal.Milliseconds())/float64(b.N), "sweep-ms/op")
+			b.ReportMetric(float64(rawTotal.Milliseconds())/float64(b.N), "raw-ms/op")
+			b.ReportMetric(float64(sweepTotal)/float64(rawTotal), "x-raw")
+		})
+	}
+}
