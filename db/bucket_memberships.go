@@ -121,9 +121,10 @@ const membersOf = "bucket_memberships AS m LEFT JOIN contacts AS c ON c.external
 
 // liveMember keeps the active, undeleted memberships of live users: users
 // with a live contact, or with no contact at all. A user whose only
-// contacts are soft-deleted is erased and never transitions (contract §5.3).
+// contacts are soft-deleted is erased and never transitions (contract §5.3);
+// contacts_deleted_external_id_idx answers that test.
 const liveMember = "m.status = 'active' AND m.deleted_at IS NULL AND " +
-	"(c.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = m.user_id))"
+	"(c.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = m.user_id AND d.deleted_at IS NOT NULL))"
 
 // memberSubject evaluates criteria over a membership scan.
 var memberSubject = Subject{UserID: "m.user_id", Properties: "c.properties"}
@@ -132,8 +133,8 @@ var memberSubject = Subject{UserID: "m.user_id", Properties: "c.properties"}
 // for whom the criteria no longer hold at now, in row id order. It is the
 // SHOULD-LEAVE query of the sweep: the comparison runs in SQL.
 func CriteriaLeavers(ctx context.Context, idb bun.IDB, b *buckets.Bucket, now time.Time) ([]Membership, error) {
-	pred := CompileCriteria(b.Criteria, now, memberSubject)
-	return scanMembers(ctx, idb, b.ID, "NOT "+pred.SQL, pred.Args)
+	pred := CompileNegation(b.Criteria, now, memberSubject)
+	return scanMembers(ctx, idb, b.ID, pred.SQL, pred.Args)
 }
 
 // DwellExpired returns the bucket's active members, live users only, whose
@@ -146,8 +147,8 @@ func DwellExpired(ctx context.Context, idb bun.IDB, bucketID string, now time.Ti
 // whose deferred leave is due — expires_at has come and minDwell has passed
 // — and for whom the criteria no longer hold (contract §6.2 step 4).
 func DeferredLeavers(ctx context.Context, idb bun.IDB, b *buckets.Bucket, now time.Time) ([]Membership, error) {
-	pred := CompileCriteria(b.Criteria, now, memberSubject)
-	where := "m.expires_at <= ? AND m.entered_at <= ? AND NOT " + pred.SQL
+	pred := CompileNegation(b.Criteria, now, memberSubject)
+	where := "m.expires_at <= ? AND m.entered_at <= ? AND " + pred.SQL
 	args := append([]any{now, now.Add(-b.MinDwell.Std())}, pred.Args...)
 	return scanMembers(ctx, idb, b.ID, where, args)
 }
@@ -322,11 +323,11 @@ func LeaveMemberships(ctx context.Context, idb bun.IDB, cas LeaveCAS) ([]Members
 			q = q.Where("m.expires_at = ?", *cas.ArmedExpiresAt)
 		}
 		if cas.Unless != nil {
-			pred := CompileCriteria(cas.Unless, cas.Now, Subject{
+			pred := CompileNegation(cas.Unless, cas.Now, Subject{
 				UserID:     "m.user_id",
 				Properties: "(SELECT c.properties FROM contacts AS c WHERE c.external_id = m.user_id AND c.deleted_at IS NULL)",
 			})
-			q = q.Where("NOT "+pred.SQL, pred.Args...)
+			q = q.Where(pred.SQL, pred.Args...)
 		}
 		var rows []Membership
 		if err := q.Scan(ctx, &rows); err != nil {

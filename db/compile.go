@@ -33,10 +33,24 @@ func CompileCriteria(c buckets.Condition, now time.Time, s Subject) Predicate {
 	return Predicate{SQL: text, Args: comp.args}
 }
 
+// CompileNegation is the predicate "the criteria do not hold", with the
+// negation pushed down to the leaves (De Morgan; exists ↔ not_exists; a
+// count's operator inverted), so that an absence leg's SHOULD-LEAVE test
+// is a plain EXISTS the planner can turn into a semi-join. Every compiled
+// leaf is true or false, never NULL, so this is exactly NOT of
+// CompileCriteria.
+func CompileNegation(c buckets.Condition, now time.Time, s Subject) Predicate {
+	comp := &compiler{now: now, subject: s, negate: true}
+	text := comp.condition(c)
+	return Predicate{SQL: text, Args: comp.args}
+}
+
 type compiler struct {
 	now     time.Time
 	subject Subject
 	args    []any
+	// negate compiles the negation of the condition instead.
+	negate bool
 }
 
 func (c *compiler) arg(v any) string {
@@ -47,6 +61,9 @@ func (c *compiler) arg(v any) string {
 func (c *compiler) condition(cond buckets.Condition) string {
 	switch cond := cond.(type) {
 	case *buckets.PropertyCondition:
+		if c.negate {
+			return "NOT (" + c.property(cond) + ")"
+		}
 		return c.property(cond)
 	case *buckets.EventCondition:
 		return c.event(cond)
@@ -56,7 +73,7 @@ func (c *compiler) condition(cond buckets.Condition) string {
 			parts[i] = c.condition(child)
 		}
 		joiner := " AND "
-		if cond.Operator == buckets.Or {
+		if (cond.Operator == buckets.Or) != c.negate {
 			joiner = " OR "
 		}
 		return "(" + strings.Join(parts, joiner) + ")"
@@ -105,14 +122,25 @@ func (c *compiler) event(e *buckets.EventCondition) string {
 		where += " AND e.occurred_at >= " + c.arg(cutoff)
 	}
 	exists := "EXISTS (SELECT 1 FROM user_events AS e WHERE " + where + ")"
+	positive := e.Check == buckets.CheckExists || e.Check == buckets.CheckCount && e.Operator == buckets.CountAny
 	switch {
-	case e.Check == buckets.CheckExists, e.Check == buckets.CheckCount && e.Operator == buckets.CountAny:
+	case positive && !c.negate, e.Check == buckets.CheckNotExists && c.negate:
 		return exists
-	case e.Check == buckets.CheckNotExists:
+	case positive, e.Check == buckets.CheckNotExists:
 		return "NOT " + exists
 	}
-	op := map[buckets.CountOperator]string{
-		buckets.CountGt: ">", buckets.CountGte: ">=", buckets.CountLt: "<", buckets.CountLte: "<=", buckets.CountEq: "=",
-	}[e.Operator]
+	op := countOperators[e.Operator]
+	if c.negate {
+		op = negatedCountOperators[e.Operator]
+	}
 	return fmt.Sprintf("(SELECT count(*) FROM user_events AS e WHERE %s) %s %s", where, op, c.arg(e.Value))
 }
+
+var (
+	countOperators = map[buckets.CountOperator]string{
+		buckets.CountGt: ">", buckets.CountGte: ">=", buckets.CountLt: "<", buckets.CountLte: "<=", buckets.CountEq: "=",
+	}
+	negatedCountOperators = map[buckets.CountOperator]string{
+		buckets.CountGt: "<=", buckets.CountGte: "<", buckets.CountLt: ">=", buckets.CountLte: ">", buckets.CountEq: "<>",
+	}
+)

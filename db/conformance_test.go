@@ -150,8 +150,9 @@ const lapsedCriteria = `{"type":"composite","operator":"and","conditions":[
 	{"type":"event","eventName":"app.active","check":"not_exists","within":"7d"}]}`
 
 // TestConformance runs every case through the Go evaluator over memory,
-// the Go evaluator over the database, and the SQL compiler. They must agree
-// with each other and with the expected answer.
+// the Go evaluator over the database, and the SQL compiler — and the
+// compiled negation must say the opposite. They must agree with each other
+// and with the expected answer.
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	require.GreaterOrEqual(t, len(conformanceCases), 40)
@@ -187,15 +188,21 @@ func TestConformance(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, tc.want, overDB, "Go evaluator over the database")
 
-			p := db.CompileCriteria(criteria, conformanceNow, db.Subject{UserID: "u.user_id", Properties: "c.properties"})
-			var inSQL bool
-			err = conn.NewSelect().
-				TableExpr("(SELECT ?::text AS user_id) AS u", user).
-				Join("LEFT JOIN contacts AS c ON c.external_id = u.user_id AND c.deleted_at IS NULL").
-				ColumnExpr(p.SQL, p.Args...).
-				Scan(ctx, &inSQL)
-			require.NoError(t, err, "SQL: %s", p.SQL)
-			require.Equal(t, tc.want, inSQL, "SQL compiler: %s", p.SQL)
+			subject := db.Subject{UserID: "u.user_id", Properties: "c.properties"}
+			sqlHolds := func(p db.Predicate) bool {
+				var holds bool
+				err := conn.NewSelect().
+					TableExpr("(SELECT ?::text AS user_id) AS u", user).
+					Join("LEFT JOIN contacts AS c ON c.external_id = u.user_id AND c.deleted_at IS NULL").
+					ColumnExpr(p.SQL, p.Args...).
+					Scan(ctx, &holds)
+				require.NoError(t, err, "SQL: %s", p.SQL)
+				return holds
+			}
+			p := db.CompileCriteria(criteria, conformanceNow, subject)
+			require.Equal(t, tc.want, sqlHolds(p), "SQL compiler: %s", p.SQL)
+			n := db.CompileNegation(criteria, conformanceNow, subject)
+			require.Equal(t, !tc.want, sqlHolds(n), "negated SQL: %s", n.SQL)
 		})
 	}
 }

@@ -252,41 +252,41 @@ func (s *sweep) leaveAll(ctx context.Context, members []db.Membership, spec leav
 	return left, nil
 }
 
-// joins is the join pass of contract §6.3: candidates in contacts.id order,
-// a batch at a time, each batch joined in one transaction.
+// joins is the join pass of contract §6.3: the candidates, chosen by one
+// set-based query in contacts.id order, join a batch at a time, each batch
+// in one transaction that re-checks the criteria, until done or out of
+// budget.
 func (s *sweep) joins(ctx context.Context) error {
 	if reason, err := s.joinsClosed(ctx); err != nil || reason != "" {
 		s.rep.JoinsSkipped = reason
 		return err
 	}
-	after := ""
-	for !s.budgetSpent() {
-		candidates, err := db.JoinCandidates(ctx, s.d.DB, s.b, s.now, after, ReconcileBatch)
+	candidates, err := db.JoinCandidates(ctx, s.d.DB, s.b, s.now)
+	if err != nil {
+		return err
+	}
+	if s.dryRun {
+		*s.rep.WouldJoin += len(candidates)
+		for _, c := range candidates {
+			s.sample(c.UserID)
+		}
+		return nil
+	}
+	for batch := range slices.Chunk(candidates, ReconcileBatch) {
+		if s.budgetSpent() {
+			return nil
+		}
+		joiners := make([]db.Joiner, len(batch))
+		for i, c := range batch {
+			joiners[i] = db.Joiner{UserID: c.UserID, Email: deref(c.Email)}
+		}
+		out, err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+			return join(ctx, tx, s.d, s.b, joiners, joinSpec{Source: SourceReconcile, Recheck: true}, s.now)
+		})
 		if err != nil {
 			return err
 		}
-		if s.dryRun {
-			*s.rep.WouldJoin += len(candidates)
-			for _, c := range candidates {
-				s.sample(c.UserID)
-			}
-		} else if len(candidates) > 0 {
-			joiners := make([]db.Joiner, len(candidates))
-			for i, c := range candidates {
-				joiners[i] = db.Joiner{UserID: c.UserID, Email: deref(c.Email)}
-			}
-			out, err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
-				return join(ctx, tx, s.d, s.b, joiners, joinSpec{Source: SourceReconcile, Recheck: true}, s.now)
-			})
-			if err != nil {
-				return err
-			}
-			s.rep.Joined += len(out.Transitions)
-		}
-		if len(candidates) < ReconcileBatch {
-			return nil
-		}
-		after = candidates[len(candidates)-1].ContactID
+		s.rep.Joined += len(out.Transitions)
 	}
 	return nil
 }

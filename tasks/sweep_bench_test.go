@@ -170,7 +170,7 @@ func userEventIndexes(b *testing.B) []string {
 // enqueues their pushes, and the absence bucket's join-candidate query.
 func rawSweep(ctx context.Context, conn *bun.DB, now time.Time) (left, candidates int, err error) {
 	live := `m.status = 'active' AND m.deleted_at IS NULL AND
-		(c.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = m.user_id))`
+		(c.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = m.user_id AND d.deleted_at IS NOT NULL))`
 	leave := func(bucketID, name, shouldLeave string, args ...any) (int, error) {
 		var n int
 		err := conn.NewRaw(`
@@ -215,15 +215,20 @@ func rawSweep(ctx context.Context, conn *bun.DB, now time.Time) (left, candidate
 		return 0, 0, err
 	}
 	left += n
+	var joiners []struct {
+		ID, ExternalID string
+		Email          *string
+	}
 	err = conn.NewRaw(`
-		SELECT count(*) FROM contacts AS c
+		SELECT c.id, c.external_id, c.email FROM contacts AS c
 		WHERE c.deleted_at IS NULL AND c.external_id IS NOT NULL
 		AND EXISTS (SELECT 1 FROM user_events AS f WHERE f.user_id = c.external_id AND f.event = 'app.active')
 		AND NOT EXISTS (SELECT 1 FROM bucket_memberships AS m WHERE m.user_id = c.external_id AND m.bucket_id = 'dormant'
 			AND m.status = 'active' AND m.deleted_at IS NULL)
-		AND NOT EXISTS (SELECT 1 FROM user_events AS e WHERE e.user_id = c.external_id AND e.event = 'app.active' AND e.occurred_at >= ?)`,
-		now.Add(-7*24*time.Hour)).Scan(ctx, &candidates)
-	return left, candidates, err
+		AND NOT EXISTS (SELECT 1 FROM user_events AS e WHERE e.user_id = c.external_id AND e.event = 'app.active' AND e.occurred_at >= ?)
+		ORDER BY c.id`,
+		now.Add(-7*24*time.Hour)).Scan(ctx, &joiners)
+	return left, len(joiners), err
 }
 
 // BenchmarkSweep compares one reconcile sweep of the benchmark buckets
