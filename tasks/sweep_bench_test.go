@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/bucketworker/bucket-worker/buckets"
 	"github.com/bucketworker/bucket-worker/db"
@@ -165,43 +167,55 @@ func userEventIndexes(b *testing.B) []string {
 }
 
 // rawSweep is the baseline: the same set-based work as the sweep of the
-// two benchmark buckets, written as plain SQL statements — per bucket one
-// statement that selects the leavers, flips them, stores their events and
-// enqueues their pushes, and the absence bucket's join-candidate query.
+// two benchmark buckets, as plain SQL run directly — per bucket the
+// SHOULD-LEAVE query, then per 10 000 leavers one statement that flips them
+// by id, stores their events and enqueues their pushes; and the absence
+// bucket's join-candidate query. It skips what the engine adds: the
+// re-check of the criteria in the CAS, and the Go side of the funnel.
 func rawSweep(ctx context.Context, conn *bun.DB, now time.Time) (left, candidates int, err error) {
 	live := `m.status = 'active' AND m.deleted_at IS NULL AND
 		(c.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = m.user_id AND d.deleted_at IS NOT NULL))`
 	leave := func(bucketID, name, shouldLeave string, args ...any) (int, error) {
-		var n int
-		err := conn.NewRaw(`
-			WITH leavers AS (
-				SELECT m.id FROM bucket_memberships AS m
-				LEFT JOIN contacts AS c ON c.external_id = m.user_id AND c.deleted_at IS NULL
-				WHERE m.bucket_id = ? AND `+live+` AND `+shouldLeave+`
-			), left_rows AS (
-				UPDATE bucket_memberships AS m SET status = 'left', left_at = ?, last_evaluated_at = ?, updated_at = ?
-				FROM leavers WHERE m.id = leavers.id AND m.status = 'active'
-				RETURNING m.user_id, m.user_email, m.entry_count
-			), events AS (
-				INSERT INTO user_events (user_id, event, properties, idempotency_key, source, occurred_at)
-				SELECT user_id, 'bucket:left:' || ?, jsonb_build_object('bucketId', ?, 'bucketName', ?, 'userId', user_id,
-					'transition', 'left', 'source', 'reconcile', 'entryCount', entry_count, 'reason', 'criteria'),
-					'bucket:' || ? || ':' || user_id || ':left:' || entry_count, 'bucket', ?
-				FROM left_rows
-				ON CONFLICT (idempotency_key) DO NOTHING
-				RETURNING user_id, event, properties, idempotency_key
-			), pushes AS (
-				INSERT INTO bucket_event_outbox (event_key, payload, additional_metadata, idempotency_key, created_at, available_at)
-				SELECT event, jsonb_build_object('userId', user_id, 'userEmail', '', 'properties', properties),
-					jsonb_build_object('bucketId', ?, 'userId', user_id, 'transition', 'left', 'idempotencyKey', idempotency_key),
-					idempotency_key, ?, ?
-				FROM events
-				RETURNING 1
-			)
-			SELECT count(*) FROM pushes`,
-			append(append([]any{bucketID}, args...), now, now, now, bucketID, bucketID, name, bucketID, now, bucketID, now, now)...,
-		).Scan(ctx, &n)
-		return n, err
+		var ids []string
+		err := conn.NewRaw(`SELECT m.id FROM bucket_memberships AS m
+			LEFT JOIN contacts AS c ON c.external_id = m.user_id AND c.deleted_at IS NULL
+			WHERE m.bucket_id = ? AND `+live+` AND `+shouldLeave+` ORDER BY m.id`,
+			append([]any{bucketID}, args...)...).Scan(ctx, &ids)
+		if err != nil {
+			return 0, err
+		}
+		total := 0
+		for chunk := range slices.Chunk(ids, db.LeaveChunk) {
+			var n int
+			err := conn.NewRaw(`
+				WITH left_rows AS (
+					UPDATE bucket_memberships AS m SET status = 'left', left_at = ?0, last_evaluated_at = ?0, updated_at = ?0
+					WHERE m.id = ANY(?1::uuid[]) AND m.status = 'active'
+					RETURNING m.user_id, m.user_email, m.entry_count
+				), events AS (
+					INSERT INTO user_events (user_id, event, properties, idempotency_key, source, occurred_at)
+					SELECT user_id, 'bucket:left:' || ?2, jsonb_build_object('bucketId', ?2, 'bucketName', ?3, 'userId', user_id,
+						'transition', 'left', 'source', 'reconcile', 'entryCount', entry_count, 'reason', 'criteria'),
+						'bucket:' || ?2 || ':' || user_id || ':left:' || entry_count, 'bucket', ?0
+					FROM left_rows
+					ON CONFLICT (idempotency_key) DO NOTHING
+					RETURNING user_id, event, properties, idempotency_key
+				), pushes AS (
+					INSERT INTO bucket_event_outbox (event_key, payload, additional_metadata, idempotency_key, created_at, available_at)
+					SELECT event, jsonb_build_object('userId', user_id, 'userEmail', '', 'properties', properties),
+						jsonb_build_object('bucketId', ?2, 'userId', user_id, 'transition', 'left', 'idempotencyKey', idempotency_key),
+						idempotency_key, ?0, ?0
+					FROM events
+					RETURNING 1
+				)
+				SELECT count(*) FROM pushes`,
+				now, pgdialect.Array(chunk), bucketID, name).Scan(ctx, &n)
+			if err != nil {
+				return total, err
+			}
+			total += n
+		}
+		return total, nil
 	}
 	n, err := leave("dormant", "Dormant", "EXISTS (SELECT 1 FROM user_events AS e WHERE e.user_id = m.user_id AND e.event = 'app.active' AND e.occurred_at >= ?)",
 		now.Add(-7*24*time.Hour))
@@ -209,7 +223,7 @@ func rawSweep(ctx context.Context, conn *bun.DB, now time.Time) (left, candidate
 		return 0, 0, err
 	}
 	left += n
-	n, err = leave("power", "Power users", "NOT ((SELECT count(*) FROM user_events AS e WHERE e.user_id = m.user_id AND e.event = 'key.action' AND e.occurred_at >= ?) >= 10)",
+	n, err = leave("power", "Power users", "(SELECT count(*) FROM user_events AS e WHERE e.user_id = m.user_id AND e.event = 'key.action' AND e.occurred_at >= ?) < 10",
 		now.Add(-30*24*time.Hour))
 	if err != nil {
 		return 0, 0, err
