@@ -356,3 +356,15 @@ func DeferLeaves(ctx context.Context, idb bun.IDB, ids []string, minDwell time.D
 	n, _ := res.RowsAffected()
 	return int(n), nil
 }
+
+// MembershipByID returns the membership row with the id, or nil.
+func MembershipByID(ctx context.Context, idb bun.IDB, id string) (*Membership, error) {
+	var rows []Membership
+	if err := idb.NewSelect().Model(&rows).Where("m.id = ?", id).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("reading membership %s: %w", id, err)
+	}
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	return &rows[0], nil
+}

@@ -100,3 +100,37 @@ func JoinCandidates(ctx context.Context, idb bun.IDB, b *buckets.Bucket, now tim
 	}
 	return rows, nil
 }
+
+// ContactPatch is what an ingested event changes on its user's contact.
+type ContactPatch struct {
+	UserID string
+	Email  *string // set when given
+	// Properties is a JSON object merged over the contact's properties
+	// (top-level keys replace); nil leaves them as they are.
+	Properties json.RawMessage
+	Now        time.Time
+}
+
+// UpsertContact applies the patch to the user's live contact, creating it
+// when the user has none, and returns the row. It never revives a
+// soft-deleted contact: the caller checks for one first.
+func UpsertContact(ctx context.Context, idb bun.IDB, p ContactPatch) (*Contact, error) {
+	props := p.Properties
+	if len(props) == 0 {
+		props = json.RawMessage(`{}`)
+	}
+	c := &Contact{ExternalID: &p.UserID, Email: p.Email, Properties: props,
+		FirstSeenAt: p.Now, LastSeenAt: p.Now, CreatedAt: p.Now, UpdatedAt: p.Now}
+	err := idb.NewInsert().Model(c).
+		On("CONFLICT (external_id) WHERE external_id IS NOT NULL AND deleted_at IS NULL DO UPDATE").
+		Set("properties = CASE WHEN jsonb_typeof(c.properties) = 'object' THEN c.properties ELSE '{}' END || EXCLUDED.properties").
+		Set("email = coalesce(EXCLUDED.email, c.email)").
+		Set("last_seen_at = EXCLUDED.last_seen_at").
+		Set("updated_at = EXCLUDED.updated_at").
+		Returning("*").
+		Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("upserting the contact of user %q: %w", p.UserID, err)
+	}
+	return c, nil
+}

@@ -72,3 +72,14 @@ func InsertUserEventsOnce(ctx context.Context, idb bun.IDB, events []UserEvent) 
 	}
 	return inserted, nil
 }
+
+// InsertUserEvent stores one event. With an idempotency key that is
+// already stored it stores nothing and returns false.
+func InsertUserEvent(ctx context.Context, idb bun.IDB, ev *UserEvent) (bool, error) {
+	res, err := idb.NewInsert().Model(ev).On("CONFLICT (idempotency_key) DO NOTHING").Exec(ctx)
+	if err != nil {
+		return false, fmt.Errorf("storing a %q event of user %q: %w", ev.Event, ev.UserID, err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -15,12 +16,15 @@ import (
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 	"github.com/rs/zerolog"
 
+	"github.com/bucketworker/bucket-worker/buckets"
 	"github.com/bucketworker/bucket-worker/db"
 )
 
 // Task names and their Hatchet settings.
 const (
 	TaskReconcile = "bucket-reconcile"
+	TaskIngest    = "bucket-ingest"
+	TaskExpiry    = "bucket-expiry"
 	// ReconcileConcurrency is the concurrency expression of the sweep: one
 	// group, one run at a time, the next queued (GROUP_ROUND_ROBIN).
 	ReconcileConcurrency = "'bucket-reconcile'"
@@ -35,6 +39,11 @@ type WorkerOptions struct {
 	Name             string
 	ReconcileCron    string
 	ReconcileTimeout time.Duration
+	// IngestMode is IngestStore, IngestEvaluate or IngestOff (not registered).
+	IngestMode string
+	// IngestEvents are the event keys that trigger bucket-ingest, as
+	// IngestEventKeys resolves them.
+	IngestEvents []string
 	// SDKLogger receives the SDK's own logs.
 	SDKLogger *zerolog.Logger
 }
@@ -58,11 +67,80 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 		hatchet.WithRetries(1),
 		hatchet.WithExecutionTimeout(opts.ReconcileTimeout),
 	)
-	w, err := client.NewWorker(opts.Name, hatchet.WithWorkflows(reconcile), hatchet.WithLogger(opts.SDKLogger))
+	workflows := []hatchet.WorkflowBase{reconcile}
+
+	if opts.IngestMode != IngestOff && len(opts.IngestEvents) > 0 {
+		workflows = append(workflows, client.NewStandaloneTask(TaskIngest,
+			func(ctx hatchet.Context, in any) (IngestOutput, error) {
+				payload, _ := json.Marshal(in)
+				return taskResult(HandleIngest(ctx, d, opts.IngestMode, deref(ctx.TriggeringEventKey()), payload, ctx.WorkflowRunId()))
+			},
+			hatchet.WithWorkflowDescription("Real-time membership: stores the pushed event ("+opts.IngestMode+" mode), "+
+				"evaluates the buckets it can change and emits their joins and leaves."),
+			hatchet.WithWorkflowEvents(opts.IngestEvents...),
+		))
+	}
+
+	if armsExpiry(d) {
+		workflows = append(workflows, client.NewStandaloneDurableTask(TaskExpiry,
+			func(ctx hatchet.DurableContext, in any) (ExpiryResult, error) {
+				// Everything before the sleep runs again on replay: parse only.
+				payload, _ := json.Marshal(in)
+				armed, err := ParseArmExpiry(payload)
+				if err != nil {
+					return taskResult(ExpiryResult{}, err)
+				}
+				if _, err := ctx.SleepFor(armed.Sleep()); err != nil {
+					return ExpiryResult{}, err
+				}
+				return taskResult(Expire(ctx, d, armed))
+			},
+			hatchet.WithWorkflowDescription("Sleeps until one fastExpiry member's deadline, then leaves the member "+
+				"unless the criteria hold again or the membership was re-armed."),
+			hatchet.WithWorkflowEvents(ArmExpiryEvent),
+			hatchet.WithRetries(0),
+		))
+	}
+
+	w, err := client.NewWorker(opts.Name, hatchet.WithWorkflows(workflows...), hatchet.WithLogger(opts.SDKLogger))
 	if err != nil {
 		return nil, fmt.Errorf("creating the Hatchet worker: %w", err)
 	}
 	return w, nil
+}
+
+// armsExpiry reports whether an enabled bucket has fastExpiry, which is
+// when bucket-expiry is registered (contract §10).
+func armsExpiry(d *Deps) bool {
+	for _, b := range d.Buckets.All() {
+		if b.FastExpiry {
+			return true
+		}
+	}
+	return false
+}
+
+// IngestEventKeys resolves INGEST_EVENTS: "auto" is every event the
+// enabled buckets reference plus contact:updated, "*" every event, and
+// any other entry that event key; without repeats, in order.
+func IngestEventKeys(entries []string, reg *buckets.Registry) []string {
+	var keys []string
+	add := func(k string) {
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	for _, e := range entries {
+		if e == "auto" {
+			for _, name := range reg.EventNames() {
+				add(name)
+			}
+			add(ContactUpdated)
+			continue
+		}
+		add(e)
+	}
+	return keys
 }
 
 // taskResult makes an invalid-input error non-retryable.

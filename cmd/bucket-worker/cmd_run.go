@@ -43,6 +43,8 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		Name:             cfg.WorkerName,
 		ReconcileCron:    cfg.ReconcileCron,
 		ReconcileTimeout: cfg.ReconcileTimeout,
+		IngestMode:       cfg.IngestMode,
+		IngestEvents:     tasks.IngestEventKeys(cfg.IngestEvents, e.deps.Buckets),
 		SDKLogger:        sdkLogger(env, cfg),
 	})
 	if err != nil {
@@ -59,7 +61,8 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		slog.String("worker", cfg.WorkerName),
 		slog.Int("buckets", e.defs.bucketRegistry.Len()),
 		slog.Int("journeys", len(e.defs.journeyRegistry.All())),
-		slog.String("reconcile_cron", cfg.ReconcileCron))
+		slog.String("reconcile_cron", cfg.ReconcileCron),
+		slog.String("ingest_mode", cfg.IngestMode))
 
 	<-ctx.Done()
 	shutdown := context.WithoutCancel(ctx)

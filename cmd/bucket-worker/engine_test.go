@@ -109,3 +109,54 @@ func TestMalformedDatabaseURLIsAnErrorNotAPanic(t *testing.T) {
 	require.Contains(t, r.stderr, "invalid database URL")
 	require.NotContains(t, r.stderr, "panic")
 }
+
+func TestIngestAndExpireCommands(t *testing.T) {
+	t.Parallel()
+	conn, url := dbtest.New(t)
+	env := []string{"DATABASE_URL=" + url, "DEFINITIONS_DIR=../../definitions"}
+
+	r := runBinary(t, env, "ingest", "--event", "app.active", "--user", "u1", "--email", "U1@Example.com", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var out struct {
+		Stored      bool `json:"stored"`
+		Transitions []struct {
+			BucketID   string `json:"bucketId"`
+			Transition string `json:"transition"`
+		} `json:"transitions"`
+		Exited []string `json:"exited"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
+	require.True(t, out.Stored)
+	require.Len(t, out.Transitions, 1)
+	require.Equal(t, "active-now", out.Transitions[0].BucketID)
+	require.Equal(t, "entered", out.Transitions[0].Transition)
+
+	rows, err := db.ListOutbox(context.Background(), conn)
+	require.NoError(t, err)
+	var arm string
+	for _, row := range rows {
+		if row.EventKey == "bucket:arm-expiry" {
+			arm = string(row.Payload)
+		}
+	}
+	require.NotEmpty(t, arm, "the join armed a timer")
+	r = runBinary(t, env, "expire", "--payload", arm, "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.JSONEq(t, `{"status":"skipped","reason":"still_member"}`, r.stdout)
+
+	for _, args := range [][]string{
+		{"ingest", "--event", "app.active", "--user", "u1", "--properties", "[1]"},
+		{"ingest", "--event", "app.active", "--user", "u1", "--properties", "{"},
+		{"ingest", "--event", "app.active"},
+		{"ingest", "--user", "u1"},
+		{"ingest", "--event", "app.active", "--user", "u1", "--occurred-at", "noon"},
+		{"expire", "--payload", `{"rowId":"nope"}`},
+		{"expire"},
+	} {
+		r := runBinary(t, env, args...)
+		require.Equal(t, 2, r.code, "%v: %s", args, r.stderr)
+	}
+	r = runBinary(t, env, "ingest", "--event", "bucket:left:x", "--user", "u1")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "reserved_prefix")
+}

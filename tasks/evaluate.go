@@ -1,0 +1,90 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/db"
+)
+
+// subject is the user a real-time evaluation is about (contract §5.3).
+type subject struct {
+	UserID string
+	Email  string
+	// Properties are the live contact's properties; empty for a user
+	// without a contact.
+	Properties buckets.Properties
+}
+
+// evaluateUser evaluates each candidate bucket for the user inside tx —
+// event counts see the transaction's own writes — and joins or leaves
+// where the verdict and the membership disagree. Buckets switched off at
+// runtime are skipped.
+func evaluateUser(ctx context.Context, tx bun.IDB, d *Deps, u subject, candidates []*buckets.Bucket, source string, now time.Time) (Outcome, error) {
+	var out Outcome
+	if len(candidates) == 0 {
+		return out, nil
+	}
+	rows, err := db.ListMemberships(ctx, tx, db.MembershipFilter{UserID: u.UserID, Status: db.StatusActive})
+	if err != nil {
+		return out, err
+	}
+	active := make(map[string]db.Membership, len(rows))
+	for _, m := range rows {
+		active[m.BucketID] = m
+	}
+	facts := db.UserFacts{IDB: tx, UserID: u.UserID, Properties: u.Properties}
+	for _, b := range candidates {
+		on, err := d.Switch.Enabled(ctx, b.ID)
+		if err != nil {
+			return out, err
+		}
+		if !on {
+			continue
+		}
+		holds, err := buckets.Evaluate(ctx, b.Criteria, now, facts)
+		if err != nil {
+			return out, fmt.Errorf("evaluating bucket %q for user %q: %w", b.ID, u.UserID, err)
+		}
+		m, member := active[b.ID]
+		var step Outcome
+		switch {
+		case holds && !member:
+			step, err = join(ctx, tx, d, b, []db.Joiner{{UserID: u.UserID, Email: u.Email}}, joinSpec{Source: source}, now)
+		case !holds && member:
+			step, err = leave(ctx, tx, d, b, []db.Membership{m}, leaveSpec{Source: source, Reason: ReasonCriteria}, now)
+		}
+		if err != nil {
+			return out, fmt.Errorf("bucket %q: %w", b.ID, err)
+		}
+		out.add(step)
+	}
+	return out, nil
+}
+
+// liveSubject reads the user's contact inside tx: the subject to evaluate,
+// or erased true when the user's only contacts are soft-deleted.
+func liveSubject(ctx context.Context, tx bun.IDB, userID, email string) (u subject, erased bool, err error) {
+	c, err := db.ContactByUser(ctx, tx, userID)
+	if err != nil || c != nil && c.DeletedAt != nil {
+		return subject{}, err == nil, err
+	}
+	return subjectOf(userID, email, c), false, nil
+}
+
+// subjectOf is the subject of a user with the live contact c (nil for
+// none). The contact's email, when it has one, wins over email.
+func subjectOf(userID, email string, c *db.Contact) subject {
+	u := subject{UserID: userID, Email: email, Properties: buckets.Properties{}}
+	if c != nil {
+		u.Properties = c.PropertyMap()
+		if c.Email != nil && *c.Email != "" {
+			u.Email = *c.Email
+		}
+	}
+	return u
+}
