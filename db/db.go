@@ -10,6 +10,11 @@ import (
 	"github.com/uptrace/bun/driver/pgdriver"
 )
 
+// DefaultMaxConns bounds the connection pool of Open; callers may change it
+// with SetMaxOpenConns. Without a bound, a worker running a hundred task
+// runs at once opens a connection for each and exhausts the server's.
+const DefaultMaxConns = 10
+
 // Open connects to the database at url and checks that it answers.
 //
 // Reads have no fixed timeout (the driver's default is 10 s): a set-based
@@ -23,6 +28,8 @@ func Open(ctx context.Context, url string) (*bun.DB, error) {
 		return nil, err
 	}
 	sqldb := sql.OpenDB(connector)
+	sqldb.SetMaxOpenConns(DefaultMaxConns)
+	sqldb.SetMaxIdleConns(DefaultMaxConns)
 	db := bun.NewDB(sqldb, pgdialect.New())
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()

@@ -32,7 +32,7 @@ var (
 )
 
 // workerBinary builds cmd/bucket-worker once per test binary.
-func workerBinary(t *testing.T) string {
+func workerBinary(t testing.TB) string {
 	t.Helper()
 	require.NotEmpty(t, os.Getenv("HATCHET_CLIENT_TOKEN"), "run through scripts/test, which starts Hatchet")
 	buildOnce.Do(func() {
@@ -67,7 +67,7 @@ func (w *worker) Logs() string {
 
 // startWorker runs the worker with extra environment and waits until it
 // logged that it started. It is killed when the test ends.
-func startWorker(t *testing.T, env ...string) *worker {
+func startWorker(t testing.TB, env ...string) *worker {
 	t.Helper()
 	w := &worker{name: "e2e-" + time.Now().Format("150405.000")}
 	w.cmd = exec.Command(workerBinary(t), "run")
@@ -99,7 +99,7 @@ func startWorker(t *testing.T, env ...string) *worker {
 }
 
 // definitions writes a definitions folder of bucket files (name → YAML).
-func definitions(t *testing.T, bucketFiles map[string]string) string {
+func definitions(t testing.TB, bucketFiles map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "buckets"), 0o755))

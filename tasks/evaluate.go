@@ -22,8 +22,8 @@ type subject struct {
 
 // evaluateUser evaluates each candidate bucket for the user inside tx —
 // event counts see the transaction's own writes — and joins or leaves
-// where the verdict and the membership disagree. Buckets switched off at
-// runtime are skipped.
+// where the verdict and the membership disagree. The candidates are
+// switched on (see switchedOn): it uses no connection but tx.
 func evaluateUser(ctx context.Context, tx bun.IDB, d *Deps, u subject, candidates []*buckets.Bucket, source string, now time.Time) (Outcome, error) {
 	var out Outcome
 	if len(candidates) == 0 {
@@ -39,13 +39,6 @@ func evaluateUser(ctx context.Context, tx bun.IDB, d *Deps, u subject, candidate
 	}
 	facts := db.UserFacts{IDB: tx, UserID: u.UserID, Properties: u.Properties}
 	for _, b := range candidates {
-		on, err := d.Switch.Enabled(ctx, b.ID)
-		if err != nil {
-			return out, err
-		}
-		if !on {
-			continue
-		}
 		holds, err := buckets.Evaluate(ctx, b.Criteria, now, facts)
 		if err != nil {
 			return out, fmt.Errorf("evaluating bucket %q for user %q: %w", b.ID, u.UserID, err)
@@ -87,4 +80,21 @@ func subjectOf(userID, email string, c *db.Contact) subject {
 		}
 	}
 	return u
+}
+
+// switchedOn keeps the buckets the runtime switch leaves on. Call it before
+// opening a transaction: the switch may read from the pool, and a
+// transaction waiting for a second connection can starve the pool.
+func switchedOn(ctx context.Context, d *Deps, bs []*buckets.Bucket) ([]*buckets.Bucket, error) {
+	on := make([]*buckets.Bucket, 0, len(bs))
+	for _, b := range bs {
+		enabled, err := d.Switch.Enabled(ctx, b.ID)
+		if err != nil {
+			return nil, err
+		}
+		if enabled {
+			on = append(on, b)
+		}
+	}
+	return on, nil
 }

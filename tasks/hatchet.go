@@ -78,6 +78,11 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 			hatchet.WithWorkflowDescription("Real-time membership: stores the pushed event ("+opts.IngestMode+" mode), "+
 				"evaluates the buckets it can change and emits their joins and leaves."),
 			hatchet.WithWorkflowEvents(opts.IngestEvents...),
+			// A transient failure (a lost connection) is retried: the run's
+			// key-less event is stored as hatchet-run:<run id>, so a retry
+			// never counts it twice. Invalid payloads are not retried.
+			hatchet.WithRetries(3),
+			hatchet.WithRetryBackoff(2, 30),
 		))
 	}
 

@@ -189,10 +189,14 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 		out.Status, out.Reason = "ignored", "reserved_prefix"
 		return out, nil
 	}
+	candidates, err := switchedOn(ctx, d, d.Buckets.Candidates(ev.Event, slices.Sorted(maps.Keys(ev.ContactProperties))))
+	if err != nil {
+		return out, err
+	}
 	now := d.Now()
 	var outcome Outcome
 	var exited []db.JourneyState
-	err := d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err = d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		u, erased, err := liveSubject(ctx, tx, ev.UserID, deref(ev.UserEmail))
 		if err != nil || erased {
 			out.Status, out.Reason = ignoredIf(erased, "contact_deleted")
@@ -205,7 +209,6 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 			}
 			u = subjectOf(ev.UserID, deref(ev.UserEmail), contact)
 		}
-		candidates := d.Buckets.Candidates(ev.Event, slices.Sorted(maps.Keys(ev.ContactProperties)))
 		outcome, err = evaluateUser(ctx, tx, d, u, candidates, SourceEvent, now)
 		return err
 	})

@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -264,4 +265,21 @@ func TestIngestExitsJourneysOfTheEventAndItsTransitions(t *testing.T) {
 	var props map[string]any
 	require.NoError(t, json.Unmarshal(e.transitions("u")[0].Properties, &props))
 	require.Equal(t, "event", props["source"])
+}
+
+func TestIngestHoldsOneConnectionAtATime(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive, "buckets/engaged-pro.yaml": proAndActive})
+	e.db.SetMaxOpenConns(2) // fewer connections than concurrent ingests
+	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			_, err := HandleIngest(ctx, e.deps, IngestStore, "app.active", []byte(fmt.Sprintf(`{"userId":"u%d"}`, i)), "")
+			require.NoError(t, err, "an ingest waiting for a second connection starves the pool")
+		})
+	}
+	wg.Wait()
+	require.Equal(t, 8, e.count("SELECT count(*) FROM bucket_memberships WHERE bucket_id = 'recent'"))
 }

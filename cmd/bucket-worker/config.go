@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 // environment and the global flags. HATCHET_CLIENT_* is left to the SDK.
 type config struct {
 	DatabaseURL      string
+	DatabaseMaxConns int
 	DefinitionsDir   string
 	EnabledBuckets   buckets.Selection
 	EnabledJourneys  buckets.Selection
@@ -67,8 +69,18 @@ func loadConfig(getenv func(string) string, flags globalFlags) (config, error) {
 		return def
 	}
 
+	positive := func(key, def string) int {
+		raw := env(key, def)
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 {
+			bad(key, "%q is not a positive whole number", raw)
+		}
+		return n
+	}
+
 	c := config{
 		DatabaseURL:      firstNonEmpty(flags.databaseURL, env("DATABASE_URL", defaultDatabaseURL)),
+		DatabaseMaxConns: positive("DATABASE_MAX_CONNS", "20"),
 		DefinitionsDir:   firstNonEmpty(flags.definitions, env("DEFINITIONS_DIR", "./definitions")),
 		EnabledBuckets:   buckets.ParseSelection(env("ENABLED_BUCKETS", "*")),
 		EnabledJourneys:  buckets.ParseSelection(env("ENABLED_JOURNEYS", "*")),

@@ -54,6 +54,7 @@ func openEngine(ctx context.Context, env *environment, needHatchet bool) (e *eng
 	if err != nil {
 		return nil, nil, err
 	}
+	conn.SetMaxOpenConns(cfg.DatabaseMaxConns)
 	e = &engine{cfg: cfg, defs: defs, logger: logger, deps: &tasks.Deps{
 		DB:          conn,
 		Buckets:     defs.bucketRegistry,

@@ -1,0 +1,135 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	v0 "github.com/hatchet-dev/hatchet/pkg/client"
+	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
+
+	"github.com/bucketworker/bucket-worker/db/dbtest"
+)
+
+// BenchmarkIngest measures bucket-ingest end to end — from the push to the
+// committed join — next to a no-op task triggered by the same pushes on the
+// same Hatchet server: events per second for both, their ratio, and the
+// p50/p99 latency from push to committed join. Every event makes a new
+// user join. Run it with
+//
+//	BUCKET_BENCH=1 go test -tags e2e ./e2e -run '^$' -bench Ingest -benchtime 1x -timeout 30m
+//
+// BUCKET_BENCH_EVENTS sets the number of events (2 000 by default).
+func BenchmarkIngest(b *testing.B) {
+	if os.Getenv("BUCKET_BENCH") == "" {
+		b.Skip("set BUCKET_BENCH=1 to run the ingest benchmark")
+	}
+	n := 2000
+	if v := os.Getenv("BUCKET_BENCH_EVENTS"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
+	conn, dbURL := dbtest.New(b)
+	ctx := context.Background()
+	client, err := hatchet.NewClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	// pushAll pushes n events of the key in bulk batches and returns when
+	// each batch was pushed, by event index.
+	pushAll := func(key, run string) []time.Time {
+		at := make([]time.Time, n)
+		for start := 0; start < n; start += 1000 {
+			end := min(start+1000, n)
+			batch := make([]v0.EventWithAdditionalMetadata, 0, end-start)
+			for i := start; i < end; i++ {
+				batch = append(batch, v0.EventWithAdditionalMetadata{Key: key,
+					Event: map[string]any{"userId": fmt.Sprintf("%s-%d", run, i)}})
+			}
+			sent := time.Now()
+			if err := client.Events().BulkPush(ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+			for i := start; i < end; i++ {
+				at[i] = sent
+			}
+		}
+		return at
+	}
+	waitFor := func(what string, done func() int) time.Time {
+		deadline := time.Now().Add(10 * time.Minute)
+		for done() < n {
+			if time.Now().After(deadline) {
+				b.Fatalf("%s: %d of %d after 10 minutes", what, done(), n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return time.Now()
+	}
+
+	for range b.N {
+		// Baseline: a no-op task on the same kind of push.
+		var noops atomic.Int64
+		noop := client.NewStandaloneTask("bench-noop", func(ctx hatchet.Context, in map[string]any) (any, error) {
+			noops.Add(1)
+			return nil, nil
+		}, hatchet.WithWorkflowEvents("bench.noop"))
+		nw, err := client.NewWorker("bench-noop-worker", hatchet.WithWorkflows(noop))
+		if err != nil {
+			b.Fatal(err)
+		}
+		stopNoop, err := nw.Start()
+		if err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		run := strconv.FormatInt(time.Now().UnixNano(), 36)
+		pushed := pushAll("bench.noop", "noop-"+run)
+		noopEnd := waitFor("no-op task", func() int { return int(noops.Load()) })
+		noopRate := float64(n) / noopEnd.Sub(pushed[0]).Seconds()
+		_ = stopNoop()
+
+		// The worker ingesting a bucket that every such event joins.
+		defsDir := definitions(b, map[string]string{"bench-ingest.yaml": "id: bench-ingest\nname: Bench ingest\n" +
+			"criteria: {type: event, eventName: bench.ingest, check: exists, within: 1h}\n"})
+		w := startWorker(b, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+defsDir)
+		time.Sleep(2 * time.Second)
+		pushed = pushAll("bench.ingest", "ing-"+run)
+		count := func() int {
+			var c int
+			_ = conn.NewRaw("SELECT count(*) FROM bucket_memberships WHERE bucket_id = 'bench-ingest' AND user_id LIKE ?", "ing-"+run+"-%").Scan(ctx, &c)
+			return c
+		}
+		ingestEnd := waitFor("ingest", count)
+		ingestRate := float64(n) / ingestEnd.Sub(pushed[0]).Seconds()
+
+		var rows []struct {
+			UserID    string    `bun:"user_id"`
+			EnteredAt time.Time `bun:"entered_at"`
+		}
+		if err := conn.NewRaw("SELECT user_id, entered_at FROM bucket_memberships WHERE user_id LIKE ?", "ing-"+run+"-%").Scan(ctx, &rows); err != nil {
+			b.Fatal(err)
+		}
+		var latencies []time.Duration
+		for _, r := range rows {
+			var i int
+			fmt.Sscanf(r.UserID[len("ing-"+run+"-"):], "%d", &i)
+			latencies = append(latencies, r.EnteredAt.Sub(pushed[i]))
+		}
+		slices.Sort(latencies)
+		_ = w.cmd.Process.Kill()
+
+		b.ReportMetric(ingestRate, "ingest-events/s")
+		b.ReportMetric(noopRate, "noop-events/s")
+		b.ReportMetric(ingestRate/noopRate, "x-noop")
+		b.ReportMetric(float64(latencies[len(latencies)/2].Milliseconds()), "p50-ms")
+		b.ReportMetric(float64(latencies[len(latencies)*99/100].Milliseconds()), "p99-ms")
+	}
+}
