@@ -30,6 +30,9 @@ type Deps struct {
 	// Hatchet receives the outbox's pushes and run cancellations; nil when
 	// no Hatchet server is configured, and pushes then stay pending.
 	Hatchet Hatchet
+	// Dispatcher is the running worker's outbox dispatcher, which frequent
+	// task runs wake instead of dispatching themselves; nil outside run.
+	Dispatcher *Dispatcher
 	// SweepBudget bounds the loops of one reconcile sweep (the composite
 	// evaluation and the join pass); zero means no bound.
 	SweepBudget time.Duration

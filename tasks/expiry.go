@@ -101,7 +101,7 @@ func Expire(ctx context.Context, d *Deps, a ArmedExpiry) (ExpiryResult, error) {
 	}
 	d.afterCommit(ctx, out)
 	if len(out.Transitions) > 0 {
-		flush(ctx, d)
+		flushSoon(ctx, d)
 	}
 	return res, nil
 }

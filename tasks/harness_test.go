@@ -91,7 +91,7 @@ func (h *fakeHatchet) pushedKeys() map[string]int {
 
 // env is a test's engine: its own database, definitions, clock and Hatchet.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	db      *bun.DB
 	clock   *clock
@@ -102,7 +102,7 @@ type env struct {
 // defs is a definitions folder: file name under buckets/ or journeys/ → content.
 type defs map[string]string
 
-func newEnv(t *testing.T, files defs) *env {
+func newEnv(t testing.TB, files defs) *env {
 	t.Helper()
 	conn, _ := dbtest.New(t)
 	fsys := fstest.MapFS{}

@@ -228,7 +228,7 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 		}
 	}
 	if len(outcome.Transitions) > 0 {
-		flush(ctx, d)
+		flushSoon(ctx, d)
 	}
 	return out, nil
 }

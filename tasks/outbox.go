@@ -68,21 +68,44 @@ func dispatchBatch(ctx context.Context, d *Deps) (int, error) {
 	return pushed, pushErr
 }
 
-// RunDispatcher dispatches the outbox every interval until ctx ends. A
-// failed round is logged; its rows wait out their backoff.
-func RunDispatcher(ctx context.Context, d *Deps, interval time.Duration) {
+// Dispatcher is the outbox dispatcher of a running worker: it dispatches
+// every interval and whenever a task run wakes it, so that the pushes of
+// many concurrent runs go out together in a few bulk calls.
+type Dispatcher struct {
+	d    *Deps
+	wake chan struct{}
+}
+
+// NewDispatcher returns a dispatcher for d; start it with Run.
+func NewDispatcher(d *Deps) *Dispatcher {
+	return &Dispatcher{d: d, wake: make(chan struct{}, 1)}
+}
+
+// Wake asks for a dispatch now; it never blocks, and wakes that arrive
+// during a dispatch coalesce into one more.
+func (p *Dispatcher) Wake() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run dispatches until ctx ends. A failed round is logged; its rows wait
+// out their backoff.
+func (p *Dispatcher) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if n, err := Dispatch(ctx, d); err != nil && ctx.Err() == nil {
-			d.Logger.WarnContext(ctx, "dispatching the outbox", slog.Int("pushed", n), slog.Any("error", err))
+		if n, err := Dispatch(ctx, p.d); err != nil && ctx.Err() == nil {
+			p.d.Logger.WarnContext(ctx, "dispatching the outbox", slog.Int("pushed", n), slog.Any("error", err))
 		} else if n > 0 {
-			d.Logger.DebugContext(ctx, "outbox dispatched", slog.Int("pushed", n))
+			p.d.Logger.DebugContext(ctx, "outbox dispatched", slog.Int("pushed", n))
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-p.wake:
 		}
 	}
 }
@@ -100,4 +123,18 @@ func flush(ctx context.Context, d *Deps) (dispatched, pending int) {
 		pending = s.Pending
 	}
 	return dispatched, pending
+}
+
+// flushSoon ends a frequent task run (ingest, expiry): it wakes the running
+// worker's dispatcher, which batches the pushes of concurrent runs, or
+// dispatches inline where there is none (the commands).
+func flushSoon(ctx context.Context, d *Deps) {
+	switch {
+	case d.Hatchet == nil:
+		return // nothing to push to: the pushes wait in the outbox
+	case d.Dispatcher != nil:
+		d.Dispatcher.Wake()
+	default:
+		flush(ctx, d)
+	}
 }

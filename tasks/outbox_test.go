@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -177,4 +178,18 @@ func TestUnknownBucketIsAnError(t *testing.T) {
 	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
 	_, err := Reconcile(e.ctx, e.deps, ReconcileInput{BucketIDs: []string{"nope"}})
 	require.ErrorContains(t, err, `"nope"`)
+}
+
+func TestRunningDispatcherIsWokenByTaskRuns(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
+	e.deps.Dispatcher = NewDispatcher(e.deps)
+	ctx, cancel := context.WithCancel(e.ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { e.deps.Dispatcher.Run(ctx, time.Hour) })
+	defer func() { cancel(); wg.Wait() }()
+
+	e.ingest("app.active", `{"userId":"u"}`)
+	require.Eventually(t, func() bool { return len(e.hatchet.pushedKeys()) == 1 }, 5*time.Second, 10*time.Millisecond,
+		"the ingest woke the dispatcher; its ticker is an hour away")
 }

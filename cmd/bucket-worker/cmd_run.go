@@ -39,6 +39,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		logger.InfoContext(ctx, "database migrated", slog.Int("applied", len(applied)))
 	}
 
+	e.deps.Dispatcher = tasks.NewDispatcher(e.deps)
 	worker, err := tasks.NewWorker(e.client, e.deps, tasks.WorkerOptions{
 		Name:             cfg.WorkerName,
 		ReconcileCron:    cfg.ReconcileCron,
@@ -56,7 +57,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	}
 	dispatchCtx, stopDispatch := context.WithCancel(ctx)
 	var dispatcher sync.WaitGroup
-	dispatcher.Go(func() { tasks.RunDispatcher(dispatchCtx, e.deps, dispatchInterval) })
+	dispatcher.Go(func() { e.deps.Dispatcher.Run(dispatchCtx, dispatchInterval) })
 	logger.InfoContext(ctx, "worker started",
 		slog.String("worker", cfg.WorkerName),
 		slog.Int("buckets", e.defs.bucketRegistry.Len()),
