@@ -283,3 +283,28 @@ func TestIngestHoldsOneConnectionAtATime(t *testing.T) {
 	wg.Wait()
 	require.Equal(t, 8, e.count("SELECT count(*) FROM bucket_memberships WHERE bucket_id = 'recent'"))
 }
+
+func TestEvaluateModeOnlyEvaluates(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/engaged-pro.yaml": proAndActive})
+	// Another writer stored the event and the contact.
+	e.contact("u", `{"plan":"pro"}`)
+	e.events("u", "app.active", time.Minute)
+	out, err := HandleIngest(e.ctx, e.deps, IngestEvaluate, "app.active",
+		[]byte(`{"userId":"u","contactProperties":{"plan":"free"},"idempotencyKey":"k"}`), "run-1")
+	require.NoError(t, err)
+	require.False(t, out.Stored)
+	require.Equal(t, []string{Entered}, transitionKinds(out), "the stored contact, not the payload, decides")
+	require.Equal(t, 1, e.count("SELECT count(*) FROM user_events WHERE event = 'app.active'"), "nothing stored")
+	require.Equal(t, map[string]any{"plan": "pro"}, e.contactProps("u"), "the contact is not patched")
+}
+
+func TestIngestEventKeys(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/engaged-pro.yaml": proAndActive, "buckets/power.yaml": powerUsers})
+	auto := IngestEventKeys([]string{"auto"}, e.deps.Buckets)
+	require.ElementsMatch(t, []string{"app.active", "key.action", ContactUpdated}, auto)
+	require.ElementsMatch(t, []string{"app.active", "key.action", ContactUpdated, "user.updated"},
+		IngestEventKeys([]string{"auto", "user.updated", "app.active"}, e.deps.Buckets))
+	require.Equal(t, []string{"*"}, IngestEventKeys([]string{"*"}, e.deps.Buckets))
+}
