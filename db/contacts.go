@@ -75,23 +75,23 @@ type Candidate struct {
 }
 
 // JoinCandidates returns, in contacts.id order, the live contacts with a
-// user key that are not active members of the bucket, have fired at least
-// one event the criteria name (the everFired floor of contract §6.3), and
-// for whom the criteria hold at now with their properties. It is one
-// set-based query: paging it by contacts.id would walk every contact in
-// that order, probing each, at twice the cost.
-func JoinCandidates(ctx context.Context, idb bun.IDB, b *buckets.Bucket, now time.Time) ([]Candidate, error) {
-	if len(b.EventNames) == 0 {
-		return nil, nil
-	}
+// user key that are not active members of the bucket and for whom the
+// criteria hold at now with their properties. When everFired names events,
+// a candidate must also have fired at least one of them (the everFired
+// floor of contract §6.3). It is one set-based query: paging it by
+// contacts.id would walk every contact in that order, probing each, at
+// twice the cost.
+func JoinCandidates(ctx context.Context, idb bun.IDB, b *buckets.Bucket, now time.Time, everFired []string) ([]Candidate, error) {
 	pred := CompileCriteria(b.Criteria, now, Subject{UserID: "c.external_id", Properties: "c.properties"})
 	q := idb.NewSelect().TableExpr("contacts AS c").
 		Column("c.id", "c.external_id", "c.email").
-		Where("c.deleted_at IS NULL AND c.external_id IS NOT NULL").
-		Where("EXISTS (SELECT 1 FROM user_events AS f WHERE f.user_id = c.external_id AND f.event = ANY(?))",
-			pgdialect.Array(b.EventNames)).
-		Where("NOT EXISTS (SELECT 1 FROM bucket_memberships AS m WHERE m.user_id = c.external_id "+
-			"AND m.bucket_id = ? AND m.status = 'active' AND m.deleted_at IS NULL)", b.ID).
+		Where("c.deleted_at IS NULL AND c.external_id IS NOT NULL")
+	if len(everFired) > 0 {
+		q = q.Where("EXISTS (SELECT 1 FROM user_events AS f WHERE f.user_id = c.external_id AND f.event = ANY(?))",
+			pgdialect.Array(everFired))
+	}
+	q = q.Where("NOT EXISTS (SELECT 1 FROM bucket_memberships AS m WHERE m.user_id = c.external_id "+
+		"AND m.bucket_id = ? AND m.status = 'active' AND m.deleted_at IS NULL)", b.ID).
 		Where(pred.SQL, pred.Args...).
 		OrderExpr("c.id")
 	var rows []Candidate

@@ -46,3 +46,93 @@ func HasOpenBackfill(ctx context.Context, idb bun.IDB, bucketID string) (bool, e
 	}
 	return exists, nil
 }
+
+// Import job statuses.
+const (
+	JobPending    = "pending"
+	JobProcessing = "processing"
+	JobCompleted  = "completed"
+	JobFailed     = "failed"
+)
+
+// LockBackfillEnqueue takes, until the end of tx, the lock that makes the
+// backfill diff and its job inserts one step across replicas: two workers
+// booting at once enqueue one job per bucket.
+func LockBackfillEnqueue(ctx context.Context, tx bun.Tx) error {
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext('bucket-worker:backfill-enqueue'))"); err != nil {
+		return fmt.Errorf("locking the backfill queue: %w", err)
+	}
+	return nil
+}
+
+// CreateBackfillJob records a backfill job of the bucket in import_jobs.
+func CreateBackfillJob(ctx context.Context, idb bun.IDB, bucketID, format, status string, now time.Time) (*ImportJob, error) {
+	job := &ImportJob{FileName: &bucketID, Format: format, Status: status, CreatedAt: now, UpdatedAt: now}
+	if _, err := idb.NewInsert().Model(job).Returning("*").Exec(ctx); err != nil {
+		return nil, fmt.Errorf("recording a backfill job of bucket %q: %w", bucketID, err)
+	}
+	return job, nil
+}
+
+// SetJobStatus moves a job to processing or completed, with the rows it
+// processed so far.
+func SetJobStatus(ctx context.Context, idb bun.IDB, id, status string, processed int, now time.Time) error {
+	_, err := idb.NewUpdate().TableExpr("import_jobs AS ij").
+		Set("status = ?", status).
+		Set("processed_rows = ?", processed).
+		Set("updated_at = ?", now).
+		Where("ij.id = ?", id).
+		Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("marking job %s %s: %w", id, status, err)
+	}
+	return nil
+}
+
+// FailJob marks a job failed with errors [{row, error}].
+func FailJob(ctx context.Context, idb bun.IDB, id string, row int, cause string, now time.Time) error {
+	errs, _ := json.Marshal([]map[string]any{{"row": row, "error": cause}})
+	_, err := idb.NewUpdate().TableExpr("import_jobs AS ij").
+		Set("status = 'failed'").
+		Set("failed_rows = failed_rows + 1").
+		Set("errors = ?", string(errs)).
+		Set("updated_at = ?", now).
+		Where("ij.id = ?", id).
+		Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("marking job %s failed: %w", id, err)
+	}
+	return nil
+}
+
+// AbandonStaleBackfills marks failed the pending or processing backfill
+// jobs not updated since before: a run that died with its worker would
+// otherwise keep its bucket's join pass closed for good.
+func AbandonStaleBackfills(ctx context.Context, idb bun.IDB, before, now time.Time) (int, error) {
+	errs, _ := json.Marshal([]map[string]any{{"row": 0, "error": "abandoned: no progress since " + before.UTC().Format(time.RFC3339)}})
+	res, err := idb.NewUpdate().TableExpr("import_jobs AS ij").
+		Set("status = 'failed'").
+		Set("errors = ?", string(errs)).
+		Set("updated_at = ?", now).
+		Where("ij.format IN (?, ?)", FormatBackfill, FormatReeval).
+		Where("ij.status IN ('pending', 'processing')").
+		Where("ij.updated_at < ?", before).
+		Exec(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("abandoning stale backfill jobs: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
+// ImportJobByID returns the job with the id, or nil.
+func ImportJobByID(ctx context.Context, idb bun.IDB, id string) (*ImportJob, error) {
+	var rows []ImportJob
+	if err := idb.NewSelect().Model(&rows).Where("ij.id = ?", id).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("reading job %s: %w", id, err)
+	}
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	return &rows[0], nil
+}

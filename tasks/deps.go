@@ -33,6 +33,12 @@ type Deps struct {
 	// Dispatcher is the running worker's outbox dispatcher, which frequent
 	// task runs wake instead of dispatching themselves; nil outside run.
 	Dispatcher *Dispatcher
+	// EnqueueBackfill starts a bucket-backfill run without waiting; nil
+	// outside a running worker, where nothing is enqueued (contract §8).
+	EnqueueBackfill func(ctx context.Context, in BackfillInput) error
+	// BackfillTimeout is bucket-backfill's execution timeout; a job with no
+	// progress for twice as long is taken as dead.
+	BackfillTimeout time.Duration
 	// SweepBudget bounds the loops of one reconcile sweep (the composite
 	// evaluation and the join pass); zero means no bound.
 	SweepBudget time.Duration

@@ -66,6 +66,10 @@ type joinSpec struct {
 	// Recheck re-evaluates the criteria in the INSERT, for joiners chosen
 	// outside the joining transaction.
 	Recheck bool
+	// Silent writes the membership without emitting bucket:entered: a
+	// backfill materializes historical matches, which must not fire
+	// journeys (contract §8). Expiry timers are still armed.
+	Silent bool
 }
 
 // join is the join of contract §5.4 for a batch of users, inside the
@@ -90,7 +94,7 @@ func join(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, users []d
 	}
 
 	var lastLeft map[string]time.Time
-	if b.EntryLimit == buckets.EntryOncePerPeriod && !b.EntryPeriod.IsZero() {
+	if !js.Silent && b.EntryLimit == buckets.EntryOncePerPeriod && !b.EntryPeriod.IsZero() {
 		var again []string
 		for _, r := range rows {
 			if r.EntryCount > 1 {
@@ -110,7 +114,7 @@ func join(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, users []d
 	for _, r := range rows {
 		email := deref(r.UserEmail)
 		left, hasLeft := lastLeft[r.UserID]
-		suppressed := !entryEmits(b, r.EntryCount, left, hasLeft, now)
+		suppressed := js.Silent || !entryEmits(b, r.EntryCount, left, hasLeft, now)
 		if !suppressed {
 			emissions = append(emissions, transitionEmissions(d, b, Entered, r.UserID, email, r.EntryCount, source, "")...)
 		}

@@ -105,6 +105,13 @@ type defs map[string]string
 func newEnv(t testing.TB, files defs) *env {
 	t.Helper()
 	conn, _ := dbtest.New(t)
+	return newEnvOn(t, conn, files)
+}
+
+// newEnvOn is newEnv on an existing database: a worker restarted with
+// other definitions, or a second replica.
+func newEnvOn(t testing.TB, conn *bun.DB, files defs) *env {
+	t.Helper()
 	fsys := fstest.MapFS{}
 	for name, content := range files {
 		fsys[name] = &fstest.MapFile{Data: []byte(content)}

@@ -25,6 +25,7 @@ const (
 	TaskReconcile = "bucket-reconcile"
 	TaskIngest    = "bucket-ingest"
 	TaskExpiry    = "bucket-expiry"
+	TaskBackfill  = "bucket-backfill"
 	// ReconcileConcurrency is the concurrency expression of the sweep: one
 	// group, one run at a time, the next queued (GROUP_ROUND_ROBIN).
 	ReconcileConcurrency = "'bucket-reconcile'"
@@ -39,6 +40,7 @@ type WorkerOptions struct {
 	Name             string
 	ReconcileCron    string
 	ReconcileTimeout time.Duration
+	BackfillTimeout  time.Duration
 	// IngestMode is IngestStore, IngestEvaluate or IngestOff (not registered).
 	IngestMode string
 	// IngestEvents are the event keys that trigger bucket-ingest, as
@@ -67,7 +69,16 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 		hatchet.WithRetries(1),
 		hatchet.WithExecutionTimeout(opts.ReconcileTimeout),
 	)
-	workflows := []hatchet.WorkflowBase{reconcile}
+	backfill := client.NewStandaloneTask(TaskBackfill,
+		func(ctx hatchet.Context, in BackfillInput) (BackfillOutput, error) {
+			return taskResult(Backfill(ctx, d, in))
+		},
+		hatchet.WithWorkflowDescription("Materializes a new bucket's members without emitting joins, or brings an edited "+
+			"bucket up to date (members who no longer match leave and emit). Enqueued at boot and by the sweep."),
+		hatchet.WithRetries(0),
+		hatchet.WithExecutionTimeout(opts.BackfillTimeout),
+	)
+	workflows := []hatchet.WorkflowBase{reconcile, backfill}
 
 	if opts.IngestMode != IngestOff && len(opts.IngestEvents) > 0 {
 		workflows = append(workflows, client.NewStandaloneTask(TaskIngest,
@@ -112,6 +123,15 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 		return nil, fmt.Errorf("creating the Hatchet worker: %w", err)
 	}
 	return w, nil
+}
+
+// EnqueueThrough returns the Deps.EnqueueBackfill of a running worker: a
+// bucket-backfill run started without waiting.
+func EnqueueThrough(client *hatchet.Client) func(ctx context.Context, in BackfillInput) error {
+	return func(ctx context.Context, in BackfillInput) error {
+		_, err := client.RunNoWait(ctx, TaskBackfill, in)
+		return err
+	}
 }
 
 // armsExpiry reports whether an enabled bucket has fastExpiry, which is

@@ -61,8 +61,9 @@ type BucketSweep struct {
 	SampleUserIDs []string `json:"sampleUserIds,omitempty"`
 }
 
-// Reconcile is the sweep of contract §6: for each selected bucket, on its
-// own, the criteria leaves, the joins, the TTL leaves and the deferred
+// Reconcile is the sweep of contract §6. In a running worker it first
+// enqueues the backfills the §8 diff asks for. Then, for each selected
+// bucket, on its own, the criteria leaves, the joins, the TTL leaves and the deferred
 // leaves that only the clock can cause. A bucket's error is reported in
 // its entry and does not stop the others. Unless dry, the pushes it
 // enqueued are dispatched before it returns.
@@ -77,6 +78,9 @@ func Reconcile(ctx context.Context, d *Deps, in ReconcileInput) (ReconcileOutput
 			}
 			selected = append(selected, b)
 		}
+	}
+	if _, err := EnqueueBackfills(ctx, d, d.BackfillTimeout); err != nil {
+		d.Logger.ErrorContext(ctx, "enqueueing backfills", slog.Any("error", err))
 	}
 	var deadline time.Time
 	if d.SweepBudget > 0 {
@@ -261,7 +265,10 @@ func (s *sweep) joins(ctx context.Context) error {
 		s.rep.JoinsSkipped = reason
 		return err
 	}
-	candidates, err := db.JoinCandidates(ctx, s.d.DB, s.b, s.now)
+	if len(s.b.EventNames) == 0 {
+		return nil // nobody can clear the everFired floor
+	}
+	candidates, err := db.JoinCandidates(ctx, s.d.DB, s.b, s.now, s.b.EventNames)
 	if err != nil {
 		return err
 	}

@@ -207,3 +207,65 @@ func runSwitch(enabled bool) func(ctx context.Context, env *environment, args []
 		return nil
 	}
 }
+
+// runBackfill runs one backfill in-process, recording its job. It never
+// enqueues anything.
+func runBackfill(ctx context.Context, env *environment, args []string) error {
+	fs := env.newFlagSet("backfill")
+	bucketID := fs.String("bucket", "", "bucket id (required)")
+	mode := fs.String("mode", "auto", "auto (the criteria-hash diff decides), first-time or reeval")
+	asJSON := fs.Bool("json", false, "print one JSON document")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case *bucketID == "":
+		return usageError{"--bucket is required"}
+	case *mode != "auto" && *mode != tasks.ModeFirstTime && *mode != tasks.ModeReeval:
+		return usageError{fmt.Sprintf("--mode %q: use auto, first-time or reeval", *mode)}
+	}
+	e, closeEngine, err := openEngine(ctx, env, false)
+	if err != nil {
+		return err
+	}
+	defer closeEngine()
+	b, ok := e.deps.Buckets.Get(*bucketID)
+	if !ok {
+		return usageError{fmt.Sprintf("no enabled bucket %q", *bucketID)}
+	}
+	in := tasks.BackfillInput{BucketID: b.ID, Mode: *mode}
+	if in.Mode == "auto" {
+		configs, err := db.BucketConfigs(ctx, e.deps.DB)
+		if err != nil {
+			return err
+		}
+		in.Mode = tasks.BackfillMode(b, configs)
+	}
+	out := tasks.BackfillOutput{BucketID: b.ID, Mode: "none", Status: "up_to_date"}
+	if in.Mode != "" {
+		if open, err := db.HasOpenBackfill(ctx, e.deps.DB, b.ID); err != nil || open {
+			if err == nil {
+				err = fmt.Errorf("a backfill of bucket %q is pending or processing; wait for it", b.ID)
+			}
+			return err
+		}
+		format := map[string]string{tasks.ModeFirstTime: db.FormatBackfill, tasks.ModeReeval: db.FormatReeval}[in.Mode]
+		job, err := db.CreateBackfillJob(ctx, e.deps.DB, b.ID, format, db.JobPending, e.deps.Now())
+		if err != nil {
+			return err
+		}
+		in.JobID = job.ID
+		if out, err = tasks.Backfill(ctx, e.deps, in); err != nil {
+			return err
+		}
+	}
+	if *asJSON {
+		return writeJSON(env.stdout, out)
+	}
+	fmt.Fprintf(env.stdout, "bucket %s: %s (%s)", out.BucketID, out.Status, out.Mode)
+	if out.Reason != "" {
+		fmt.Fprintf(env.stdout, ": %s", out.Reason)
+	}
+	fmt.Fprintf(env.stdout, "; joined %d silently, left %d\n", out.Joined, out.Left)
+	return nil
+}

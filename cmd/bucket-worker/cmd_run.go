@@ -40,10 +40,17 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	}
 
 	e.deps.Dispatcher = tasks.NewDispatcher(e.deps)
+	e.deps.EnqueueBackfill = tasks.EnqueueThrough(e.client)
+	// Before the worker takes runs: new or edited buckets get their
+	// backfill, which runs once the worker is up.
+	if _, err := tasks.EnqueueBackfills(ctx, e.deps, cfg.BackfillTimeout); err != nil {
+		return err
+	}
 	worker, err := tasks.NewWorker(e.client, e.deps, tasks.WorkerOptions{
 		Name:             cfg.WorkerName,
 		ReconcileCron:    cfg.ReconcileCron,
 		ReconcileTimeout: cfg.ReconcileTimeout,
+		BackfillTimeout:  cfg.BackfillTimeout,
 		IngestMode:       cfg.IngestMode,
 		IngestEvents:     tasks.IngestEventKeys(cfg.IngestEvents, e.deps.Buckets),
 		SDKLogger:        sdkLogger(env, cfg),

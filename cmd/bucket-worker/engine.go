@@ -56,13 +56,14 @@ func openEngine(ctx context.Context, env *environment, needHatchet bool) (e *eng
 	}
 	conn.SetMaxOpenConns(cfg.DatabaseMaxConns)
 	e = &engine{cfg: cfg, defs: defs, logger: logger, deps: &tasks.Deps{
-		DB:          conn,
-		Buckets:     defs.bucketRegistry,
-		Journeys:    defs.journeyRegistry,
-		Logger:      logger,
-		Now:         time.Now,
-		Switch:      tasks.NewRuntimeSwitch(conn, cfg.ConfigTTL),
-		SweepBudget: cfg.ReconcileTimeout * 3 / 4,
+		DB:              conn,
+		Buckets:         defs.bucketRegistry,
+		Journeys:        defs.journeyRegistry,
+		Logger:          logger,
+		Now:             time.Now,
+		Switch:          tasks.NewRuntimeSwitch(conn, cfg.ConfigTTL),
+		SweepBudget:     cfg.ReconcileTimeout * 3 / 4,
+		BackfillTimeout: cfg.BackfillTimeout,
 	}}
 	if token := env.getenv("HATCHET_CLIENT_TOKEN"); token != "" || needHatchet {
 		if token == "" { // the SDK would panic

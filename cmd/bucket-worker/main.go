@@ -33,6 +33,8 @@ func commands() []command {
 		{"ingest", "--event E --user U [--email E] [--properties JSON] [--contact-properties JSON] [--occurred-at T] [--idempotency-key K] [--json]",
 			"store one event in-process and apply the joins and leaves it causes", runIngest},
 		{"expire", "--payload JSON [--json]", "what a bucket-expiry timer does on waking, in-process, without the sleep", runExpire},
+		{"backfill", "--bucket ID [--mode auto|first-time|reeval] [--json]",
+			"materialize a bucket's members without emitting joins, or re-evaluate it after a criteria change", runBackfill},
 		{"outbox", "[--flush] [--json]", "pending pushes, their age and last errors; --flush dispatches them", runOutbox},
 		{"enable", "ID", "switch a bucket on at runtime", runSwitch(true)},
 		{"disable", "ID", "switch a bucket off at runtime: every path skips it, members stay", runSwitch(false)},

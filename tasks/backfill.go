@@ -1,0 +1,242 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/db"
+)
+
+// The backfill modes (contract §8).
+const (
+	// ModeFirstTime materializes a bucket that has no recorded criteria.
+	ModeFirstTime = "first-time"
+	// ModeReeval brings a bucket whose criteria changed up to date.
+	ModeReeval = "reeval"
+)
+
+// BackfillInput is the input of bucket-backfill.
+type BackfillInput struct {
+	JobID    string `json:"jobId"`
+	BucketID string `json:"bucketId"`
+	Mode     string `json:"mode"`
+}
+
+// BackfillOutput is the result of a backfill.
+type BackfillOutput struct {
+	JobID    string `json:"jobId"`
+	BucketID string `json:"bucketId"`
+	Mode     string `json:"mode"`
+	// Status is completed, failed, skipped or up_to_date.
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+	Joined int    `json:"joined"`
+	Left   int    `json:"left"`
+}
+
+// BackfillMode is the diff of contract §8 for one bucket: first-time when
+// no criteria hash is recorded, reeval when the recorded one differs, ""
+// when the members were computed with the current criteria.
+func BackfillMode(b *buckets.Bucket, configs map[string]db.BucketConfig) string {
+	cfg, ok := configs[b.ID]
+	switch {
+	case !ok || cfg.CriteriaHash == nil:
+		return ModeFirstTime
+	case *cfg.CriteriaHash != b.CriteriaHash:
+		return ModeReeval
+	}
+	return ""
+}
+
+// EnqueueBackfills runs the diff of contract §8 for every enabled bucket the
+// runtime switch leaves on and, for each that needs it and has no open
+// job, records a job and enqueues a bucket-backfill run without waiting. It
+// first fails the jobs that made no progress for twice staleAfter. Replicas
+// running it at once enqueue one job per bucket.
+func EnqueueBackfills(ctx context.Context, d *Deps, staleAfter time.Duration) ([]BackfillInput, error) {
+	if d.EnqueueBackfill == nil {
+		return nil, nil
+	}
+	now := d.Now()
+	var inputs []BackfillInput
+	err := d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		inputs = nil
+		if err := db.LockBackfillEnqueue(ctx, tx); err != nil {
+			return err
+		}
+		if staleAfter > 0 {
+			n, err := db.AbandonStaleBackfills(ctx, tx, now.Add(-2*staleAfter), now)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				d.Logger.WarnContext(ctx, "backfill jobs abandoned", slog.Int("jobs", n))
+			}
+		}
+		configs, err := db.BucketConfigs(ctx, tx)
+		if err != nil {
+			return err
+		}
+		for _, b := range d.Buckets.All() {
+			mode := BackfillMode(b, configs)
+			if cfg, ok := configs[b.ID]; mode == "" || ok && !cfg.Enabled {
+				continue
+			}
+			open, err := db.HasOpenBackfill(ctx, tx, b.ID)
+			if err != nil || open {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			format := map[string]string{ModeFirstTime: db.FormatBackfill, ModeReeval: db.FormatReeval}[mode]
+			job, err := db.CreateBackfillJob(ctx, tx, b.ID, format, db.JobPending, now)
+			if err != nil {
+				return err
+			}
+			inputs = append(inputs, BackfillInput{JobID: job.ID, BucketID: b.ID, Mode: mode})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("enqueueing backfills: %w", err)
+	}
+	for _, in := range inputs {
+		if err := d.EnqueueBackfill(ctx, in); err != nil {
+			_ = db.FailJob(ctx, d.DB, in.JobID, 0, "enqueueing the run: "+err.Error(), d.Now())
+			return inputs, fmt.Errorf("enqueueing the backfill of bucket %q: %w", in.BucketID, err)
+		}
+		d.Logger.InfoContext(ctx, "backfill enqueued", slog.String("bucket_id", in.BucketID),
+			slog.String("mode", in.Mode), slog.String("job_id", in.JobID))
+	}
+	return inputs, nil
+}
+
+// Backfill is bucket-backfill (contract §8): in reeval mode the members who
+// no longer match leave through the funnel and emit (source backfill);
+// then every live contact with a user key that matches and is not a
+// member joins silently — historical matches must not fire journeys. It
+// records the criteria hash and completes the job, or fails it with the
+// error.
+func Backfill(ctx context.Context, d *Deps, in BackfillInput) (BackfillOutput, error) {
+	out := BackfillOutput{JobID: in.JobID, BucketID: in.BucketID, Mode: in.Mode}
+	fail := func(err error) (BackfillOutput, error) {
+		out.Status = db.JobFailed
+		if in.JobID != "" {
+			if ferr := db.FailJob(context.WithoutCancel(ctx), d.DB, in.JobID, out.Joined+out.Left, err.Error(), d.Now()); ferr != nil {
+				d.Logger.ErrorContext(ctx, "recording a failed backfill", slog.Any("error", ferr))
+			}
+		}
+		return out, fmt.Errorf("backfilling bucket %q: %w", in.BucketID, err)
+	}
+	b, ok := d.Buckets.Get(in.BucketID)
+	if !ok {
+		return fail(fmt.Errorf("%w: no enabled bucket %q", ErrInvalidInput, in.BucketID))
+	}
+	if in.Mode != ModeFirstTime && in.Mode != ModeReeval {
+		return fail(fmt.Errorf("%w: mode %q: use %s or %s", ErrInvalidInput, in.Mode, ModeFirstTime, ModeReeval))
+	}
+	on, err := d.Switch.Enabled(ctx, b.ID)
+	if err != nil {
+		return fail(err)
+	}
+	if !on {
+		out.Status, out.Reason = "skipped", SkipDisabled
+		if in.JobID != "" {
+			_ = db.FailJob(ctx, d.DB, in.JobID, 0, SkipDisabled, d.Now())
+		}
+		return out, nil
+	}
+	now := d.Now()
+	if in.JobID != "" {
+		if err := db.SetJobStatus(ctx, d.DB, in.JobID, db.JobProcessing, 0, now); err != nil {
+			return fail(err)
+		}
+	}
+	if err := backfillBucket(ctx, d, b, in.Mode, now, &out); err != nil {
+		return fail(err)
+	}
+	if err := db.SetCriteriaHash(ctx, d.DB, b.ID, b.CriteriaHash, d.Now()); err != nil {
+		return fail(err)
+	}
+	if in.JobID != "" {
+		if err := db.SetJobStatus(ctx, d.DB, in.JobID, db.JobCompleted, out.Joined+out.Left, d.Now()); err != nil {
+			return fail(err)
+		}
+	}
+	out.Status = db.JobCompleted
+	d.Logger.InfoContext(ctx, "bucket backfilled", slog.String("bucket_id", b.ID), slog.String("mode", in.Mode),
+		slog.Int("joined", out.Joined), slog.Int("left", out.Left))
+	if out.Left > 0 {
+		flushSoon(ctx, d)
+	}
+	return out, nil
+}
+
+func backfillBucket(ctx context.Context, d *Deps, b *buckets.Bucket, mode string, now time.Time, out *BackfillOutput) error {
+	inTx := func(fn func(ctx context.Context, tx bun.Tx) (Outcome, error)) (Outcome, error) {
+		var res Outcome
+		err := d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			var err error
+			res, err = fn(ctx, tx)
+			return err
+		})
+		if err == nil {
+			d.afterCommit(ctx, res)
+		}
+		return res, err
+	}
+	if mode == ModeReeval {
+		members, err := db.CriteriaLeavers(ctx, d.DB, b, now)
+		if err != nil {
+			return err
+		}
+		for chunk := range slices.Chunk(members, db.LeaveChunk) {
+			res, err := inTx(func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+				return leave(ctx, tx, d, b, chunk, leaveSpec{Source: SourceBackfill, Reason: ReasonCriteria, Unless: b.Criteria}, now)
+			})
+			if err != nil {
+				return err
+			}
+			out.Left += len(res.Transitions)
+		}
+	}
+	candidates, err := db.JoinCandidates(ctx, d.DB, b, now, absenceLegEvents(b))
+	if err != nil {
+		return err
+	}
+	for chunk := range slices.Chunk(candidates, ReconcileBatch) {
+		joiners := make([]db.Joiner, len(chunk))
+		for i, c := range chunk {
+			joiners[i] = db.Joiner{UserID: c.UserID, Email: deref(c.Email)}
+		}
+		res, err := inTx(func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+			return join(ctx, tx, d, b, joiners, joinSpec{Source: SourceBackfill, Recheck: true, Silent: true}, now)
+		})
+		if err != nil {
+			return err
+		}
+		out.Joined += len(res.Transitions)
+	}
+	return nil
+}
+
+// absenceLegEvents are the events of the criteria's absence legs
+// (not_exists within a window): the everFired floor of a backfill. A
+// contact who never fired them did not lapse; it never started.
+func absenceLegEvents(b *buckets.Bucket) []string {
+	var names []string
+	buckets.Walk(b.Criteria, func(_ string, c buckets.Condition) {
+		if e, ok := c.(*buckets.EventCondition); ok && e.Check == buckets.CheckNotExists && !e.Within.IsZero() &&
+			!slices.Contains(names, e.EventName) {
+			names = append(names, e.EventName)
+		}
+	})
+	return names
+}
