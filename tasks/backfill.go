@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -107,15 +108,23 @@ func EnqueueBackfills(ctx context.Context, d *Deps, staleAfter time.Duration) ([
 	if err != nil {
 		return nil, fmt.Errorf("enqueueing backfills: %w", err)
 	}
+	// A job whose run could not be enqueued is failed at once, so that the
+	// next diff enqueues it again.
+	var errs []error
+	enqueued := inputs[:0]
 	for _, in := range inputs {
 		if err := d.EnqueueBackfill(ctx, in); err != nil {
-			_ = db.FailJob(ctx, d.DB, in.JobID, 0, "enqueueing the run: "+err.Error(), d.Now())
-			return inputs, fmt.Errorf("enqueueing the backfill of bucket %q: %w", in.BucketID, err)
+			errs = append(errs, fmt.Errorf("enqueueing the backfill of bucket %q: %w", in.BucketID, err))
+			if ferr := db.FailJob(ctx, d.DB, in.JobID, 0, "enqueueing the run: "+err.Error(), d.Now()); ferr != nil {
+				errs = append(errs, ferr)
+			}
+			continue
 		}
+		enqueued = append(enqueued, in)
 		d.Logger.InfoContext(ctx, "backfill enqueued", slog.String("bucket_id", in.BucketID),
 			slog.String("mode", in.Mode), slog.String("job_id", in.JobID))
 	}
-	return inputs, nil
+	return enqueued, errors.Join(errs...)
 }
 
 // Backfill is bucket-backfill (contract §8): in reeval mode the members who

@@ -250,3 +250,25 @@ func TestStoredHashesMatchTheContractVectors(t *testing.T) {
 	require.Equal(t, "11804a22b835bdb9d0e61c43e5c570a74f833f3c25b5379695d5bbc6bc3fbb08", *configs["power-users"].CriteriaHash)
 	require.Equal(t, "fed78aea11b2d12190bd2fce09eb761541bf9487cb862b2b26b46b29c37a5a22", *configs["went-dormant"].CriteriaHash)
 }
+
+func TestFailedEnqueueIsRetriedByTheNextDiff(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/trial.yaml": trialBucket, "buckets/power.yaml": powerUsers})
+	e.deps.EnqueueBackfill = func(_ context.Context, in BackfillInput) error {
+		if in.BucketID == "trial" {
+			return errHatchetDown
+		}
+		return nil
+	}
+	inputs, err := EnqueueBackfills(e.ctx, e.deps, time.Hour)
+	require.ErrorIs(t, err, errHatchetDown)
+	require.Len(t, inputs, 1, "the other bucket's run is still enqueued")
+	require.Equal(t, "power", inputs[0].BucketID)
+	require.Equal(t, 1, e.count("SELECT count(*) FROM import_jobs WHERE file_name = 'trial' AND status = 'failed'"))
+
+	e.deps.EnqueueBackfill = func(context.Context, BackfillInput) error { return nil }
+	inputs, err = EnqueueBackfills(e.ctx, e.deps, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, inputs, 1)
+	require.Equal(t, "trial", inputs[0].BucketID)
+}

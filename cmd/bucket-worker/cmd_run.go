@@ -41,11 +41,6 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 
 	e.deps.Dispatcher = tasks.NewDispatcher(e.deps)
 	e.deps.EnqueueBackfill = tasks.EnqueueThrough(e.client)
-	// Before the worker takes runs: new or edited buckets get their
-	// backfill, which runs once the worker is up.
-	if _, err := tasks.EnqueueBackfills(ctx, e.deps, cfg.BackfillTimeout); err != nil {
-		return err
-	}
 	worker, err := tasks.NewWorker(e.client, e.deps, tasks.WorkerOptions{
 		Name:             cfg.WorkerName,
 		ReconcileCron:    cfg.ReconcileCron,
@@ -61,6 +56,14 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	cleanup, err := worker.Start()
 	if err != nil {
 		return fmt.Errorf("starting the Hatchet worker: %w", err)
+	}
+	// New or edited buckets get their backfill. Enqueued once the worker
+	// has registered bucket-backfill (on a new Hatchet it does not exist
+	// before); until a backfill completes, the first-deploy guard keeps
+	// the bucket's join pass closed. A failure here is retried by the
+	// next sweep.
+	if _, err := tasks.EnqueueBackfills(ctx, e.deps, cfg.BackfillTimeout); err != nil {
+		logger.ErrorContext(ctx, "enqueueing backfills at boot", slog.Any("error", err))
 	}
 	dispatchCtx, stopDispatch := context.WithCancel(ctx)
 	var dispatcher sync.WaitGroup

@@ -160,3 +160,43 @@ func TestIngestAndExpireCommands(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "reserved_prefix")
 }
+
+func TestBackfillCommand(t *testing.T) {
+	t.Parallel()
+	conn, url := dbtest.New(t)
+	env := []string{"DATABASE_URL=" + url, "DEFINITIONS_DIR=../../definitions"}
+	ctx := context.Background()
+	_, err := conn.ExecContext(ctx, `INSERT INTO contacts (external_id, properties) VALUES
+		('t1', '{"plan":"trial","trial_days_left":2}'), ('t2', '{"plan":"pro"}')`)
+	require.NoError(t, err)
+
+	r := runBinary(t, env, "backfill", "--bucket", "trial-expiring-soon", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var out struct {
+		JobID, BucketID, Mode, Status string
+		Joined, Left                  int
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
+	require.NotEmpty(t, out.JobID)
+	require.Equal(t, "first-time", out.Mode)
+	require.Equal(t, "completed", out.Status)
+	require.Equal(t, 1, out.Joined)
+
+	r = runBinary(t, env, "backfill", "--bucket", "trial-expiring-soon", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
+	require.Equal(t, "up_to_date", out.Status, "auto: the hash is current")
+
+	r = runBinary(t, env, "backfill", "--bucket", "trial-expiring-soon", "--mode", "reeval")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "completed (reeval)")
+
+	for _, args := range [][]string{
+		{"backfill"}, {"backfill", "--bucket", "nope"}, {"backfill", "--bucket", "power-users", "--mode", "sometimes"},
+	} {
+		require.Equal(t, 2, runBinary(t, env, args...).code, "%v", args)
+	}
+	var jobs int
+	require.NoError(t, conn.NewRaw("SELECT count(*) FROM import_jobs WHERE status = 'completed'").Scan(ctx, &jobs))
+	require.Equal(t, 2, jobs)
+}
