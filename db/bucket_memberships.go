@@ -227,7 +227,10 @@ type NewMemberships struct {
 
 // JoinMemberships inserts an active membership for each user, with epoch
 // 1 + the number of the pair's earlier rows and the email lower-cased and
-// trimmed. A user who is already an active member (another writer won) gets
+// trimmed. The epoch counts the user's rows through the user_id index and
+// filters the bucket in the aggregate: with the bucket in the WHERE, the
+// planner may count through the bucket's index instead, which looks cheap
+// while a bucket is empty and is quadratic while a backfill fills it. A user who is already an active member (another writer won) gets
 // no row; the rows returned are the joins that happened.
 func JoinMemberships(ctx context.Context, idb bun.IDB, n NewMemberships) ([]Membership, error) {
 	if len(n.Users) == 0 {
@@ -249,7 +252,7 @@ func JoinMemberships(ctx context.Context, idb bun.IDB, n NewMemberships) ([]Memb
 		INSERT INTO bucket_memberships AS m (user_id, user_email, bucket_id, status, entered_at, expires_at,
 			max_dwell_at, last_evaluated_at, entry_count, source, created_at, updated_at)
 		SELECT u.user_id, nullif(lower(btrim(u.email)), ''), ?, 'active', ?, ?, ?, ?,
-			1 + (SELECT count(*) FROM bucket_memberships AS p WHERE p.user_id = u.user_id AND p.bucket_id = ?),
+			1 + (SELECT count(*) FILTER (WHERE p.bucket_id = ?) FROM bucket_memberships AS p WHERE p.user_id = u.user_id),
 			?, ?, ?
 		FROM unnest(?::text[], ?::text[]) AS u(user_id, email)
 		WHERE `+cond.SQL+`

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -220,21 +221,48 @@ func backfillBucket(ctx context.Context, d *Deps, b *buckets.Bucket, mode string
 	if err != nil {
 		return err
 	}
-	for chunk := range slices.Chunk(candidates, ReconcileBatch) {
-		joiners := make([]db.Joiner, len(chunk))
-		for i, c := range chunk {
-			joiners[i] = db.Joiner{UserID: c.UserID, Email: deref(c.Email)}
-		}
-		res, err := inTx(func(ctx context.Context, tx bun.Tx) (Outcome, error) {
-			return join(ctx, tx, d, b, joiners, joinSpec{Source: SourceBackfill, Recheck: true, Silent: true}, now)
+	// The chunks are independent (each user is in one), so backfillWriters
+	// transactions write them at once; the first error stops the rest.
+	chunks := make(chan []db.Candidate)
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for range backfillWriters {
+		wg.Go(func() {
+			for chunk := range chunks {
+				joiners := make([]db.Joiner, len(chunk))
+				for i, c := range chunk {
+					joiners[i] = db.Joiner{UserID: c.UserID, Email: deref(c.Email)}
+				}
+				res, err := inTx(func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+					return join(ctx, tx, d, b, joiners, joinSpec{Source: SourceBackfill, Recheck: true, Silent: true}, now)
+				})
+				mu.Lock()
+				out.Joined += len(res.Transitions)
+				if err != nil {
+					errs = append(errs, err)
+				}
+				mu.Unlock()
+			}
 		})
-		if err != nil {
-			return err
-		}
-		out.Joined += len(res.Transitions)
 	}
-	return nil
+	for chunk := range slices.Chunk(candidates, ReconcileBatch) {
+		mu.Lock()
+		failed := len(errs) > 0
+		mu.Unlock()
+		if failed {
+			break
+		}
+		chunks <- chunk
+	}
+	close(chunks)
+	wg.Wait()
+	return errors.Join(errs...)
 }
+
+// backfillWriters is how many transactions write a backfill's chunks at
+// once: the inserts, not the matcher query, are most of a backfill's time.
+const backfillWriters = 4
 
 // absenceLegEvents are the events of the criteria's absence legs
 // (not_exists within a window): the everFired floor of a backfill. A
