@@ -239,8 +239,7 @@ func rawSweep(ctx context.Context, conn *bun.DB, now time.Time) (left, candidate
 		AND EXISTS (SELECT 1 FROM user_events AS f WHERE f.user_id = c.external_id AND f.event = 'app.active')
 		AND NOT EXISTS (SELECT 1 FROM bucket_memberships AS m WHERE m.user_id = c.external_id AND m.bucket_id = 'dormant'
 			AND m.status = 'active' AND m.deleted_at IS NULL)
-		AND NOT EXISTS (SELECT 1 FROM user_events AS e WHERE e.user_id = c.external_id AND e.event = 'app.active' AND e.occurred_at >= ?)
-		ORDER BY c.id`,
+		AND NOT EXISTS (SELECT 1 FROM user_events AS e WHERE e.user_id = c.external_id AND e.event = 'app.active' AND e.occurred_at >= ?)`,
 		now.Add(-7*24*time.Hour)).Scan(ctx, &joiners)
 	return left, len(joiners), err
 }
