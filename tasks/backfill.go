@@ -56,6 +56,14 @@ func BackfillMode(b *buckets.Bucket, configs map[string]db.BucketConfig) string 
 	return ""
 }
 
+// JobFormat is the import_jobs format of a backfill mode.
+func JobFormat(mode string) string {
+	if mode == ModeReeval {
+		return db.FormatReeval
+	}
+	return db.FormatBackfill
+}
+
 // EnqueueBackfills runs the diff of contract §8 for every enabled bucket the
 // runtime switch leaves on and, for each that needs it and has no open
 // job, records a job and enqueues a bucket-backfill run without waiting. It
@@ -97,8 +105,7 @@ func EnqueueBackfills(ctx context.Context, d *Deps, staleAfter time.Duration) ([
 				}
 				continue
 			}
-			format := map[string]string{ModeFirstTime: db.FormatBackfill, ModeReeval: db.FormatReeval}[mode]
-			job, err := db.CreateBackfillJob(ctx, tx, b.ID, format, db.JobPending, now)
+			job, err := db.CreateBackfillJob(ctx, tx, b.ID, JobFormat(mode), db.JobPending, now)
 			if err != nil {
 				return err
 			}
@@ -190,25 +197,13 @@ func Backfill(ctx context.Context, d *Deps, in BackfillInput) (BackfillOutput, e
 }
 
 func backfillBucket(ctx context.Context, d *Deps, b *buckets.Bucket, mode string, now time.Time, out *BackfillOutput) error {
-	inTx := func(fn func(ctx context.Context, tx bun.Tx) (Outcome, error)) (Outcome, error) {
-		var res Outcome
-		err := d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-			var err error
-			res, err = fn(ctx, tx)
-			return err
-		})
-		if err == nil {
-			d.afterCommit(ctx, res)
-		}
-		return res, err
-	}
 	if mode == ModeReeval {
 		members, err := db.CriteriaLeavers(ctx, d.DB, b, now)
 		if err != nil {
 			return err
 		}
 		for chunk := range slices.Chunk(members, db.LeaveChunk) {
-			res, err := inTx(func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+			res, err := transact(ctx, d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
 				return leave(ctx, tx, d, b, chunk, leaveSpec{Source: SourceBackfill, Reason: ReasonCriteria, Unless: b.Criteria}, now)
 			})
 			if err != nil {
@@ -234,7 +229,7 @@ func backfillBucket(ctx context.Context, d *Deps, b *buckets.Bucket, mode string
 				for i, c := range chunk {
 					joiners[i] = db.Joiner{UserID: c.UserID, Email: deref(c.Email)}
 				}
-				res, err := inTx(func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+				res, err := transact(ctx, d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
 					return join(ctx, tx, d, b, joiners, joinSpec{Source: SourceBackfill, Recheck: true, Silent: true}, now)
 				})
 				mu.Lock()

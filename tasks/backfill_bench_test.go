@@ -44,11 +44,7 @@ func BenchmarkBackfill(b *testing.B) {
 	p := benchScale(b)
 	d := benchDeps(b, p)
 	ctx := context.Background()
-	exec := func(query string, args ...any) {
-		if _, err := d.DB.NewRaw(query, args...).Exec(ctx); err != nil {
-			b.Fatal(err)
-		}
-	}
+	exec := benchExec(b, d.DB)
 	for _, bucket := range []struct {
 		id      string
 		members int

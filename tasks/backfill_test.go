@@ -16,7 +16,7 @@ import (
 
 func (e *env) backfill(bucketID, mode string) BackfillOutput {
 	e.t.Helper()
-	job, err := db.CreateBackfillJob(e.ctx, e.db, bucketID, map[string]string{ModeFirstTime: db.FormatBackfill, ModeReeval: db.FormatReeval}[mode], db.JobPending, e.clock.Now())
+	job, err := db.CreateBackfillJob(e.ctx, e.db, bucketID, JobFormat(mode), db.JobPending, e.clock.Now())
 	require.NoError(e.t, err)
 	out, err := Backfill(e.ctx, e.deps, BackfillInput{JobID: job.ID, BucketID: bucketID, Mode: mode})
 	require.NoError(e.t, err)

@@ -327,6 +327,22 @@ type ArmExpiryInput struct {
 	MsUntilExpiry  int64  `json:"msUntilExpiry"`
 }
 
+// transact runs one batch of transitions in a transaction and, once it
+// committed, does what the outcome leaves to do.
+func transact(ctx context.Context, d *Deps, fn func(ctx context.Context, tx bun.Tx) (Outcome, error)) (Outcome, error) {
+	var out Outcome
+	err := d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var err error
+		out, err = fn(ctx, tx)
+		return err
+	})
+	if err != nil {
+		return Outcome{}, err
+	}
+	d.afterCommit(ctx, out)
+	return out, nil
+}
+
 // afterCommit does what a committed transaction leaves to do: cancel the
 // Hatchet runs of exited journeys, best effort.
 func (d *Deps) afterCommit(ctx context.Context, out Outcome) {

@@ -199,7 +199,7 @@ func (s *sweep) criteriaLeaves(ctx context.Context) error {
 	}
 	for !s.budgetSpent() {
 		var evaluated int
-		out, err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+		out, err := transact(ctx, s.d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
 			batch, err := db.EvaluateMembers(ctx, tx, s.b, s.now, ReconcileBatch)
 			if err != nil {
 				return Outcome{}, err
@@ -244,7 +244,7 @@ func (s *sweep) leaveAll(ctx context.Context, members []db.Membership, spec leav
 	}
 	left := 0
 	for chunk := range slices.Chunk(members, db.LeaveChunk) {
-		out, err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+		out, err := transact(ctx, s.d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
 			return leave(ctx, tx, s.d, s.b, chunk, spec, s.now)
 		})
 		if err != nil {
@@ -287,7 +287,7 @@ func (s *sweep) joins(ctx context.Context) error {
 		for i, c := range batch {
 			joiners[i] = db.Joiner{UserID: c.UserID, Email: deref(c.Email)}
 		}
-		out, err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+		out, err := transact(ctx, s.d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
 			return join(ctx, tx, s.d, s.b, joiners, joinSpec{Source: SourceReconcile, Recheck: true}, s.now)
 		})
 		if err != nil {
@@ -317,22 +317,6 @@ func (s *sweep) joinsClosed(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return "backfill_running", nil
-}
-
-// inTx runs one batch of transitions in a transaction and, once it
-// committed, does what the outcome leaves to do.
-func (s *sweep) inTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) (Outcome, error)) (Outcome, error) {
-	var out Outcome
-	err := s.d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		var err error
-		out, err = fn(ctx, tx)
-		return err
-	})
-	if err != nil {
-		return Outcome{}, err
-	}
-	s.d.afterCommit(ctx, out)
-	return out, nil
 }
 
 func (s *sweep) budgetSpent() bool {

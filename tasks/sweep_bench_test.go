@@ -60,6 +60,15 @@ func benchScale(b *testing.B) benchPopulation {
 	return benchPopulation{users: users, active: users * 40 / 100, power: users * 2 / 100, leavers: users * 35 / 1000}
 }
 
+// benchExec returns a statement runner that fails the benchmark on error.
+func benchExec(b *testing.B, conn *bun.DB) func(query string, args ...any) {
+	return func(query string, args ...any) {
+		if _, err := conn.NewRaw(query, args...).Exec(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // benchDeps opens (seeding it the first time) the benchmark database.
 func benchDeps(b *testing.B, p benchPopulation) *Deps {
 	if os.Getenv("BUCKET_BENCH") == "" {
@@ -253,11 +262,7 @@ func BenchmarkSweep(b *testing.B) {
 	p := benchScale(b)
 	d := benchDeps(b, p)
 	ctx := context.Background()
-	exec := func(query string, args ...any) {
-		if _, err := d.DB.NewRaw(query, args...).Exec(ctx); err != nil {
-			b.Fatal(err)
-		}
-	}
+	exec := benchExec(b, d.DB)
 	// reset undoes a scenario: the leavers' new events, the transitions.
 	reset := func() {
 		exec("DELETE FROM user_events WHERE source IN ('bench', 'bucket')")

@@ -36,11 +36,8 @@ func runReconcile(ctx context.Context, env *environment, args []string) error {
 	}
 	defer closeEngine()
 	out, err := tasks.Reconcile(ctx, e.deps, tasks.ReconcileInput{BucketIDs: bucketIDs, DryRun: *dryRun})
-	if errors.Is(err, tasks.ErrInvalidInput) {
-		return usageError{err.Error()}
-	}
 	if err != nil {
-		return err
+		return usageIfInvalid(err)
 	}
 	if *asJSON {
 		return writeJSON(env.stdout, out)
@@ -70,6 +67,15 @@ func runReconcile(ctx context.Context, env *environment, args []string) error {
 		return fmt.Errorf("reconciling %s failed (see the NOTE column)", failed)
 	}
 	return nil
+}
+
+// usageIfInvalid makes an engine's invalid-input error a usage error: on
+// the command line, the input is the command line.
+func usageIfInvalid(err error) error {
+	if errors.Is(err, tasks.ErrInvalidInput) {
+		return usageError{err.Error()}
+	}
+	return err
 }
 
 // sweepNote is the one-line remark on a bucket's sweep: why it was
@@ -249,8 +255,7 @@ func runBackfill(ctx context.Context, env *environment, args []string) error {
 			}
 			return err
 		}
-		format := map[string]string{tasks.ModeFirstTime: db.FormatBackfill, tasks.ModeReeval: db.FormatReeval}[in.Mode]
-		job, err := db.CreateBackfillJob(ctx, e.deps.DB, b.ID, format, db.JobPending, e.deps.Now())
+		job, err := db.CreateBackfillJob(ctx, e.deps.DB, b.ID, tasks.JobFormat(in.Mode), db.JobPending, e.deps.Now())
 		if err != nil {
 			return err
 		}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -60,11 +59,8 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	}
 	defer closeEngine()
 	out, err := tasks.HandleIngest(ctx, e.deps, tasks.IngestStore, *event, raw, "")
-	if errors.Is(err, tasks.ErrInvalidInput) {
-		return usageError{err.Error()}
-	}
 	if err != nil {
-		return err
+		return usageIfInvalid(err)
 	}
 	if *asJSON {
 		return writeJSON(env.stdout, out)
@@ -115,7 +111,7 @@ func runExpire(ctx context.Context, env *environment, args []string) error {
 	}
 	armed, err := tasks.ParseArmExpiry([]byte(*payload))
 	if err != nil {
-		return usageError{err.Error()}
+		return usageIfInvalid(err)
 	}
 	e, closeEngine, err := openEngine(ctx, env, false)
 	if err != nil {
