@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
 )
 
 // UserEvent is a row of user_events: one event a user fired, or one
@@ -51,28 +52,6 @@ func CountUserEvents(ctx context.Context, idb bun.IDB, userID, event string, sin
 	return int64(n), nil
 }
 
-// InsertUserEventsOnce inserts events keyed by idempotency key, skipping
-// any whose key is already stored, and returns the keys it inserted: an
-// event whose key is not returned was emitted before.
-func InsertUserEventsOnce(ctx context.Context, idb bun.IDB, events []UserEvent) (map[string]bool, error) {
-	inserted := map[string]bool{}
-	if len(events) == 0 {
-		return inserted, nil
-	}
-	var keys []string
-	err := idb.NewInsert().Model(&events).
-		On("CONFLICT (idempotency_key) DO NOTHING").
-		Returning("idempotency_key").
-		Scan(ctx, &keys)
-	if err != nil {
-		return nil, fmt.Errorf("inserting %d user events: %w", len(events), err)
-	}
-	for _, k := range keys {
-		inserted[k] = true
-	}
-	return inserted, nil
-}
-
 // InsertUserEvent stores one event. With an idempotency key that is
 // already stored it stores nothing and returns false.
 func InsertUserEvent(ctx context.Context, idb bun.IDB, ev *UserEvent) (bool, error) {
@@ -82,4 +61,58 @@ func InsertUserEvent(ctx context.Context, idb bun.IDB, ev *UserEvent) (bool, err
 	}
 	n, _ := res.RowsAffected()
 	return n == 1, nil
+}
+
+// Emission is one transition event with the Hatchet push that announces it.
+type Emission struct {
+	UserID         string
+	Event          string
+	Properties     json.RawMessage
+	IdempotencyKey string
+	OccurredAt     time.Time
+	// The push: its payload and additional metadata.
+	Payload  json.RawMessage
+	Metadata json.RawMessage
+}
+
+// InsertEmissions stores each transition event in user_events (source
+// 'bucket') and its push in the outbox, in one statement, and returns the
+// keys it stored. An event whose key is already stored was emitted before:
+// neither it nor its push is written again (contract §5.2).
+func InsertEmissions(ctx context.Context, idb bun.IDB, emissions []Emission, now time.Time) (map[string]bool, error) {
+	stored := map[string]bool{}
+	if len(emissions) == 0 {
+		return stored, nil
+	}
+	n := len(emissions)
+	users, names, props, keys := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	occurred, payloads, metas := make([]time.Time, n), make([]string, n), make([]string, n)
+	for i, e := range emissions {
+		users[i], names[i], props[i], keys[i] = e.UserID, e.Event, string(e.Properties), e.IdempotencyKey
+		occurred[i], payloads[i], metas[i] = e.OccurredAt, string(e.Payload), string(e.Metadata)
+	}
+	var inserted []string
+	err := idb.NewRaw(`
+		WITH stored AS (
+			INSERT INTO user_events (user_id, event, properties, idempotency_key, source, occurred_at)
+			SELECT u, e, p, k, 'bucket', t FROM unnest(?::text[], ?::text[], ?::jsonb[], ?::text[], ?::timestamptz[]) AS x(u, e, p, k, t)
+			ON CONFLICT (idempotency_key) DO NOTHING
+			RETURNING idempotency_key
+		)
+		INSERT INTO bucket_event_outbox (event_key, payload, additional_metadata, idempotency_key, created_at, available_at)
+		SELECT x.e, x.payload, x.meta, x.k, ?, ?
+		FROM unnest(?::text[], ?::jsonb[], ?::jsonb[], ?::text[]) AS x(e, payload, meta, k)
+		JOIN stored ON stored.idempotency_key = x.k
+		ON CONFLICT DO NOTHING
+		RETURNING idempotency_key`,
+		pgdialect.Array(users), pgdialect.Array(names), pgdialect.Array(props), pgdialect.Array(keys), pgdialect.Array(occurred),
+		now, now, pgdialect.Array(names), pgdialect.Array(payloads), pgdialect.Array(metas), pgdialect.Array(keys),
+	).Scan(ctx, &inserted)
+	if err != nil {
+		return nil, fmt.Errorf("storing %d transition events: %w", n, err)
+	}
+	for _, k := range inserted {
+		stored[k] = true
+	}
+	return stored, nil
 }

@@ -247,25 +247,11 @@ func emit(ctx context.Context, tx bun.IDB, d *Deps, emissions []emission, now ti
 	if len(emissions) == 0 {
 		return nil, nil
 	}
-	events := make([]db.UserEvent, len(emissions))
+	rows := make([]db.Emission, len(emissions))
 	for i, e := range emissions {
 		props, err := json.Marshal(e.properties)
 		if err != nil {
 			return nil, fmt.Errorf("encoding the properties of %s: %w", e.key, err)
-		}
-		events[i] = db.UserEvent{UserID: e.userID, Event: e.event, Properties: props,
-			IdempotencyKey: ptr(e.key), Source: ptr("bucket"), OccurredAt: now}
-	}
-	stored, err := db.InsertUserEventsOnce(ctx, tx, events)
-	if err != nil {
-		return nil, err
-	}
-
-	pushes := make([]db.OutboxEvent, 0, len(stored))
-	exitsByJourneys := map[string][]string{} // journey ids joined by "\x00" → users
-	for i, e := range emissions {
-		if !stored[e.key] {
-			continue // emitted before: its push is already in the outbox
 		}
 		payload, err := json.Marshal(map[string]any{"userId": e.userID, "userEmail": e.email, "properties": e.properties})
 		if err != nil {
@@ -274,17 +260,24 @@ func emit(ctx context.Context, tx bun.IDB, d *Deps, emissions []emission, now ti
 		meta, _ := json.Marshal(map[string]string{
 			"bucketId": e.bucketID, "userId": e.userID, "transition": e.transition, "idempotencyKey": e.key,
 		})
-		pushes = append(pushes, db.OutboxEvent{EventKey: e.event, Payload: payload, AdditionalMetadata: meta,
-			IdempotencyKey: events[i].IdempotencyKey, CreatedAt: now, AvailableAt: now})
+		rows[i] = db.Emission{UserID: e.userID, Event: e.event, Properties: props, IdempotencyKey: e.key,
+			OccurredAt: now, Payload: payload, Metadata: meta}
+	}
+	stored, err := db.InsertEmissions(ctx, tx, rows, now)
+	if err != nil {
+		return nil, err
+	}
+
+	exitsByJourneys := map[string][]string{} // journey ids joined by "\x00" → users
+	for _, e := range emissions {
+		if !stored[e.key] {
+			continue // emitted before
+		}
 		if ids := d.Journeys.ExitingOn(e.event, e.properties); len(ids) > 0 {
 			group := strings.Join(ids, "\x00")
 			exitsByJourneys[group] = append(exitsByJourneys[group], e.userID)
 		}
 	}
-	if err := db.InsertOutbox(ctx, tx, pushes); err != nil {
-		return nil, err
-	}
-
 	var exited []db.JourneyState
 	for _, group := range slices.Sorted(maps.Keys(exitsByJourneys)) {
 		rows, err := db.ExitJourneys(ctx, tx, exitsByJourneys[group], strings.Split(group, "\x00"), now)
