@@ -117,25 +117,32 @@ type ContactPatch struct {
 }
 
 // UpsertContact applies the patch to the user's live contact, creating it
-// when the user has none, and returns the row. It never revives a
-// soft-deleted contact: the caller checks for one first.
+// when the user has none, and returns the row — in one statement. It never
+// revives an erased user (one whose only contacts are soft-deleted): then
+// it writes nothing and returns nil.
 func UpsertContact(ctx context.Context, idb bun.IDB, p ContactPatch) (*Contact, error) {
 	props := p.Properties
 	if len(props) == 0 {
 		props = json.RawMessage(`{}`)
 	}
-	c := &Contact{ExternalID: &p.UserID, Email: p.Email, Properties: props,
-		FirstSeenAt: p.Now, LastSeenAt: p.Now, CreatedAt: p.Now, UpdatedAt: p.Now}
-	err := idb.NewInsert().Model(c).
-		On("CONFLICT (external_id) WHERE external_id IS NOT NULL AND deleted_at IS NULL DO UPDATE").
-		Set("properties = CASE WHEN jsonb_typeof(c.properties) = 'object' THEN c.properties ELSE '{}' END || EXCLUDED.properties").
-		Set("email = coalesce(EXCLUDED.email, c.email)").
-		Set("last_seen_at = EXCLUDED.last_seen_at").
-		Set("updated_at = EXCLUDED.updated_at").
-		Returning("*").
-		Scan(ctx)
+	var rows []Contact
+	err := idb.NewRaw(`
+		INSERT INTO contacts AS c (external_id, email, properties, first_seen_at, last_seen_at, created_at, updated_at)
+		SELECT ?0, ?1, ?2::jsonb, ?3, ?3, ?3, ?3
+		WHERE EXISTS (SELECT 1 FROM contacts AS l WHERE l.external_id = ?0 AND l.deleted_at IS NULL)
+			OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = ?0 AND d.deleted_at IS NOT NULL)
+		ON CONFLICT (external_id) WHERE external_id IS NOT NULL AND deleted_at IS NULL DO UPDATE SET
+			properties = CASE WHEN jsonb_typeof(c.properties) = 'object' THEN c.properties ELSE '{}' END || EXCLUDED.properties,
+			email = coalesce(EXCLUDED.email, c.email),
+			last_seen_at = EXCLUDED.last_seen_at,
+			updated_at = EXCLUDED.updated_at
+		RETURNING c.*`,
+		p.UserID, p.Email, string(props), p.Now).Scan(ctx, &rows)
 	if err != nil {
 		return nil, fmt.Errorf("upserting the contact of user %q: %w", p.UserID, err)
 	}
-	return c, nil
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	return &rows[0], nil
 }

@@ -197,17 +197,20 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 	var outcome Outcome
 	var exited []db.JourneyState
 	err = d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		u, erased, err := liveSubject(ctx, tx, ev.UserID, deref(ev.UserEmail))
+		var u subject
+		var erased bool
+		var err error
+		if req.Mode == IngestStore {
+			var contact *db.Contact
+			contact, exited, err = storeEvent(ctx, tx, d, req, now)
+			erased = err == nil && contact == nil
+			u = subjectOf(ev.UserID, deref(ev.UserEmail), contact)
+		} else {
+			u, erased, err = liveSubject(ctx, tx, ev.UserID, deref(ev.UserEmail))
+		}
 		if err != nil || erased {
 			out.Status, out.Reason = ignoredIf(erased, "contact_deleted")
 			return err
-		}
-		if req.Mode == IngestStore {
-			var contact *db.Contact
-			if contact, exited, err = storeEvent(ctx, tx, d, req, now); err != nil {
-				return err
-			}
-			u = subjectOf(ev.UserID, deref(ev.UserEmail), contact)
 		}
 		outcome, err = evaluateUser(ctx, tx, d, u, candidates, SourceEvent, now)
 		return err
@@ -235,7 +238,8 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 
 // storeEvent is the store-mode part of an ingest: upsert the contact,
 // store the event (or roll everything back when its key is taken) and
-// exit the journeys it ends. It returns the contact as patched.
+// exit the journeys it ends. It returns the contact as patched, or nil,
+// having written nothing, when the user is erased.
 func storeEvent(ctx context.Context, tx bun.IDB, d *Deps, req IngestRequest, now time.Time) (*db.Contact, []db.JourneyState, error) {
 	ev := req.Event
 	patch := db.ContactPatch{UserID: ev.UserID, Email: ev.UserEmail, Now: now}
@@ -243,7 +247,7 @@ func storeEvent(ctx context.Context, tx bun.IDB, d *Deps, req IngestRequest, now
 		patch.Properties, _ = json.Marshal(ev.ContactProperties)
 	}
 	contact, err := db.UpsertContact(ctx, tx, patch)
-	if err != nil {
+	if err != nil || contact == nil {
 		return nil, nil, err
 	}
 	key := ev.IdempotencyKey
