@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -75,7 +76,20 @@ func startWorker(t testing.TB, env ...string) *worker {
 	stderr, err := w.cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, w.cmd.Start())
-	t.Cleanup(func() { _ = w.cmd.Process.Kill(); _, _ = w.cmd.Process.Wait() })
+	// Stopped gracefully, so that Hatchet stops assigning runs to it at
+	// once: a killed worker looks alive until its heartbeat times out, and
+	// the next test's runs could be handed to it.
+	t.Cleanup(func() {
+		_ = w.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _, _ = w.cmd.Process.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = w.cmd.Process.Kill()
+			<-done
+		}
+	})
 
 	started := make(chan struct{})
 	go func() {
