@@ -77,8 +77,7 @@ type joinSpec struct {
 // entry limit, emits, and arms expiry timers. Users who are already active
 // members are skipped without a transition.
 func join(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, users []db.Joiner, js joinSpec, now time.Time) (Outcome, error) {
-	source := js.Source
-	spec := db.NewMemberships{BucketID: b.ID, Source: source, Now: now, Users: users}
+	spec := db.NewMemberships{BucketID: b.ID, Source: js.Source, Now: now, Users: users}
 	if js.Recheck {
 		spec.If = b.Criteria
 	}
@@ -116,7 +115,7 @@ func join(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, users []d
 		left, hasLeft := lastLeft[r.UserID]
 		suppressed := js.Silent || !entryEmits(b, r.EntryCount, left, hasLeft, now)
 		if !suppressed {
-			emissions = append(emissions, transitionEmissions(d, b, Entered, r.UserID, email, r.EntryCount, source, "")...)
+			emissions = append(emissions, transitionEmissions(d, b, Entered, r.UserID, email, r.EntryCount, js.Source, "")...)
 		}
 		if b.ArmsExpiry && r.ExpiresAt != nil {
 			arms = append(arms, armExpiry(b, r, now))
