@@ -146,3 +146,42 @@ func UpsertContact(ctx context.Context, idb bun.IDB, p ContactPatch) (*Contact, 
 	}
 	return &rows[0], nil
 }
+
+// Erased counts what EraseUser soft-deleted.
+type Erased struct {
+	Contacts    int `json:"contacts"`
+	Memberships int `json:"memberships"`
+}
+
+// EraseUser soft-deletes the user's contacts and memberships, leaving a
+// soft-deleted contact behind even for a user who had none, so that every
+// path from then on treats the user as erased. It emits nothing.
+func EraseUser(ctx context.Context, idb bun.IDB, userID string, now time.Time) (Erased, error) {
+	var e Erased
+	res, err := idb.NewUpdate().TableExpr("contacts AS c").
+		Set("deleted_at = ?", now).Set("updated_at = ?", now).
+		Where("c.external_id = ? AND c.deleted_at IS NULL", userID).
+		Exec(ctx)
+	if err != nil {
+		return e, fmt.Errorf("erasing the contact of user %q: %w", userID, err)
+	}
+	n, _ := res.RowsAffected()
+	e.Contacts = int(n)
+	_, err = idb.NewRaw(`
+		INSERT INTO contacts (external_id, properties, deleted_at, first_seen_at, last_seen_at, created_at, updated_at)
+		SELECT ?0, '{}', ?1, ?1, ?1, ?1, ?1
+		WHERE NOT EXISTS (SELECT 1 FROM contacts WHERE external_id = ?0)`, userID, now).Exec(ctx)
+	if err != nil {
+		return e, fmt.Errorf("recording the erasure of user %q: %w", userID, err)
+	}
+	res, err = idb.NewUpdate().TableExpr("bucket_memberships AS m").
+		Set("deleted_at = ?", now).Set("updated_at = ?", now).
+		Where("m.user_id = ? AND m.deleted_at IS NULL", userID).
+		Exec(ctx)
+	if err != nil {
+		return e, fmt.Errorf("erasing the memberships of user %q: %w", userID, err)
+	}
+	n, _ = res.RowsAffected()
+	e.Memberships = int(n)
+	return e, nil
+}

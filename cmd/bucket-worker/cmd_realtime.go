@@ -133,3 +133,32 @@ func runExpire(ctx context.Context, env *environment, args []string) error {
 	}
 	return nil
 }
+
+// runForget honours an erasure request: the user's contact and memberships
+// are soft-deleted without emitting, and no path touches the user again.
+func runForget(ctx context.Context, env *environment, args []string) error {
+	fs := env.newFlagSet("forget")
+	user := fs.String("user", "", "user id (required)")
+	asJSON := fs.Bool("json", false, "print one JSON document")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *user == "" {
+		return usageError{"--user is required"}
+	}
+	e, closeEngine, err := openEngine(ctx, env, false)
+	if err != nil {
+		return err
+	}
+	defer closeEngine()
+	out, err := tasks.Forget(ctx, e.deps, *user)
+	if err != nil {
+		return usageIfInvalid(err)
+	}
+	if *asJSON {
+		return writeJSON(env.stdout, out)
+	}
+	fmt.Fprintf(env.stdout, "user %s forgotten: %d contact(s), %d membership(s) soft-deleted, nothing emitted\n",
+		out.UserID, out.Contacts, out.Memberships)
+	return nil
+}

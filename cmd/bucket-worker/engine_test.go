@@ -200,3 +200,18 @@ func TestBackfillCommand(t *testing.T) {
 	require.NoError(t, conn.NewRaw("SELECT count(*) FROM import_jobs WHERE status = 'completed'").Scan(ctx, &jobs))
 	require.Equal(t, 2, jobs)
 }
+
+func TestForgetCommand(t *testing.T) {
+	t.Parallel()
+	_, url := dbtest.New(t)
+	env := []string{"DATABASE_URL=" + url, "DEFINITIONS_DIR=../../definitions"}
+	r := runBinary(t, env, "ingest", "--event", "app.active", "--user", "f1")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = runBinary(t, env, "forget", "--user", "f1", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.JSONEq(t, `{"userId":"f1","contacts":1,"memberships":1}`, r.stdout)
+	r = runBinary(t, env, "ingest", "--event", "app.active", "--user", "f1", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "contact_deleted")
+	require.Equal(t, 2, runBinary(t, env, "forget").code)
+}
