@@ -116,3 +116,29 @@ func InsertEmissions(ctx context.Context, idb bun.IDB, emissions []Emission, now
 	}
 	return stored, nil
 }
+
+// TransitionEvent is a transition event of a user with the state of its push.
+type TransitionEvent struct {
+	UserEvent  `bun:",extend"`
+	Dispatched bool `bun:"dispatched"`
+}
+
+// UserTransitions returns the user's transition events (generic ones too),
+// oldest first, optionally of one bucket, each with whether its push went
+// out.
+func UserTransitions(ctx context.Context, idb bun.IDB, userID, bucketID string) ([]TransitionEvent, error) {
+	var rows []TransitionEvent
+	q := idb.NewSelect().Model(&rows).
+		ColumnExpr("e.*").
+		ColumnExpr("coalesce(o.dispatched_at IS NOT NULL, false) AS dispatched").
+		Join("LEFT JOIN bucket_event_outbox AS o ON o.idempotency_key = e.idempotency_key").
+		Where("e.user_id = ? AND e.source = 'bucket'", userID).
+		OrderExpr("e.occurred_at, e.idempotency_key")
+	if bucketID != "" {
+		q = q.Where("e.properties ->> 'bucketId' = ?", bucketID)
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, fmt.Errorf("reading the transitions of user %q: %w", userID, err)
+	}
+	return rows, nil
+}

@@ -139,6 +139,14 @@ type memberRow struct {
 	MaxDwellAt *string `json:"maxDwellAt"`
 }
 
+func newMemberRow(m db.Membership) memberRow {
+	return memberRow{
+		ID: m.ID, UserID: m.UserID, UserEmail: deref(m.UserEmail), Status: m.Status,
+		EnteredAt: rfc3339(&m.EnteredAt), LeftAt: rfc3339(m.LeftAt), EntryCount: m.EntryCount,
+		Source: deref(m.Source), ExpiresAt: rfc3339(m.ExpiresAt), MaxDwellAt: rfc3339(m.MaxDwellAt),
+	}
+}
+
 // runMembers prints the membership rows of one bucket, newest first.
 func runMembers(ctx context.Context, env *environment, args []string) error {
 	fs := env.newFlagSet("members")
@@ -168,11 +176,7 @@ func runMembers(ctx context.Context, env *environment, args []string) error {
 	}
 	out := membersOutput{Members: []memberRow{}}
 	for _, m := range rows {
-		out.Members = append(out.Members, memberRow{
-			ID: m.ID, UserID: m.UserID, UserEmail: deref(m.UserEmail), Status: m.Status,
-			EnteredAt: rfc3339(&m.EnteredAt), LeftAt: rfc3339(m.LeftAt), EntryCount: m.EntryCount,
-			Source: deref(m.Source), ExpiresAt: rfc3339(m.ExpiresAt), MaxDwellAt: rfc3339(m.MaxDwellAt),
-		})
+		out.Members = append(out.Members, newMemberRow(m))
 	}
 	if *asJSON {
 		return writeJSON(env.stdout, out)

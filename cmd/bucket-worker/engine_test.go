@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -214,4 +216,62 @@ func TestForgetCommand(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "contact_deleted")
 	require.Equal(t, 2, runBinary(t, env, "forget").code)
+}
+
+func TestHistoryAfterIngestExpiryAndSweep(t *testing.T) {
+	t.Parallel()
+	conn, url := dbtest.New(t)
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "buckets"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "buckets", "blink.yaml"), []byte("id: blink\nname: Blink\nfastExpiry: true\n"+
+		"criteria: {type: event, eventName: ping, check: exists, within: 1s}\n"), 0o644))
+	env := []string{"DATABASE_URL=" + url, "DEFINITIONS_DIR=" + dir}
+	ctx := context.Background()
+	run := func(args ...string) string {
+		r := runBinary(t, env, args...)
+		require.Equal(t, 0, r.code, "%v: %s", args, r.stderr)
+		return r.stdout
+	}
+
+	run("ingest", "--event", "ping", "--user", "h1") // joins, epoch 1, arms a timer
+	var arm string
+	require.NoError(t, conn.NewRaw("SELECT payload::text FROM bucket_event_outbox WHERE event_key = 'bucket:arm-expiry'").Scan(ctx, &arm))
+	time.Sleep(1100 * time.Millisecond)
+	require.Contains(t, run("expire", "--payload", arm), "left") // the timer leaves epoch 1
+	run("ingest", "--event", "ping", "--user", "h1")             // rejoins, epoch 2
+	time.Sleep(1100 * time.Millisecond)
+	require.Contains(t, run("reconcile"), "left 1") // the sweep leaves epoch 2
+
+	var out struct {
+		Memberships []struct {
+			BucketID   string `json:"bucketId"`
+			Status     string `json:"status"`
+			EntryCount int    `json:"entryCount"`
+			Source     string `json:"source"`
+		} `json:"memberships"`
+		Events []struct {
+			Event          string         `json:"event"`
+			IdempotencyKey string         `json:"idempotencyKey"`
+			Properties     map[string]any `json:"properties"`
+			Dispatched     bool           `json:"dispatched"`
+		} `json:"events"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(run("history", "--user", "h1", "--json")), &out))
+	require.Len(t, out.Memberships, 2)
+	for i, m := range out.Memberships {
+		require.Equal(t, "blink", m.BucketID)
+		require.Equal(t, i+1, m.EntryCount, "oldest first")
+		require.Equal(t, "left", m.Status)
+		require.Equal(t, "event", m.Source)
+	}
+	var keys, sources []string
+	for _, e := range out.Events {
+		keys = append(keys, e.IdempotencyKey)
+		sources = append(sources, e.Properties["source"].(string))
+		require.False(t, e.Dispatched, "no Hatchet: every push is pending")
+	}
+	require.Equal(t, []string{"bucket:blink:h1:entered:1", "bucket:blink:h1:left:1", "bucket:blink:h1:entered:2", "bucket:blink:h1:left:2"}, keys)
+	require.Equal(t, []string{"event", "reconcile", "event", "reconcile"}, sources)
+	require.Contains(t, run("history", "--user", "h1", "--bucket", "other"), "BUCKET")
+	require.Equal(t, 2, runBinary(t, env, "history").code)
 }
