@@ -142,3 +142,19 @@ func UserTransitions(ctx context.Context, idb bun.IDB, userID, bucketID string) 
 	}
 	return rows, nil
 }
+
+// LatestUserEvent returns when the user last fired the event, or nil.
+func LatestUserEvent(ctx context.Context, idb bun.IDB, userID, event string) (*time.Time, error) {
+	var at []time.Time
+	err := idb.NewSelect().TableExpr("user_events AS e").ColumnExpr("e.occurred_at").
+		Where("e.user_id = ? AND e.event = ?", userID, event).
+		OrderExpr("e.occurred_at DESC").Limit(1).
+		Scan(ctx, &at)
+	if err != nil {
+		return nil, fmt.Errorf("reading the latest %q event of user %q: %w", event, userID, err)
+	}
+	if len(at) == 0 {
+		return nil, nil
+	}
+	return &at[0], nil
+}

@@ -261,7 +261,7 @@ func (s *sweep) leaveAll(ctx context.Context, members []db.Membership, spec leav
 // in one transaction that re-checks the criteria, until done or out of
 // budget.
 func (s *sweep) joins(ctx context.Context) error {
-	if reason, err := s.joinsClosed(ctx); err != nil || reason != "" {
+	if reason, err := joinPassClosed(ctx, s.d, s.b); err != nil || reason != "" {
 		s.rep.JoinsSkipped = reason
 		return err
 	}
@@ -298,21 +298,17 @@ func (s *sweep) joins(ctx context.Context) error {
 	return nil
 }
 
-// joinsClosed is the first-deploy guard of contract §6.3: it returns why
-// the join pass must not run yet, or "" when it may.
-func (s *sweep) joinsClosed(ctx context.Context) (string, error) {
-	configs, err := db.BucketConfigs(ctx, s.d.DB)
+// joinPassClosed is the first-deploy guard of contract §6.3: it returns
+// why the sweep must not join anyone to the bucket yet, or "" when it may.
+func joinPassClosed(ctx context.Context, d *Deps, b *buckets.Bucket) (string, error) {
+	configs, err := db.BucketConfigs(ctx, d.DB)
 	if err != nil {
 		return "", err
 	}
-	cfg, ok := configs[s.b.ID]
-	switch {
-	case !ok || cfg.CriteriaHash == nil:
-		return "backfill_missing", nil
-	case *cfg.CriteriaHash != s.b.CriteriaHash:
-		return "criteria_changed", nil
+	if mode := BackfillMode(b, configs); mode != "" {
+		return map[string]string{ModeFirstTime: "backfill_missing", ModeReeval: "criteria_changed"}[mode], nil
 	}
-	running, err := db.HasOpenBackfill(ctx, s.d.DB, s.b.ID)
+	running, err := db.HasOpenBackfill(ctx, d.DB, b.ID)
 	if err != nil || !running {
 		return "", err
 	}

@@ -275,3 +275,34 @@ func TestHistoryAfterIngestExpiryAndSweep(t *testing.T) {
 	require.Contains(t, run("history", "--user", "h1", "--bucket", "other"), "BUCKET")
 	require.Equal(t, 2, runBinary(t, env, "history").code)
 }
+
+func TestExplainCommand(t *testing.T) {
+	t.Parallel()
+	_, url := dbtest.New(t)
+	env := []string{"DATABASE_URL=" + url, "DEFINITIONS_DIR=../../definitions"}
+	require.Equal(t, 0, runBinary(t, env, "ingest", "--event", "app.active", "--user", "x1").code)
+
+	r := runBinary(t, env, "explain", "--user", "x1", "--bucket", "active-now", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var ex map[string]any
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &ex), r.stdout)
+	for _, key := range []string{"bucketId", "userId", "member", "verdict", "leaves", "membership", "runtimeEnabled", "next"} {
+		require.Contains(t, ex, key)
+	}
+	require.Equal(t, true, ex["member"])
+	require.Equal(t, true, ex["verdict"])
+	require.Equal(t, "stay", ex["next"])
+	leaves := ex["leaves"].([]any)
+	require.Len(t, leaves, 1)
+	l := leaves[0].(map[string]any)
+	for _, key := range []string{"path", "type", "observed", "result"} {
+		require.Contains(t, l, key)
+	}
+
+	r = runBinary(t, env, "explain", "--user", "x1", "--bucket", "went-dormant")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "is not a member of went-dormant")
+	require.Contains(t, r.stdout, "next sweep: none")
+	require.Equal(t, 2, runBinary(t, env, "explain", "--user", "x1", "--bucket", "nope").code)
+	require.Equal(t, 2, runBinary(t, env, "explain", "--user", "x1").code)
+}

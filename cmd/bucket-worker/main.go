@@ -36,6 +36,7 @@ func commands() []command {
 		{"backfill", "--bucket ID [--mode auto|first-time|reeval] [--json]",
 			"materialize a bucket's members without emitting joins, or re-evaluate it after a criteria change", runBackfill},
 		{"outbox", "[--flush] [--json]", "pending pushes, their age and last errors; --flush dispatches them", runOutbox},
+		{"explain", "--user U --bucket ID [--json]", "why a user is (not) in a bucket: every leaf's observed value, the membership, the next sweep", runExplain},
 		{"history", "--user U [--bucket ID] [--json]", "every membership row and transition event of a user, oldest first", runHistory},
 		{"forget", "--user U [--json]", "erasure: soft-delete the user's contact and memberships without emitting", runForget},
 		{"enable", "ID", "switch a bucket on at runtime", runSwitch(true)},
