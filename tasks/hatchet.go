@@ -55,7 +55,12 @@ type WorkerOptions struct {
 // function and returns its output.
 func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Worker, error) {
 	reconcile := client.NewStandaloneTask(TaskReconcile,
-		func(ctx hatchet.Context, in ReconcileInput) (ReconcileOutput, error) {
+		func(ctx hatchet.Context, raw any) (ReconcileOutput, error) {
+			payload, _ := json.Marshal(raw)
+			in, err := ParseReconcileInput(payload)
+			if err != nil {
+				return taskResult(ReconcileOutput{}, err)
+			}
 			return taskResult(Reconcile(ctx, d, in))
 		},
 		hatchet.WithWorkflowDescription("Moves members in and out of time-based buckets when only the clock has changed: "+

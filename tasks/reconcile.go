@@ -1,7 +1,9 @@
 package tasks
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -26,6 +28,22 @@ type ReconcileInput struct {
 	BucketIDs []string `json:"bucketIds,omitempty"`
 	// DryRun computes what the sweep would do and changes nothing.
 	DryRun bool `json:"dryRun,omitempty"`
+}
+
+// ParseReconcileInput decodes the input of a run triggered by name; the
+// cron's empty input is a full sweep. Errors wrap ErrInvalidInput (the SDK
+// would panic on a payload that does not decode into the input type).
+func ParseReconcileInput(payload []byte) (ReconcileInput, error) {
+	var in ReconcileInput
+	if len(payload) == 0 || string(payload) == "null" {
+		return in, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		return in, fmt.Errorf("%w: the input must be {\"bucketIds\"?: [string], \"dryRun\"?: bool}: %v", ErrInvalidInput, err)
+	}
+	return in, nil
 }
 
 // ReconcileOutput is the output of a sweep (contract §6.4).

@@ -385,3 +385,19 @@ func TestReentrantCyclesGetTheirOwnEpochs(t *testing.T) {
 	}, keys)
 	require.Len(t, e.hatchet.pushedKeys(), 6)
 }
+
+func TestParseReconcileInput(t *testing.T) {
+	t.Parallel()
+	for payload, want := range map[string]ReconcileInput{
+		``: {}, `null`: {}, `{}`: {},
+		`{"bucketIds":["a","b"],"dryRun":true}`: {BucketIDs: []string{"a", "b"}, DryRun: true},
+	} {
+		in, err := ParseReconcileInput([]byte(payload))
+		require.NoError(t, err, payload)
+		require.Equal(t, want, in, payload)
+	}
+	for _, bad := range []string{`{"bucketIds":"a"}`, `{"bucket":"a"}`, `[1]`, `{"dryRun":"yes"}`} {
+		_, err := ParseReconcileInput([]byte(bad))
+		require.ErrorIs(t, err, ErrInvalidInput, bad)
+	}
+}
