@@ -38,12 +38,6 @@ func Open(ctx context.Context, url string) (*bun.DB, error) {
 	return db, nil
 }
 
-// InTx runs fn in one transaction, committing when it returns nil and
-// rolling back otherwise.
-func InTx(ctx context.Context, db bun.IDB, fn func(ctx context.Context, tx bun.Tx) error) error {
-	return db.RunInTx(ctx, nil, fn)
-}
-
 // newConnector parses the URL; the driver panics on a malformed one.
 func newConnector(url string) (c *pgdriver.Connector, err error) {
 	defer func() {

@@ -98,18 +98,14 @@ func EnqueueBackfills(ctx context.Context, d *Deps, staleAfter time.Duration) ([
 			if cfg, ok := configs[b.ID]; mode == "" || ok && !cfg.Enabled {
 				continue
 			}
-			open, err := db.HasOpenBackfill(ctx, tx, b.ID)
-			if err != nil || open {
-				if err != nil {
-					return err
-				}
+			in, err := recordJob(ctx, tx, b.ID, mode, now)
+			switch {
+			case errors.Is(err, ErrBackfillOpen):
 				continue
-			}
-			job, err := db.CreateBackfillJob(ctx, tx, b.ID, JobFormat(mode), db.JobPending, now)
-			if err != nil {
+			case err != nil:
 				return err
 			}
-			inputs = append(inputs, BackfillInput{JobID: job.ID, BucketID: b.ID, Mode: mode})
+			inputs = append(inputs, in)
 		}
 		return nil
 	})
@@ -133,6 +129,44 @@ func EnqueueBackfills(ctx context.Context, d *Deps, staleAfter time.Duration) ([
 			slog.String("mode", in.Mode), slog.String("job_id", in.JobID))
 	}
 	return enqueued, errors.Join(errs...)
+}
+
+// ErrBackfillOpen is returned for a bucket that already has a pending or
+// processing backfill job: there is one at a time.
+var ErrBackfillOpen = errors.New("a backfill of the bucket is pending or processing")
+
+// RecordBackfill records a backfill job of the bucket in the mode, under
+// the same lock and rule as EnqueueBackfills, for a backfill run in-process.
+func RecordBackfill(ctx context.Context, d *Deps, bucketID, mode string) (BackfillInput, error) {
+	var in BackfillInput
+	err := d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := db.LockBackfillEnqueue(ctx, tx); err != nil {
+			return err
+		}
+		var err error
+		in, err = recordJob(ctx, tx, bucketID, mode, d.Now())
+		return err
+	})
+	if err != nil {
+		return in, fmt.Errorf("recording a backfill of bucket %q: %w", bucketID, err)
+	}
+	return in, nil
+}
+
+// recordJob inserts a pending job unless one is open (ErrBackfillOpen).
+func recordJob(ctx context.Context, tx bun.Tx, bucketID, mode string, now time.Time) (BackfillInput, error) {
+	open, err := db.HasOpenBackfill(ctx, tx, bucketID)
+	if err != nil {
+		return BackfillInput{}, err
+	}
+	if open {
+		return BackfillInput{}, ErrBackfillOpen
+	}
+	job, err := db.CreateBackfillJob(ctx, tx, bucketID, JobFormat(mode), db.JobPending, now)
+	if err != nil {
+		return BackfillInput{}, err
+	}
+	return BackfillInput{JobID: job.ID, BucketID: bucketID, Mode: mode}, nil
 }
 
 // Backfill is bucket-backfill (contract §8): in reeval mode the members who

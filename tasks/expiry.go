@@ -91,15 +91,15 @@ func Expire(ctx context.Context, d *Deps, a ArmedExpiry) (ExpiryResult, error) {
 	}
 	now := d.Now()
 	var res ExpiryResult
-	var out Outcome
-	err = d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	out, err := transact(ctx, d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+		var out Outcome
+		var err error
 		res, out, err = expireInTx(ctx, tx, d, b, a, now)
-		return err
+		return out, err
 	})
 	if err != nil {
 		return ExpiryResult{}, fmt.Errorf("expiring membership %s of bucket %q: %w", a.RowID, a.BucketID, err)
 	}
-	d.afterCommit(ctx, out)
 	if len(out.Transitions) > 0 {
 		flushSoon(ctx, d)
 	}

@@ -194,11 +194,10 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 		return out, err
 	}
 	now := d.Now()
-	var outcome Outcome
-	var exited []db.JourneyState
-	err = d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	outcome, err := transact(ctx, d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
 		var u subject
 		var erased bool
+		var exited []db.JourneyState
 		var err error
 		if req.Mode == IngestStore {
 			var contact *db.Contact
@@ -210,10 +209,11 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 		}
 		if err != nil || erased {
 			out.Status, out.Reason = ignoredIf(erased, "contact_deleted")
-			return err
+			return Outcome{}, err
 		}
-		outcome, err = evaluateUser(ctx, tx, d, u, candidates, SourceEvent, now)
-		return err
+		transitions, err := evaluateUser(ctx, tx, d, u, candidates, SourceEvent, now)
+		transitions.Exited = append(exited, transitions.Exited...)
+		return transitions, err
 	})
 	switch {
 	case errors.Is(err, errDuplicateEvent):
@@ -222,8 +222,6 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 		return out, fmt.Errorf("ingesting %q for user %q: %w", ev.Event, ev.UserID, err)
 	}
 	out.Stored = req.Mode == IngestStore && out.Status == ""
-	outcome.Exited = append(exited, outcome.Exited...)
-	d.afterCommit(ctx, outcome)
 	out.Transitions = append(out.Transitions, outcome.Transitions...)
 	for _, s := range outcome.Exited {
 		if !slices.Contains(out.Exited, s.JourneyID) {

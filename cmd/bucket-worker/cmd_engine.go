@@ -249,17 +249,9 @@ func runBackfill(ctx context.Context, env *environment, args []string) error {
 	}
 	out := tasks.BackfillOutput{BucketID: b.ID, Mode: "none", Status: "up_to_date"}
 	if in.Mode != "" {
-		if open, err := db.HasOpenBackfill(ctx, e.deps.DB, b.ID); err != nil || open {
-			if err == nil {
-				err = fmt.Errorf("a backfill of bucket %q is pending or processing; wait for it", b.ID)
-			}
+		if in, err = tasks.RecordBackfill(ctx, e.deps, b.ID, in.Mode); err != nil {
 			return err
 		}
-		job, err := db.CreateBackfillJob(ctx, e.deps.DB, b.ID, tasks.JobFormat(in.Mode), db.JobPending, e.deps.Now())
-		if err != nil {
-			return err
-		}
-		in.JobID = job.ID
 		if out, err = tasks.Backfill(ctx, e.deps, in); err != nil {
 			return err
 		}
