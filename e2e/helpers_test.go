@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -135,4 +136,45 @@ func hatchetAPI(t *testing.T, path string, out any) {
 	body, _ := io.ReadAll(resp.Body)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "GET %s: %s", path, body)
 	require.NoError(t, json.Unmarshal(body, out), string(body))
+}
+
+// delivery is one event a listening task received.
+type delivery struct {
+	Input    map[string]any
+	Metadata map[string]string
+}
+
+// listen starts a worker with a task on each event key and returns what
+// each key delivered, in order.
+func listen(t *testing.T, client *hatchet.Client, name string, keys ...string) func(key string) []delivery {
+	var mu sync.Mutex
+	seen := map[string][]delivery{}
+	var workflows []hatchet.WorkflowBase
+	for i, key := range keys {
+		workflows = append(workflows, client.NewStandaloneTask(fmt.Sprintf("%s-%d", name, i), func(ctx hatchet.Context, in map[string]any) (any, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[key] = append(seen[key], delivery{Input: in, Metadata: ctx.AdditionalMetadata()})
+			return nil, nil
+		}, hatchet.WithWorkflowEvents(key)))
+	}
+	w, err := client.NewWorker(name, hatchet.WithWorkflows(workflows...))
+	require.NoError(t, err)
+	stop, err := w.Start()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = stop() })
+	return func(key string) []delivery {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]delivery(nil), seen[key]...)
+	}
+}
+
+// users are the userId of each delivery.
+func users(ds []delivery) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i], _ = d.Input["userId"].(string)
+	}
+	return out
 }

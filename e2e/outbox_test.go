@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -41,19 +40,7 @@ func TestOutboxSurvivesTheProcess(t *testing.T) {
 
 	client, err := hatchet.NewClient()
 	require.NoError(t, err)
-	var mu sync.Mutex
-	var seen []string
-	listener := client.NewStandaloneTask("e2e-on-left-crash", func(ctx hatchet.Context, in map[string]any) (map[string]any, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		seen = append(seen, ctx.AdditionalMetadata()["idempotencyKey"])
-		return nil, nil
-	}, hatchet.WithWorkflowEvents("bucket:left:e2e-crash"))
-	lw, err := client.NewWorker("e2e-crash-listener", hatchet.WithWorkflows(listener))
-	require.NoError(t, err)
-	stop, err := lw.Start()
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = stop() })
+	seen := listen(t, client, "e2e-crash-listener", "bucket:left:e2e-crash")
 
 	run := func(withHatchet bool, args ...string) string {
 		cmd := exec.CommandContext(ctx, workerBinary(t), args...)
@@ -86,15 +73,13 @@ func TestOutboxSurvivesTheProcess(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(run(true, "outbox", "--flush", "--json")), &flushed))
 	require.Equal(t, 0, *flushed.Dispatched, "a second flush has nothing left")
 
-	require.Eventually(t, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(seen) >= leavers
-	}, 60*time.Second, 250*time.Millisecond)
+	require.Eventually(t, func() bool { return len(seen("bucket:left:e2e-crash")) >= leavers }, 60*time.Second, 250*time.Millisecond)
 	time.Sleep(2 * time.Second) // time for a duplicate to show up, if there were one
-	mu.Lock()
-	defer mu.Unlock()
-	slices.Sort(seen)
-	require.Len(t, slices.Compact(slices.Clone(seen)), leavers)
-	require.Len(t, seen, leavers, "each transition reached Hatchet once")
+	var keys []string
+	for _, d := range seen("bucket:left:e2e-crash") {
+		keys = append(keys, d.Metadata["idempotencyKey"])
+	}
+	slices.Sort(keys)
+	require.Len(t, slices.Compact(slices.Clone(keys)), leavers)
+	require.Len(t, keys, leavers, "each transition reached Hatchet once")
 }

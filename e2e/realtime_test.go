@@ -4,8 +4,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,33 +15,6 @@ import (
 	"github.com/bucketworker/bucket-worker/db"
 	"github.com/bucketworker/bucket-worker/db/dbtest"
 )
-
-// listen starts a worker with a task on each event key and returns the
-// user ids each key delivered, in order.
-func listen(t *testing.T, client *hatchet.Client, name string, keys ...string) func(key string) []string {
-	var mu sync.Mutex
-	seen := map[string][]string{}
-	var workflows []hatchet.WorkflowBase
-	for i, key := range keys {
-		workflows = append(workflows, client.NewStandaloneTask(fmt.Sprintf("%s-%d", name, i), func(ctx hatchet.Context, in map[string]any) (any, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			user, _ := in["userId"].(string)
-			seen[key] = append(seen[key], user)
-			return nil, nil
-		}, hatchet.WithWorkflowEvents(key)))
-	}
-	w, err := client.NewWorker(name, hatchet.WithWorkflows(workflows...))
-	require.NoError(t, err)
-	stop, err := w.Start()
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = stop() })
-	return func(key string) []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]string(nil), seen[key]...)
-	}
-}
 
 func status(t *testing.T, conn *bun.DB, bucketID, userID string) string {
 	rows, err := db.ListMemberships(context.Background(), conn, db.MembershipFilter{BucketID: bucketID, UserID: userID})
@@ -72,7 +43,7 @@ func TestIngestJoinsFromAPush(t *testing.T) {
 		require.NoError(t, client.Events().Push(ctx, "e2e.action", map[string]any{"userId": "pusher", "properties": map[string]any{"n": i}}))
 	}
 	require.Eventually(t, func() bool { return len(seen("bucket:entered:e2e-power")) == 1 }, 60*time.Second, 200*time.Millisecond, w.Logs())
-	require.Equal(t, []string{"pusher"}, seen("bucket:entered:e2e-power"))
+	require.Equal(t, []string{"pusher"}, users(seen("bucket:entered:e2e-power")))
 	require.Equal(t, db.StatusActive, status(t, conn, "e2e-power", "pusher"))
 	var stored int
 	require.NoError(t, conn.NewRaw("SELECT count(*) FROM user_events WHERE event = 'e2e.action' AND idempotency_key LIKE 'hatchet-run:%'").Scan(ctx, &stored))

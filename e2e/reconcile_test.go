@@ -8,6 +8,7 @@ import (
 	"time"
 
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bucketworker/bucket-worker/db"
@@ -35,18 +36,7 @@ func TestReconcileThroughHatchet(t *testing.T) {
 	require.NoError(t, err)
 
 	// A task of another worker, bound to the bucket's left event.
-	received := make(chan map[string]any, 4)
-	metadata := make(chan map[string]string, 4)
-	listener := client.NewStandaloneTask("e2e-on-left-window", func(ctx hatchet.Context, in map[string]any) (map[string]any, error) {
-		received <- in
-		metadata <- ctx.AdditionalMetadata()
-		return map[string]any{"seen": in["userId"]}, nil
-	}, hatchet.WithWorkflowEvents("bucket:left:e2e-window"))
-	lw, err := client.NewWorker("e2e-listener", hatchet.WithWorkflows(listener))
-	require.NoError(t, err)
-	stopListener, err := lw.Start()
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = stopListener() })
+	seen := listen(t, client, "e2e-listener", "bucket:left:e2e-window")
 
 	w := startWorker(t, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+defsDir)
 
@@ -86,19 +76,17 @@ func TestReconcileThroughHatchet(t *testing.T) {
 	require.Equal(t, "e2e-window", out.Buckets[0].BucketID)
 	require.Equal(t, 1, out.Buckets[0].Left)
 
-	select {
-	case in := <-received:
-		require.Equal(t, "e2e-user", in["userId"])
-		props, _ := in["properties"].(map[string]any)
-		require.Equal(t, "left", props["transition"])
-		require.Equal(t, "reconcile", props["source"])
-		require.Equal(t, "criteria", props["reason"])
-		meta := <-metadata
-		require.Equal(t, "bucket:e2e-window:e2e-user:left:1", meta["idempotencyKey"])
-		require.Equal(t, "e2e-window", meta["bucketId"])
-	case <-time.After(60 * time.Second):
+	if !assert.Eventually(t, func() bool { return len(seen("bucket:left:e2e-window")) > 0 }, 60*time.Second, 100*time.Millisecond) {
 		t.Fatalf("the bucket:left:e2e-window event did not start the listening task\n%s", w.Logs())
 	}
+	got := seen("bucket:left:e2e-window")[0]
+	require.Equal(t, "e2e-user", got.Input["userId"])
+	props, _ := got.Input["properties"].(map[string]any)
+	require.Equal(t, "left", props["transition"])
+	require.Equal(t, "reconcile", props["source"])
+	require.Equal(t, "criteria", props["reason"])
+	require.Equal(t, "bucket:e2e-window:e2e-user:left:1", got.Metadata["idempotencyKey"])
+	require.Equal(t, "e2e-window", got.Metadata["bucketId"])
 	members, err := db.ListMemberships(ctx, conn, db.MembershipFilter{BucketID: "e2e-window", Status: db.StatusLeft})
 	require.NoError(t, err)
 	require.Len(t, members, 1)
