@@ -63,50 +63,88 @@ func InsertUserEvent(ctx context.Context, idb bun.IDB, ev *UserEvent) (bool, err
 	return n == 1, nil
 }
 
-// Emission is one transition event with the Hatchet push that announces it.
+// Emission is one event a transition emits (contract §5.1): the bucket's
+// own bucket:<transition>:<id>, or the generic bucket:<transition>.
 type Emission struct {
-	UserID         string
 	Event          string
-	Properties     json.RawMessage
 	IdempotencyKey string
-	OccurredAt     time.Time
-	// The push: its payload and additional metadata.
-	Payload  json.RawMessage
-	Metadata json.RawMessage
+	UserID         string
+	UserEmail      string
+	BucketID       string
+	BucketName     string
+	Transition     string
+	Source         string
+	// Reason is why a member left; empty for a join.
+	Reason     string
+	EntryCount int
+}
+
+// Properties are the event's properties as InsertEmissions stores them,
+// for matching in Go (a journey's exitOn where).
+func (e Emission) Properties() map[string]any {
+	props := map[string]any{
+		"bucketId":   e.BucketID,
+		"bucketName": e.BucketName,
+		"userId":     e.UserID,
+		"transition": e.Transition,
+		"source":     e.Source,
+		"entryCount": e.EntryCount,
+	}
+	if e.Reason != "" {
+		props["reason"] = e.Reason
+	}
+	return props
 }
 
 // InsertEmissions stores each transition event in user_events (source
-// 'bucket') and its push in the outbox, in one statement, and returns the
-// keys it stored. An event whose key is already stored was emitted before:
-// neither it nor its push is written again (contract §5.2).
+// 'bucket', occurred now) and its push in the outbox, in one statement, and
+// returns the keys it stored. An event whose key is already stored was
+// emitted before: neither it nor its push is written again (contract §5.2).
+//
+// The statement builds each event's properties (Emission.Properties) and
+// its push, payload {userId, userEmail, properties} and metadata {bucketId,
+// userId, transition, idempotencyKey}, from scalar arrays: sending them as
+// JSON documents made Postgres parse 10 000 of them per batch.
 func InsertEmissions(ctx context.Context, idb bun.IDB, emissions []Emission, now time.Time) (map[string]bool, error) {
 	stored := map[string]bool{}
 	if len(emissions) == 0 {
 		return stored, nil
 	}
 	n := len(emissions)
-	users, names, props, keys := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	occurred, payloads, metas := make([]time.Time, n), make([]string, n), make([]string, n)
+	events, keys, users, emails := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	bucketIDs, names, transitions := make([]string, n), make([]string, n), make([]string, n)
+	sources, reasons, counts := make([]string, n), make([]string, n), make([]int, n)
 	for i, e := range emissions {
-		users[i], names[i], props[i], keys[i] = e.UserID, e.Event, string(e.Properties), e.IdempotencyKey
-		occurred[i], payloads[i], metas[i] = e.OccurredAt, string(e.Payload), string(e.Metadata)
+		events[i], keys[i], users[i], emails[i] = e.Event, e.IdempotencyKey, e.UserID, e.UserEmail
+		bucketIDs[i], names[i], transitions[i] = e.BucketID, e.BucketName, e.Transition
+		sources[i], reasons[i], counts[i] = e.Source, e.Reason, e.EntryCount
 	}
 	var inserted []string
 	err := idb.NewRaw(`
-		WITH stored AS (
+		WITH x AS (
+			SELECT x.*, jsonb_build_object(
+					'bucketId', bucket_id, 'bucketName', bucket_name, 'userId', user_id,
+					'transition', transition, 'source', source, 'entryCount', entry_count
+				) || CASE WHEN reason = '' THEN '{}' ELSE jsonb_build_object('reason', reason) END AS properties
+			FROM unnest(?1::text[], ?2::text[], ?3::text[], ?4::text[], ?5::text[], ?6::text[], ?7::text[], ?8::text[], ?9::text[], ?10::int[])
+				AS x(event, key, user_id, email, bucket_id, bucket_name, transition, source, reason, entry_count)
+		), stored AS (
 			INSERT INTO user_events (user_id, event, properties, idempotency_key, source, occurred_at)
-			SELECT u, e, p, k, 'bucket', t FROM unnest(?::text[], ?::text[], ?::jsonb[], ?::text[], ?::timestamptz[]) AS x(u, e, p, k, t)
+			SELECT user_id, event, properties, key, 'bucket', ?0 FROM x
 			ON CONFLICT (idempotency_key) DO NOTHING
 			RETURNING idempotency_key
 		)
 		INSERT INTO bucket_event_outbox (event_key, payload, additional_metadata, idempotency_key, created_at, available_at)
-		SELECT x.e, x.payload, x.meta, x.k, ?, ?
-		FROM unnest(?::text[], ?::jsonb[], ?::jsonb[], ?::text[]) AS x(e, payload, meta, k)
-		JOIN stored ON stored.idempotency_key = x.k
+		SELECT x.event,
+			jsonb_build_object('userId', x.user_id, 'userEmail', x.email, 'properties', x.properties),
+			jsonb_build_object('bucketId', x.bucket_id, 'userId', x.user_id, 'transition', x.transition, 'idempotencyKey', x.key),
+			x.key, ?0, ?0
+		FROM x JOIN stored ON stored.idempotency_key = x.key
 		ON CONFLICT DO NOTHING
 		RETURNING idempotency_key`,
-		pgdialect.Array(users), pgdialect.Array(names), pgdialect.Array(props), pgdialect.Array(keys), pgdialect.Array(occurred),
-		now, now, pgdialect.Array(names), pgdialect.Array(payloads), pgdialect.Array(metas), pgdialect.Array(keys),
+		now, pgdialect.Array(events), pgdialect.Array(keys), pgdialect.Array(users), pgdialect.Array(emails),
+		pgdialect.Array(bucketIDs), pgdialect.Array(names), pgdialect.Array(transitions),
+		pgdialect.Array(sources), pgdialect.Array(reasons), pgdialect.Array(counts),
 	).Scan(ctx, &inserted)
 	if err != nil {
 		return nil, fmt.Errorf("storing %d transition events: %w", n, err)

@@ -108,7 +108,7 @@ func join(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, users []d
 	}
 
 	var out Outcome
-	var emissions []emission
+	var emissions []db.Emission
 	var arms []db.OutboxEvent
 	for _, r := range rows {
 		email := deref(r.UserEmail)
@@ -189,7 +189,7 @@ func leave(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, members 
 	if err != nil {
 		return Outcome{}, err
 	}
-	emissions := make([]emission, 0, len(rows))
+	emissions := make([]db.Emission, 0, len(rows))
 	for _, r := range rows {
 		emissions = append(emissions, transitionEmissions(d, b, Left, r.UserID, deref(r.UserEmail), r.EntryCount, spec.Source, spec.Reason)...)
 		out.Transitions = append(out.Transitions, Transition{BucketID: b.ID, UserID: r.UserID, Transition: Left, Epoch: r.EntryCount, RowID: r.ID})
@@ -200,40 +200,26 @@ func leave(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, members 
 	return out, nil
 }
 
-// emission is one event a transition emits: the bucket's own event, or
-// the generic one.
-type emission struct {
-	event      string
-	key        string
-	userID     string
-	email      string
-	bucketID   string
-	transition string
-	properties map[string]any
-}
-
 // transitionEmissions returns the events of one transition (contract §5.1):
 // bucket:<transition>:<id>, and the generic bucket:<transition> when a
 // journey is triggered by it.
-func transitionEmissions(d *Deps, b *buckets.Bucket, transition, userID, email string, epoch int, source, reason string) []emission {
-	props := map[string]any{
-		"bucketId":   b.ID,
-		"bucketName": b.Name,
-		"userId":     userID,
-		"transition": transition,
-		"source":     source,
-		"entryCount": epoch,
+func transitionEmissions(d *Deps, b *buckets.Bucket, transition, userID, email string, epoch int, source, reason string) []db.Emission {
+	own := db.Emission{
+		Event:          "bucket:" + transition + ":" + b.ID,
+		IdempotencyKey: fmt.Sprintf("bucket:%s:%s:%s:%d", b.ID, userID, transition, epoch),
+		UserID:         userID,
+		UserEmail:      email,
+		BucketID:       b.ID,
+		BucketName:     b.Name,
+		Transition:     transition,
+		Source:         source,
+		Reason:         reason,
+		EntryCount:     epoch,
 	}
-	if reason != "" {
-		props["reason"] = reason
-	}
-	key := fmt.Sprintf("bucket:%s:%s:%s:%d", b.ID, userID, transition, epoch)
-	own := emission{event: "bucket:" + transition + ":" + b.ID, key: key, userID: userID, email: email,
-		bucketID: b.ID, transition: transition, properties: props}
-	out := []emission{own}
+	out := []db.Emission{own}
 	if generic := "bucket:" + transition; d.Journeys.Binds(generic) {
 		g := own
-		g.event, g.key = generic, key+":generic"
+		g.Event, g.IdempotencyKey = generic, own.IdempotencyKey+":generic"
 		out = append(out, g)
 	}
 	return out
@@ -242,39 +228,23 @@ func transitionEmissions(d *Deps, b *buckets.Bucket, transition, userID, email s
 // emit stores the events in user_events, enqueues a push for each one not
 // stored before, and exits the journeys the stored ones end (contract §5.2
 // step 1 and §5.6), all in the caller's transaction.
-func emit(ctx context.Context, tx bun.IDB, d *Deps, emissions []emission, now time.Time) ([]db.JourneyState, error) {
+func emit(ctx context.Context, tx bun.IDB, d *Deps, emissions []db.Emission, now time.Time) ([]db.JourneyState, error) {
 	if len(emissions) == 0 {
 		return nil, nil
 	}
-	rows := make([]db.Emission, len(emissions))
-	for i, e := range emissions {
-		props, err := json.Marshal(e.properties)
-		if err != nil {
-			return nil, fmt.Errorf("encoding the properties of %s: %w", e.key, err)
-		}
-		payload, err := json.Marshal(map[string]any{"userId": e.userID, "userEmail": e.email, "properties": e.properties})
-		if err != nil {
-			return nil, fmt.Errorf("encoding the push of %s: %w", e.key, err)
-		}
-		meta, _ := json.Marshal(map[string]string{
-			"bucketId": e.bucketID, "userId": e.userID, "transition": e.transition, "idempotencyKey": e.key,
-		})
-		rows[i] = db.Emission{UserID: e.userID, Event: e.event, Properties: props, IdempotencyKey: e.key,
-			OccurredAt: now, Payload: payload, Metadata: meta}
-	}
-	stored, err := db.InsertEmissions(ctx, tx, rows, now)
+	stored, err := db.InsertEmissions(ctx, tx, emissions, now)
 	if err != nil {
 		return nil, err
 	}
 
 	exitsByJourneys := map[string][]string{} // journey ids joined by "\x00" → users
 	for _, e := range emissions {
-		if !stored[e.key] {
+		if !stored[e.IdempotencyKey] {
 			continue // emitted before
 		}
-		if ids := d.Journeys.ExitingOn(e.event, e.properties); len(ids) > 0 {
+		if ids := d.Journeys.ExitingOn(e.Event, e.Properties()); len(ids) > 0 {
 			group := strings.Join(ids, "\x00")
-			exitsByJourneys[group] = append(exitsByJourneys[group], e.userID)
+			exitsByJourneys[group] = append(exitsByJourneys[group], e.UserID)
 		}
 	}
 	var exited []db.JourneyState
