@@ -16,6 +16,7 @@ import (
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 
 	"github.com/bucketworker/bucket-worker/db/dbtest"
+	"github.com/bucketworker/bucket-worker/tasks/benchreport"
 )
 
 // BenchmarkIngest measures bucket-ingest end to end — from the push to the
@@ -126,9 +127,7 @@ func BenchmarkIngest(b *testing.B) {
 		slices.Sort(latencies)
 		_ = w.cmd.Process.Kill()
 
-		b.ReportMetric(ingestRate, "ingest-events/s")
-		b.ReportMetric(noopRate, "noop-events/s")
-		b.ReportMetric(ingestRate/noopRate, "x-noop")
+		benchreport.Report(b, "events/s", ingestRate, noopRate)
 		b.ReportMetric(float64(latencies[len(latencies)/2].Milliseconds()), "p50-ms")
 		b.ReportMetric(float64(latencies[len(latencies)*99/100].Milliseconds()), "p99-ms")
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/bucketworker/bucket-worker/tasks/benchreport"
 )
 
 // rawMatchers is the baseline of a first-time backfill: one INSERT … SELECT
@@ -42,7 +44,7 @@ func rawMatchers(ctx context.Context, d *Deps, bucketID string, now time.Time) (
 //	BUCKET_BENCH=1 go test ./tasks -run '^$' -bench Backfill -benchtime 3x -timeout 60m
 func BenchmarkBackfill(b *testing.B) {
 	p := benchScale(b)
-	d := benchDeps(b, p)
+	d := benchDeps(b, p, benchDefinitions)
 	ctx := context.Background()
 	exec := benchExec(b, d.DB)
 	for _, bucket := range []struct {
@@ -79,9 +81,7 @@ func BenchmarkBackfill(b *testing.B) {
 					}
 				}
 			}
-			b.ReportMetric(float64(engine.Milliseconds())/float64(b.N), "backfill-ms/op")
-			b.ReportMetric(float64(raw.Milliseconds())/float64(b.N), "raw-ms/op")
-			b.ReportMetric(float64(engine)/float64(raw), "x-raw")
+			benchreport.Time(b, engine, raw)
 		})
 	}
 }

@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -10,84 +11,181 @@ import (
 	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/tasks/benchreport"
 )
 
-// BenchmarkFunnelLeaves measures committed leaves per second through the
-// funnel (CAS, transition events and their pushes, in transactions of
-// 10 000), next to the same rows written by one raw statement per chunk
-// (UPDATE … RETURNING feeding INSERT … ON CONFLICT into user_events and the
-// outbox), interleaved.
-func BenchmarkFunnelLeaves(b *testing.B) {
+// BenchmarkFunnel measures committed transitions per second through the
+// funnel — membership, transition event and its push, one transaction per
+// batch — next to the same rows written by one raw statement per batch,
+// interleaved in every iteration:
+//
+//   - joins: 20 000 users in the sweep's join batches (ReconcileBatch), vs
+//     INSERT … ON CONFLICT into bucket_memberships feeding the inserts into
+//     user_events and the outbox;
+//   - leaves: 20 000 members in the leave chunks (db.LeaveChunk), with the
+//     sweep's criteria re-check, vs an UPDATE … RETURNING (the CAS by id)
+//     feeding the same inserts.
+//
+// The raw statements write the same rows and documents but skip what the
+// funnel adds: the criteria re-check, the entry-limit gate, the generic
+// event, journey exits.
+func BenchmarkFunnel(b *testing.B) {
 	const n = 20_000
-	e := newEnv(b, defs{"buckets/recent.yaml": recentlyActive})
-	e.deps.Hatchet = nil
-	bk := e.bucket("recent")
-	e.exec(`INSERT INTO bucket_memberships (user_id, bucket_id, entered_at) SELECT 'u' || i, 'recent', ? FROM generate_series(1, ?) i`, t0.Add(-9*day), n)
-	reset := func() {
-		e.exec("UPDATE bucket_memberships SET status = 'active', left_at = NULL WHERE status = 'left'")
-		e.exec("TRUNCATE user_events, bucket_event_outbox")
-		e.exec("VACUUM ANALYZE bucket_memberships, user_events, bucket_event_outbox")
-	}
-	var funnel, raw time.Duration
-	for b.Loop() {
-		for _, isRaw := range []bool{false, true} {
-			b.StopTimer()
-			reset()
-			members, err := db.CriteriaLeavers(e.ctx, e.db, bk, t0)
-			if err != nil || len(members) != n {
-				b.Fatalf("%d leavers, %v", len(members), err)
+	for _, transition := range []string{Entered, Left} {
+		b.Run(transition, func(b *testing.B) {
+			e := newEnv(b, defs{"buckets/recent.yaml": recentlyActive})
+			e.deps.Hatchet = nil
+			bk := e.bucket("recent")
+			batch := ReconcileBatch
+			if transition == Left {
+				batch = db.LeaveChunk
+				e.exec(`INSERT INTO bucket_memberships (user_id, bucket_id, entered_at) SELECT 'u' || i, 'recent', ? FROM generate_series(1, ?) i`,
+					t0.Add(-9*day), n)
 			}
-			b.StartTimer()
-			start := time.Now()
-			left := 0
-			for chunk := range slices.Chunk(members, db.LeaveChunk) {
-				if isRaw {
-					ids := make([]string, len(chunk))
-					for i, m := range chunk {
-						ids[i] = m.ID
-					}
-					var c int
-					err = e.db.NewRaw(`
-						WITH left_rows AS (
-							UPDATE bucket_memberships AS m SET status = 'left', left_at = ?0, last_evaluated_at = ?0, updated_at = ?0
-							WHERE m.id = ANY(?1::uuid[]) AND m.status = 'active' RETURNING m.user_id, m.entry_count
-						), events AS (
-							INSERT INTO user_events (user_id, event, properties, idempotency_key, source, occurred_at)
-							SELECT user_id, 'bucket:left:recent', jsonb_build_object('bucketId', 'recent', 'userId', user_id,
-								'transition', 'left', 'source', 'reconcile', 'entryCount', entry_count, 'reason', 'criteria'),
-								'bucket:recent:' || user_id || ':left:' || entry_count, 'bucket', ?0
-							FROM left_rows ON CONFLICT (idempotency_key) DO NOTHING
-							RETURNING user_id, event, properties, idempotency_key
-						), pushes AS (
-							INSERT INTO bucket_event_outbox (event_key, payload, additional_metadata, idempotency_key, created_at, available_at)
-							SELECT event, jsonb_build_object('userId', user_id, 'userEmail', '', 'properties', properties),
-								jsonb_build_object('bucketId', 'recent', 'userId', user_id, 'transition', 'left', 'idempotencyKey', idempotency_key),
-								idempotency_key, ?0, ?0 FROM events RETURNING 1
-						)
-						SELECT count(*) FROM pushes`, t0, pgdialect.Array(ids)).Scan(e.ctx, &c)
-					left += c
+			reset := func() {
+				if transition == Left {
+					e.exec("UPDATE bucket_memberships SET status = 'active', left_at = NULL WHERE status = 'left'")
 				} else {
-					var out Outcome
-					out, err = transact(e.ctx, e.deps, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
-						return leave(ctx, tx, e.deps, bk, chunk, leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: bk.Criteria}, t0)
-					})
-					left += len(out.Transitions)
+					e.exec("TRUNCATE bucket_memberships")
 				}
-				if err != nil {
-					b.Fatal(err)
+				e.exec("TRUNCATE user_events, bucket_event_outbox")
+				e.exec("VACUUM ANALYZE bucket_memberships, user_events, bucket_event_outbox")
+			}
+			var funnel, raw time.Duration
+			for b.Loop() {
+				for _, isRaw := range []bool{false, true} {
+					b.StopTimer()
+					reset()
+					var users []string
+					var members []db.Membership
+					if transition == Left {
+						var err error
+						if members, err = db.CriteriaLeavers(e.ctx, e.db, bk, t0); err != nil || len(members) != n {
+							b.Fatalf("%d leavers, %v", len(members), err)
+						}
+					} else {
+						for i := range n {
+							users = append(users, fmt.Sprintf("u%d", i+1))
+						}
+					}
+					b.StartTimer()
+					start := time.Now()
+					var done int
+					var err error
+					if transition == Left {
+						done, err = funnelLeaves(e, members, batch, isRaw)
+					} else {
+						done, err = funnelJoins(e, users, batch, isRaw)
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+					if done != n {
+						b.Fatalf("raw=%v: %d transitions, want %d", isRaw, done, n)
+					}
+					if isRaw {
+						raw += time.Since(start)
+					} else {
+						funnel += time.Since(start)
+					}
 				}
 			}
-			if left != n {
-				b.Fatalf("raw=%v: %d left", isRaw, left)
-			}
-			if isRaw {
-				raw += time.Since(start)
-			} else {
-				funnel += time.Since(start)
-			}
-		}
+			benchreport.Rate(b, "transitions/s", float64(n*b.N), funnel, raw)
+		})
 	}
-	b.ReportMetric(float64(n*b.N)/funnel.Seconds(), "funnel-leaves/s")
-	b.ReportMetric(float64(n*b.N)/raw.Seconds(), "raw-leaves/s")
-	b.ReportMetric(raw.Seconds()/funnel.Seconds(), "x-raw")
+}
+
+func funnelJoins(e *env, users []string, batch int, isRaw bool) (int, error) {
+	bk := e.bucket("recent")
+	joined := 0
+	for chunk := range slices.Chunk(users, batch) {
+		if isRaw {
+			var c int
+			err := e.db.NewRaw(`
+				WITH joined AS (
+					INSERT INTO bucket_memberships AS m (user_id, bucket_id, status, entered_at, last_evaluated_at, entry_count, source, created_at, updated_at)
+					SELECT u, 'recent', 'active', ?0, ?0,
+						1 + (SELECT count(*) FILTER (WHERE p.bucket_id = 'recent') FROM bucket_memberships AS p WHERE p.user_id = u),
+						'reconcile', ?0, ?0
+					FROM unnest(?1::text[]) AS u
+					ON CONFLICT DO NOTHING
+					RETURNING m.user_id, m.user_email, m.entry_count
+				), events AS (
+					INSERT INTO user_events (user_id, event, properties, idempotency_key, source, occurred_at)
+					SELECT user_id, 'bucket:entered:recent', jsonb_build_object('bucketId', 'recent', 'bucketName', 'Recent', 'userId', user_id,
+						'transition', 'entered', 'source', 'reconcile', 'entryCount', entry_count),
+						'bucket:recent:' || user_id || ':entered:' || entry_count, 'bucket', ?0
+					FROM joined ON CONFLICT (idempotency_key) DO NOTHING
+					RETURNING user_id, event, properties, idempotency_key
+				), pushes AS (
+					INSERT INTO bucket_event_outbox (event_key, payload, additional_metadata, idempotency_key, created_at, available_at)
+					SELECT event, jsonb_build_object('userId', user_id, 'userEmail', '', 'properties', properties),
+						jsonb_build_object('bucketId', 'recent', 'userId', user_id, 'transition', 'entered', 'idempotencyKey', idempotency_key),
+						idempotency_key, ?0, ?0 FROM events RETURNING 1
+				)
+				SELECT count(*) FROM pushes`, t0, pgdialect.Array(chunk)).Scan(e.ctx, &c)
+			if err != nil {
+				return joined, err
+			}
+			joined += c
+			continue
+		}
+		joiners := make([]db.Joiner, len(chunk))
+		for i, u := range chunk {
+			joiners[i] = db.Joiner{UserID: u}
+		}
+		out, err := transact(e.ctx, e.deps, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+			return join(ctx, tx, e.deps, bk, joiners, joinSpec{Source: SourceReconcile}, t0)
+		})
+		if err != nil {
+			return joined, err
+		}
+		joined += len(out.Transitions)
+	}
+	return joined, nil
+}
+
+func funnelLeaves(e *env, members []db.Membership, batch int, isRaw bool) (int, error) {
+	bk := e.bucket("recent")
+	left := 0
+	for chunk := range slices.Chunk(members, batch) {
+		if isRaw {
+			ids := make([]string, len(chunk))
+			for i, m := range chunk {
+				ids[i] = m.ID
+			}
+			var c int
+			err := e.db.NewRaw(`
+				WITH left_rows AS (
+					UPDATE bucket_memberships AS m SET status = 'left', left_at = ?0, last_evaluated_at = ?0, updated_at = ?0
+					FROM unnest(?1::uuid[]) AS ids(id) WHERE m.id = ids.id AND m.status = 'active' RETURNING m.user_id, m.entry_count
+				), events AS (
+					INSERT INTO user_events (user_id, event, properties, idempotency_key, source, occurred_at)
+					SELECT user_id, 'bucket:left:recent', jsonb_build_object('bucketId', 'recent', 'bucketName', 'Recent', 'userId', user_id,
+						'transition', 'left', 'source', 'reconcile', 'entryCount', entry_count, 'reason', 'criteria'),
+						'bucket:recent:' || user_id || ':left:' || entry_count, 'bucket', ?0
+					FROM left_rows ON CONFLICT (idempotency_key) DO NOTHING
+					RETURNING user_id, event, properties, idempotency_key
+				), pushes AS (
+					INSERT INTO bucket_event_outbox (event_key, payload, additional_metadata, idempotency_key, created_at, available_at)
+					SELECT event, jsonb_build_object('userId', user_id, 'userEmail', '', 'properties', properties),
+						jsonb_build_object('bucketId', 'recent', 'userId', user_id, 'transition', 'left', 'idempotencyKey', idempotency_key),
+						idempotency_key, ?0, ?0 FROM events RETURNING 1
+				)
+				SELECT count(*) FROM pushes`, t0, pgdialect.Array(ids)).Scan(e.ctx, &c)
+			if err != nil {
+				return left, err
+			}
+			left += c
+			continue
+		}
+		out, err := transact(e.ctx, e.deps, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+			return leave(ctx, tx, e.deps, bk, chunk, leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: bk.Criteria}, t0)
+		})
+		if err != nil {
+			return left, err
+		}
+		left += len(out.Transitions)
+	}
+	return left, nil
 }

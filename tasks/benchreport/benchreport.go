@@ -1,0 +1,33 @@
+// Package benchreport reports a benchmark's figure next to the baseline
+// measured in the same run, in the form scripts/bench tabulates: the
+// figure under its unit, the baseline under "base-" + unit, and their
+// ratio, figure / baseline, under "x-base".
+package benchreport
+
+import (
+	"testing"
+	"time"
+)
+
+// Rate reports count things per second, done in elapsed, next to the same
+// count done by the baseline in baseline. A ratio above 1 is faster than
+// the baseline.
+func Rate(b *testing.B, unit string, count float64, elapsed, baseline time.Duration) {
+	Report(b, unit, count/elapsed.Seconds(), count/baseline.Seconds())
+}
+
+// Time reports the mean time of one of b.N runs in seconds, next to the
+// baseline's. A ratio above 1 is slower than the baseline.
+func Time(b *testing.B, elapsed, baseline time.Duration) {
+	n := float64(b.N)
+	Report(b, "s/run", elapsed.Seconds()/n, baseline.Seconds()/n)
+}
+
+// Report reports a figure, its baseline and their ratio.
+func Report(b *testing.B, unit string, figure, baseline float64) {
+	b.ReportMetric(figure, unit)
+	b.ReportMetric(baseline, "base-"+unit)
+	if baseline != 0 {
+		b.ReportMetric(figure/baseline, "x-base")
+	}
+}
