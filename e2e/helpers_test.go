@@ -20,8 +20,16 @@ import (
 	"time"
 
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
+
+// sdkLogger keeps the SDK workers of the tests at warn: at debug they log
+// every action they run.
+var sdkLogger = func() *zerolog.Logger {
+	l := zerolog.New(os.Stderr).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	return &l
+}()
 
 // farCron keeps the cron from firing during a test: the tests trigger the
 // sweep by name.
@@ -158,7 +166,7 @@ func listen(t *testing.T, client *hatchet.Client, name string, keys ...string) f
 			return nil, nil
 		}, hatchet.WithWorkflowEvents(key)))
 	}
-	w, err := client.NewWorker(name, hatchet.WithWorkflows(workflows...))
+	w, err := client.NewWorker(name, hatchet.WithWorkflows(workflows...), hatchet.WithLogger(sdkLogger))
 	require.NoError(t, err)
 	stop, err := w.Start()
 	require.NoError(t, err)

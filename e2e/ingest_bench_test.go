@@ -82,7 +82,7 @@ func BenchmarkIngest(b *testing.B) {
 			noops.Add(1)
 			return nil, nil
 		}, hatchet.WithWorkflowEvents("bench.noop"))
-		nw, err := client.NewWorker("bench-noop-worker", hatchet.WithWorkflows(noop))
+		nw, err := client.NewWorker("bench-noop-worker", hatchet.WithWorkflows(noop), hatchet.WithLogger(sdkLogger))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -19,8 +19,8 @@ import (
 	"github.com/bucketworker/bucket-worker/buckets"
 	"github.com/bucketworker/bucket-worker/db"
 	"github.com/bucketworker/bucket-worker/db/dbtest"
-	"github.com/bucketworker/bucket-worker/tasks/benchreport"
 	"github.com/bucketworker/bucket-worker/journeys"
+	"github.com/bucketworker/bucket-worker/tasks/benchreport"
 )
 
 // The sweep benchmark's population (BUCKET_BENCH_USERS users, 20 events
