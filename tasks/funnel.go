@@ -108,14 +108,14 @@ func join(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, users []d
 	}
 
 	var out Outcome
-	var emissions []db.Emission
+	emissions := transitionBatch(b, Entered, js.Source, "")
 	var arms []db.OutboxEvent
 	for _, r := range rows {
 		email := deref(r.UserEmail)
 		left, hasLeft := lastLeft[r.UserID]
 		suppressed := js.Silent || !entryEmits(b, r.EntryCount, left, hasLeft, now)
 		if !suppressed {
-			emissions = append(emissions, transitionEmissions(d, b, Entered, r.UserID, email, r.EntryCount, js.Source, "")...)
+			emissions.Events = append(emissions.Events, transitionEvents(d, b, Entered, r.UserID, email, r.EntryCount)...)
 		}
 		if b.ArmsExpiry && r.ExpiresAt != nil {
 			arms = append(arms, armExpiry(b, r, now))
@@ -189,9 +189,9 @@ func leave(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, members 
 	if err != nil {
 		return Outcome{}, err
 	}
-	emissions := make([]db.Emission, 0, len(rows))
+	emissions := transitionBatch(b, Left, spec.Source, spec.Reason)
 	for _, r := range rows {
-		emissions = append(emissions, transitionEmissions(d, b, Left, r.UserID, deref(r.UserEmail), r.EntryCount, spec.Source, spec.Reason)...)
+		emissions.Events = append(emissions.Events, transitionEvents(d, b, Left, r.UserID, deref(r.UserEmail), r.EntryCount)...)
 		out.Transitions = append(out.Transitions, Transition{BucketID: b.ID, UserID: r.UserID, Transition: Left, Epoch: r.EntryCount, RowID: r.ID})
 	}
 	if out.Exited, err = emit(ctx, tx, d, emissions, now); err != nil {
@@ -200,20 +200,21 @@ func leave(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, members 
 	return out, nil
 }
 
-// transitionEmissions returns the events of one transition (contract §5.1):
+// transitionBatch is an empty batch of the events of one kind of
+// transition of the bucket.
+func transitionBatch(b *buckets.Bucket, transition, source, reason string) db.Emissions {
+	return db.Emissions{BucketID: b.ID, BucketName: b.Name, Transition: transition, Source: source, Reason: reason}
+}
+
+// transitionEvents returns the events of one transition (contract §5.1):
 // bucket:<transition>:<id>, and the generic bucket:<transition> when a
 // journey is triggered by it.
-func transitionEmissions(d *Deps, b *buckets.Bucket, transition, userID, email string, epoch int, source, reason string) []db.Emission {
+func transitionEvents(d *Deps, b *buckets.Bucket, transition, userID, email string, epoch int) []db.Emission {
 	own := db.Emission{
 		Event:          "bucket:" + transition + ":" + b.ID,
 		IdempotencyKey: fmt.Sprintf("bucket:%s:%s:%s:%d", b.ID, userID, transition, epoch),
 		UserID:         userID,
 		UserEmail:      email,
-		BucketID:       b.ID,
-		BucketName:     b.Name,
-		Transition:     transition,
-		Source:         source,
-		Reason:         reason,
 		EntryCount:     epoch,
 	}
 	out := []db.Emission{own}
@@ -228,8 +229,8 @@ func transitionEmissions(d *Deps, b *buckets.Bucket, transition, userID, email s
 // emit stores the events in user_events, enqueues a push for each one not
 // stored before, and exits the journeys the stored ones end (contract §5.2
 // step 1 and §5.6), all in the caller's transaction.
-func emit(ctx context.Context, tx bun.IDB, d *Deps, emissions []db.Emission, now time.Time) ([]db.JourneyState, error) {
-	if len(emissions) == 0 {
+func emit(ctx context.Context, tx bun.IDB, d *Deps, emissions db.Emissions, now time.Time) ([]db.JourneyState, error) {
+	if len(emissions.Events) == 0 {
 		return nil, nil
 	}
 	stored, err := db.InsertEmissions(ctx, tx, emissions, now)
@@ -238,11 +239,11 @@ func emit(ctx context.Context, tx bun.IDB, d *Deps, emissions []db.Emission, now
 	}
 
 	exitsByJourneys := map[string][]string{} // journey ids joined by "\x00" → users
-	for _, e := range emissions {
+	for _, e := range emissions.Events {
 		if !stored[e.IdempotencyKey] {
 			continue // emitted before
 		}
-		if ids := d.Journeys.ExitingOn(e.Event, e.Properties()); len(ids) > 0 {
+		if ids := d.Journeys.ExitingOn(e.Event, emissions.Properties(e)); len(ids) > 0 {
 			group := strings.Join(ids, "\x00")
 			exitsByJourneys[group] = append(exitsByJourneys[group], e.UserID)
 		}
