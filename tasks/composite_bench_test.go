@@ -76,8 +76,7 @@ func BenchmarkCompositeSweep(b *testing.B) {
 	for b.Loop() {
 		for _, isRaw := range []bool{false, true} {
 			b.StopTimer()
-			exec("UPDATE bucket_memberships SET last_evaluated_at = NULL WHERE bucket_id = 'lapsed-viewer'")
-			exec("VACUUM ANALYZE bucket_memberships")
+			resetBench(exec)
 			b.StartTimer()
 			start := time.Now()
 			var evaluated, left int

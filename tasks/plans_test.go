@@ -35,13 +35,7 @@ func TestPlans(t *testing.T) {
 	ctx := context.Background()
 	exec := benchExec(t, d.DB)
 	seedComposite(t, d)
-	reset := func() {
-		exec("DELETE FROM user_events WHERE source IN ('bench', 'bucket')")
-		exec("UPDATE bucket_memberships SET status = 'active', left_at = NULL, last_evaluated_at = NULL, updated_at = created_at WHERE status = 'left'")
-		exec("UPDATE bucket_memberships SET last_evaluated_at = NULL")
-		exec("TRUNCATE bucket_event_outbox")
-		exec("VACUUM ANALYZE user_events, bucket_memberships, bucket_event_outbox")
-	}
+	reset := func() { resetBench(exec) }
 	reset()
 	t.Cleanup(reset)
 	// The sweep benchmark's leaver scenario.

@@ -156,6 +156,17 @@ func seedBenchPopulation(b testing.TB, conn *bun.DB, p benchPopulation) {
 	exec("CREATE TABLE bench_seeded ()") // the population is complete
 }
 
+// resetBench undoes what a benchmark scenario did to the population: the
+// leavers' new events, the transitions and their pushes, the evaluation
+// stamps.
+func resetBench(exec func(query string, args ...any)) {
+	exec("DELETE FROM user_events WHERE source IN ('bench', 'bucket')")
+	exec("UPDATE bucket_memberships SET status = 'active', left_at = NULL, updated_at = created_at WHERE status = 'left'")
+	exec("UPDATE bucket_memberships SET last_evaluated_at = NULL WHERE last_evaluated_at IS NOT NULL")
+	exec("TRUNCATE bucket_event_outbox")
+	exec("VACUUM ANALYZE user_events, bucket_memberships, bucket_event_outbox")
+}
+
 // userEventIndexes returns the migrations' CREATE INDEX statements of user_events.
 func userEventIndexes(b testing.TB) []string {
 	var out []string
@@ -266,13 +277,7 @@ func BenchmarkSweep(b *testing.B) {
 	d := benchDeps(b, p, benchDefinitions)
 	ctx := context.Background()
 	exec := benchExec(b, d.DB)
-	// reset undoes a scenario: the leavers' new events, the transitions.
-	reset := func() {
-		exec("DELETE FROM user_events WHERE source IN ('bench', 'bucket')")
-		exec("UPDATE bucket_memberships SET status = 'active', left_at = NULL, last_evaluated_at = NULL, updated_at = created_at WHERE status = 'left'")
-		exec("TRUNCATE bucket_event_outbox")
-		exec("VACUUM ANALYZE user_events, bucket_memberships, bucket_event_outbox")
-	}
+	reset := func() { resetBench(exec) }
 	reset()
 
 	for _, sc := range []struct {
