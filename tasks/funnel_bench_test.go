@@ -102,28 +102,15 @@ func funnelJoins(e *env, users []string, batch int, isRaw bool) (int, error) {
 		if isRaw {
 			var c int
 			err := e.db.NewRaw(`
-				WITH joined AS (
+				WITH changed AS (
 					INSERT INTO bucket_memberships AS m (user_id, bucket_id, status, entered_at, last_evaluated_at, entry_count, source, created_at, updated_at)
 					SELECT u, 'recent', 'active', ?0, ?0,
 						1 + (SELECT count(*) FILTER (WHERE p.bucket_id = 'recent') FROM bucket_memberships AS p WHERE p.user_id = u),
 						'reconcile', ?0, ?0
 					FROM unnest(?1::text[]) AS u
 					ON CONFLICT DO NOTHING
-					RETURNING m.user_id, m.user_email, m.entry_count
-				), events AS (
-					INSERT INTO user_events (user_id, event, properties, idempotency_key, source, occurred_at)
-					SELECT user_id, 'bucket:entered:recent', jsonb_build_object('bucketId', 'recent', 'bucketName', 'Recent', 'userId', user_id,
-						'transition', 'entered', 'source', 'reconcile', 'entryCount', entry_count),
-						'bucket:recent:' || user_id || ':entered:' || entry_count, 'bucket', ?0
-					FROM joined ON CONFLICT (idempotency_key) DO NOTHING
-					RETURNING user_id, event, properties, idempotency_key
-				), pushes AS (
-					INSERT INTO bucket_event_outbox (event_key, payload, additional_metadata, idempotency_key, created_at, available_at)
-					SELECT event, jsonb_build_object('userId', user_id, 'userEmail', '', 'properties', properties),
-						jsonb_build_object('bucketId', 'recent', 'userId', user_id, 'transition', 'entered', 'idempotencyKey', idempotency_key),
-						idempotency_key, ?0, ?0 FROM events RETURNING 1
-				)
-				SELECT count(*) FROM pushes`, t0, pgdialect.Array(chunk)).Scan(e.ctx, &c)
+					RETURNING m.user_id, m.entry_count
+				)`+rawEmissions("recent", "Recent", Entered, ""), t0, pgdialect.Array(chunk)).Scan(e.ctx, &c)
 			if err != nil {
 				return joined, err
 			}
@@ -156,23 +143,10 @@ func funnelLeaves(e *env, members []db.Membership, batch int, isRaw bool) (int, 
 			}
 			var c int
 			err := e.db.NewRaw(`
-				WITH left_rows AS (
+				WITH changed AS (
 					UPDATE bucket_memberships AS m SET status = 'left', left_at = ?0, last_evaluated_at = ?0, updated_at = ?0
 					FROM unnest(?1::uuid[]) AS ids(id) WHERE m.id = ids.id AND m.status = 'active' RETURNING m.user_id, m.entry_count
-				), events AS (
-					INSERT INTO user_events (user_id, event, properties, idempotency_key, source, occurred_at)
-					SELECT user_id, 'bucket:left:recent', jsonb_build_object('bucketId', 'recent', 'bucketName', 'Recent', 'userId', user_id,
-						'transition', 'left', 'source', 'reconcile', 'entryCount', entry_count, 'reason', 'criteria'),
-						'bucket:recent:' || user_id || ':left:' || entry_count, 'bucket', ?0
-					FROM left_rows ON CONFLICT (idempotency_key) DO NOTHING
-					RETURNING user_id, event, properties, idempotency_key
-				), pushes AS (
-					INSERT INTO bucket_event_outbox (event_key, payload, additional_metadata, idempotency_key, created_at, available_at)
-					SELECT event, jsonb_build_object('userId', user_id, 'userEmail', '', 'properties', properties),
-						jsonb_build_object('bucketId', 'recent', 'userId', user_id, 'transition', 'left', 'idempotencyKey', idempotency_key),
-						idempotency_key, ?0, ?0 FROM events RETURNING 1
-				)
-				SELECT count(*) FROM pushes`, t0, pgdialect.Array(ids)).Scan(e.ctx, &c)
+				)`+rawEmissions("recent", "Recent", Left, ReasonCriteria), t0, pgdialect.Array(ids)).Scan(e.ctx, &c)
 			if err != nil {
 				return left, err
 			}

@@ -211,28 +211,12 @@ func rawSweep(ctx context.Context, conn *bun.DB, now time.Time) (left, candidate
 		for chunk := range slices.Chunk(ids, db.LeaveChunk) {
 			var n int
 			err := conn.NewRaw(`
-				WITH left_rows AS (
+				WITH changed AS (
 					UPDATE bucket_memberships AS m SET status = 'left', left_at = ?0, last_evaluated_at = ?0, updated_at = ?0
 					FROM unnest(?1::uuid[]) AS ids(id) WHERE m.id = ids.id AND m.status = 'active'
-					RETURNING m.user_id, m.user_email, m.entry_count
-				), events AS (
-					INSERT INTO user_events (user_id, event, properties, idempotency_key, source, occurred_at)
-					SELECT user_id, 'bucket:left:' || ?2, jsonb_build_object('bucketId', ?2, 'bucketName', ?3, 'userId', user_id,
-						'transition', 'left', 'source', 'reconcile', 'entryCount', entry_count, 'reason', 'criteria'),
-						'bucket:' || ?2 || ':' || user_id || ':left:' || entry_count, 'bucket', ?0
-					FROM left_rows
-					ON CONFLICT (idempotency_key) DO NOTHING
-					RETURNING user_id, event, properties, idempotency_key
-				), pushes AS (
-					INSERT INTO bucket_event_outbox (event_key, payload, additional_metadata, idempotency_key, created_at, available_at)
-					SELECT event, jsonb_build_object('userId', user_id, 'userEmail', '', 'properties', properties),
-						jsonb_build_object('bucketId', ?2, 'userId', user_id, 'transition', 'left', 'idempotencyKey', idempotency_key),
-						idempotency_key, ?0, ?0
-					FROM events
-					RETURNING 1
-				)
-				SELECT count(*) FROM pushes`,
-				now, pgdialect.Array(chunk), bucketID, name).Scan(ctx, &n)
+					RETURNING m.user_id, m.entry_count
+				)`+rawEmissions(bucketID, name, Left, ReasonCriteria),
+				now, pgdialect.Array(chunk)).Scan(ctx, &n)
 			if err != nil {
 				return total, err
 			}
@@ -265,6 +249,34 @@ func rawSweep(ctx context.Context, conn *bun.DB, now time.Time) (left, candidate
 		AND NOT EXISTS (SELECT 1 FROM user_events AS e WHERE e.user_id = c.external_id AND e.event = 'app.active' AND e.occurred_at >= ?)`,
 		now.Add(-7*24*time.Hour)).Scan(ctx, &joiners)
 	return left, len(joiners), err
+}
+
+// rawEmissions completes a raw statement whose CTE "changed" returns the
+// user_id and entry_count of transitions of the bucket: it stores their
+// events and enqueues their pushes, as the funnel does, and selects how
+// many pushes it enqueued. ?0 is now.
+func rawEmissions(bucketID, bucketName, transition, reason string) string {
+	props := fmt.Sprintf(`'bucketId', '%s', 'bucketName', '%s', 'userId', user_id, 'transition', '%s', 'source', 'reconcile', 'entryCount', entry_count`,
+		bucketID, bucketName, transition)
+	if reason != "" {
+		props += fmt.Sprintf(`, 'reason', '%s'`, reason)
+	}
+	return fmt.Sprintf(`, events AS (
+			INSERT INTO user_events (user_id, event, properties, idempotency_key, source, occurred_at)
+			SELECT user_id, 'bucket:%[3]s:%[1]s', jsonb_build_object(%[4]s),
+				'bucket:%[1]s:' || user_id || ':%[3]s:' || entry_count, 'bucket', ?0
+			FROM changed
+			ON CONFLICT (idempotency_key) DO NOTHING
+			RETURNING user_id, event, properties, idempotency_key
+		), pushes AS (
+			INSERT INTO bucket_event_outbox (event_key, payload, additional_metadata, idempotency_key, created_at, available_at)
+			SELECT event, jsonb_build_object('userId', user_id, 'userEmail', '', 'properties', properties),
+				jsonb_build_object('bucketId', '%[1]s', 'userId', user_id, 'transition', '%[3]s', 'idempotencyKey', idempotency_key),
+				idempotency_key, ?0, ?0
+			FROM events
+			RETURNING 1
+		)
+		SELECT count(*) FROM pushes`, bucketID, bucketName, transition, props)
 }
 
 // BenchmarkSweep compares one reconcile sweep of the benchmark buckets
