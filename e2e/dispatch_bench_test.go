@@ -16,8 +16,8 @@ import (
 
 	"github.com/bucketworker/bucket-worker/db"
 	"github.com/bucketworker/bucket-worker/db/dbtest"
-	"github.com/bucketworker/bucket-worker/tasks/benchreport"
 	"github.com/bucketworker/bucket-worker/tasks"
+	"github.com/bucketworker/bucket-worker/tasks/benchreport"
 )
 
 // BenchmarkDispatch measures the outbox dispatcher pushing 20 000
