@@ -97,8 +97,8 @@ func Explain(ctx context.Context, d *Deps, userID, bucketID string) (Explanation
 		ex.Member = true
 		ex.Membership = &MembershipView{ID: m.ID, EnteredAt: m.EnteredAt, EntryCount: m.EntryCount, Source: deref(m.Source),
 			ExpiresAt: m.ExpiresAt, MaxDwellAt: m.MaxDwellAt}
-		if until := m.EnteredAt.Add(b.MinDwell.Std()); !b.MinDwell.IsZero() && now.Before(until) {
-			ex.Membership.MinDwellUntil = &until
+		if heldByMinDwell(b, m.EnteredAt, now) {
+			ex.Membership.MinDwellUntil = ptr(m.EnteredAt.Add(b.MinDwell.Std()))
 		}
 	}
 	return ex, x.next(b)

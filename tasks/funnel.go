@@ -169,9 +169,8 @@ type leaveSpec struct {
 // their own epoch. Rows another writer ended or replaced are skipped.
 func leave(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, members []db.Membership, spec leaveSpec, now time.Time) (Outcome, error) {
 	var going, deferred []string
-	minDwell := b.MinDwell.Std()
 	for _, m := range members {
-		if minDwell > 0 && now.Sub(m.EnteredAt) < minDwell {
+		if heldByMinDwell(b, m.EnteredAt, now) {
 			deferred = append(deferred, m.ID)
 		} else {
 			going = append(going, m.ID)
@@ -179,7 +178,7 @@ func leave(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, members 
 	}
 	var out Outcome
 	var err error
-	if out.Deferred, err = db.DeferLeaves(ctx, tx, deferred, minDwell); err != nil {
+	if out.Deferred, err = db.DeferLeaves(ctx, tx, deferred, b.MinDwell.Std()); err != nil {
 		return Outcome{}, err
 	}
 	if len(going) == 0 {
@@ -198,6 +197,13 @@ func leave(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, members 
 		return Outcome{}, err
 	}
 	return out, nil
+}
+
+// heldByMinDwell reports whether a member who entered at enteredAt is still
+// inside the bucket's minimum dwell at now: a leave then is deferred
+// (contract §5.5 step 1).
+func heldByMinDwell(b *buckets.Bucket, enteredAt, now time.Time) bool {
+	return !b.MinDwell.IsZero() && now.Sub(enteredAt) < b.MinDwell.Std()
 }
 
 // transitionBatch is an empty batch of the events of one kind of

@@ -249,10 +249,9 @@ func (s *sweep) criteriaLeaves(ctx context.Context) error {
 // many left.
 func (s *sweep) leaveAll(ctx context.Context, members []db.Membership, spec leaveSpec) (int, error) {
 	if s.dryRun {
-		minDwell := s.b.MinDwell.Std()
 		n := 0
 		for _, m := range members {
-			if minDwell == 0 || s.now.Sub(m.EnteredAt) >= minDwell {
+			if !heldByMinDwell(s.b, m.EnteredAt, s.now) {
 				n++
 				s.sample(m.UserID)
 			}
