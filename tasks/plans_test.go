@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -131,11 +132,11 @@ func (h *planHook) BeforeQuery(ctx context.Context, e *bun.QueryEvent) context.C
 		})
 	}
 	err := explain("(ANALYZE, BUFFERS) ")
-	if err != errRollback && strings.Contains(fmt.Sprint(err), "lock timeout") {
+	if !errors.Is(err, errRollback) && strings.Contains(fmt.Sprint(err), "lock timeout") {
 		title += ", not run: its rows are locked by its own transaction"
 		err = explain("")
 	}
-	if err != errRollback {
+	if !errors.Is(err, errRollback) {
 		h.err = fmt.Errorf("explaining %s: %v", title, err)
 		return ctx
 	}
@@ -146,7 +147,7 @@ func (h *planHook) BeforeQuery(ctx context.Context, e *bun.QueryEvent) context.C
 
 func (h *planHook) AfterQuery(context.Context, *bun.QueryEvent) {}
 
-var errRollback = fmt.Errorf("rolled back")
+var errRollback = errors.New("rolled back")
 
 // dbCaller names the function of the db package that runs the statement.
 func dbCaller() string {

@@ -65,7 +65,7 @@ func benchScale(b testing.TB) benchPopulation {
 func benchExec(b testing.TB, conn *bun.DB) func(query string, args ...any) {
 	return func(query string, args ...any) {
 		if _, err := conn.NewRaw(query, args...).Exec(context.Background()); err != nil {
-			b.Fatal(err)
+			b.Fatalf("%v\n%s", err, query)
 		}
 	}
 }
@@ -105,12 +105,7 @@ func benchDeps(b testing.TB, p benchPopulation, definitions fstest.MapFS) *Deps 
 }
 
 func seedBenchPopulation(b testing.TB, conn *bun.DB, p benchPopulation) {
-	ctx := context.Background()
-	exec := func(query string, args ...any) {
-		if _, err := conn.NewRaw(query, args...).Exec(ctx); err != nil {
-			b.Fatalf("seeding: %v\n%s", err, query)
-		}
-	}
+	exec := benchExec(b, conn)
 	// Load the events without their secondary indexes, then build those
 	// again from the migrations' own statements.
 	indexes := userEventIndexes(b)
