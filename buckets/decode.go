@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"math"
 	"path"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -138,6 +139,9 @@ func readFile(fsys fs.FS, file, ext string, report *Report) []*Node {
 	}
 }
 
+// jsonNumber is the syntax of a JSON number.
+var jsonNumber = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$`)
+
 func resolveAlias(y *yaml.Node) *yaml.Node {
 	for y.Kind == yaml.AliasNode && y.Alias != nil {
 		y = y.Alias
@@ -243,12 +247,18 @@ func (n *Node) Int() (int64, bool) {
 	return 0, false
 }
 
-// Scalar decodes a JSON scalar: a string, a finite number (float64) or a
-// boolean. Null, objects and lists are errors.
+// Scalar decodes a JSON scalar: a string, a number (float64, as Double
+// reads it: a number beyond the double range is ±Inf) or a boolean. Null,
+// NaN, objects and lists are errors.
 func (n *Node) Scalar() (any, bool) {
 	if n.y.Kind == yaml.ScalarNode {
 		switch n.y.ShortTag() {
 		case "!!str":
+			// YAML resolves a plain number it cannot hold in a float64, such
+			// as 1e309, as a string; JSON and JavaScript read it as ±Infinity.
+			if n.y.Style == 0 && jsonNumber.MatchString(n.y.Value) {
+				return Double(n.y.Value), true
+			}
 			return n.y.Value, true
 		case "!!bool":
 			var b bool
@@ -257,12 +267,12 @@ func (n *Node) Scalar() (any, bool) {
 			}
 		case "!!int", "!!float":
 			var f float64
-			if n.y.Decode(&f) == nil && !math.IsNaN(f) && !math.IsInf(f, 0) {
+			if n.y.Decode(&f) == nil && !math.IsNaN(f) {
 				return f, true
 			}
 		}
 	}
-	n.Errorf("must be a string, a finite number or a boolean")
+	n.Errorf("must be a string, a number or a boolean")
 	return nil, false
 }
 

@@ -81,18 +81,26 @@ func (c *compiler) condition(cond buckets.Condition) string {
 	panic(fmt.Sprintf("db: unknown condition type %T", cond))
 }
 
-// property compiles a property leg. Comparisons follow JSON types: jsonb
-// equality is type-strict with 1 = 1.0, and ordering and contains apply
-// only to numbers and strings, guarded by CASE so a cast never fails.
+// property compiles a property leg. Comparisons follow JSON types: strings
+// and booleans by jsonb equality, which is type-strict; numbers as doubles
+// (bucket_worker_double, contract §3.1), so 5.0000000000000001 = 5 as in
+// Go and JavaScript. Ordering and contains apply only to numbers and
+// strings, and a leg on any other type is false, never NULL.
 func (c *compiler) property(p *buckets.PropertyCondition) string {
 	props := c.subject.Properties
-	value := func() string { return c.arg(p.Property) }
+	key := func() string { return c.arg(p.Property) }
 	exists := func() string {
-		return fmt.Sprintf("coalesce(jsonb_typeof(%s -> %s) <> 'null', false)", props, value())
+		return fmt.Sprintf("coalesce(jsonb_typeof(%s -> %s) <> 'null', false)", props, key())
 	}
-	jsonValue := func() string {
-		b, _ := json.Marshal(p.Value) // a string, float64 or bool
-		return c.arg(string(b)) + "::jsonb"
+	compare := func(op string) string {
+		return fmt.Sprintf("coalesce(bucket_worker_double(%s -> %s) %s %s::float8, false)", props, key(), op, c.arg(p.Value))
+	}
+	equal := func() string {
+		if _, number := p.Value.(float64); number {
+			return compare("=")
+		}
+		b, _ := json.Marshal(p.Value) // a string or a bool
+		return fmt.Sprintf("coalesce((%s -> %s) = %s::jsonb, false)", props, key(), c.arg(string(b)))
 	}
 	switch p.Operator {
 	case buckets.PropExists:
@@ -100,16 +108,14 @@ func (c *compiler) property(p *buckets.PropertyCondition) string {
 	case buckets.PropNotExists:
 		return "NOT " + exists()
 	case buckets.PropEq:
-		return fmt.Sprintf("coalesce((%s -> %s) = %s, false)", props, value(), jsonValue())
+		return equal()
 	case buckets.PropNeq:
-		return fmt.Sprintf("NOT coalesce((%s -> %s) = %s, false)", props, value(), jsonValue())
+		return "NOT " + equal()
 	case buckets.PropGt, buckets.PropGte, buckets.PropLt, buckets.PropLte:
-		op := map[buckets.PropertyOperator]string{buckets.PropGt: ">", buckets.PropGte: ">=", buckets.PropLt: "<", buckets.PropLte: "<="}[p.Operator]
-		return fmt.Sprintf("CASE WHEN jsonb_typeof(%s -> %s) = 'number' THEN (%s ->> %s)::numeric %s %s::numeric ELSE false END",
-			props, value(), props, value(), op, c.arg(p.Value))
+		return compare(map[buckets.PropertyOperator]string{buckets.PropGt: ">", buckets.PropGte: ">=", buckets.PropLt: "<", buckets.PropLte: "<="}[p.Operator])
 	case buckets.PropContains:
 		return fmt.Sprintf("CASE WHEN jsonb_typeof(%s -> %s) = 'string' THEN strpos(%s ->> %s, %s) > 0 ELSE false END",
-			props, value(), props, value(), c.arg(p.Value))
+			props, key(), props, key(), c.arg(p.Value))
 	}
 	panic(fmt.Sprintf("db: unknown property operator %q", p.Operator))
 }

@@ -114,6 +114,26 @@ var conformanceCases = []conformanceCase{
 	{"properties not an object", `{"type":"property","property":"a","operator":"exists"}`, `[1,2]`, nil, false},
 	{"unicode value", `{"type":"property","property":"city","operator":"eq","value":"Zürich"}`, `{"city":"Zürich"}`, nil, true},
 
+	// Numbers are IEEE-754 doubles, as JavaScript reads JSON (§3.1).
+	{"eq rounds to the same double", `{"type":"property","property":"n","operator":"eq","value":5}`, `{"n":5.0000000000000001}`, nil, true},
+	{"neq rounds to the same double", anchored(`{"type":"property","property":"n","operator":"neq","value":5}`), `{"anchor":1,"n":5.0000000000000001}`, nil, false},
+	{"eq beyond 2^53", `{"type":"property","property":"n","operator":"eq","value":9007199254740992}`, `{"n":9007199254740993}`, nil, true},
+	{"criteria value beyond 2^53", `{"type":"property","property":"n","operator":"eq","value":9007199254740993}`, `{"n":9007199254740992}`, nil, true},
+	{"gte beyond 2^53", `{"type":"property","property":"n","operator":"gt","value":9007199254740992}`, `{"n":9007199254740993}`, nil, false},
+	{"distinct doubles differ", `{"type":"property","property":"n","operator":"eq","value":0.1}`, `{"n":0.10000000000000002}`, nil, false},
+	{"gt beyond the double range", `{"type":"property","property":"n","operator":"gt","value":1e308}`, `{"n":1e309}`, nil, true},
+	{"lt below the double range", `{"type":"property","property":"n","operator":"lt","value":-1e308}`, `{"n":-1e309}`, nil, true},
+	{"Infinity equals Infinity", `{"type":"property","property":"n","operator":"eq","value":1e309}`, `{"n":2e400}`, nil, true},
+	{"largest double is not Infinity", `{"type":"property","property":"n","operator":"eq","value":1e309}`, `{"n":1.7976931348623157e308}`, nil, false},
+	{"lte Infinity", `{"type":"property","property":"n","operator":"lte","value":1e309}`, `{"n":1.7976931348623157e308}`, nil, true},
+	{"halfway past the largest double is Infinity", `{"type":"property","property":"n","operator":"eq","value":1e309}`, `{"n":179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792}`, nil, true},
+	{"just under halfway is the largest double", `{"type":"property","property":"n","operator":"eq","value":1.7976931348623157e308}`, `{"n":1.7976931348623158e308}`, nil, true},
+	{"underflow is zero", `{"type":"property","property":"n","operator":"eq","value":0}`, `{"n":1e-400}`, nil, true},
+	{"least subnormal", `{"type":"property","property":"n","operator":"gt","value":0}`, `{"n":4e-324}`, nil, true},
+	{"out-of-range number hides no other property", `{"type":"composite","operator":"and","conditions":[{"type":"property","property":"plan","operator":"eq","value":"pro"},{"type":"property","property":"score","operator":"gte","value":2}]}`,
+		`{"big":1e309,"plan":"pro","score":3}`, nil, true},
+	{"number is not a numeric string", `{"type":"property","property":"n","operator":"gt","value":1}`, `{"n":"1e309"}`, nil, false},
+
 	// Nested and/or.
 	{"and all true", `{"type":"composite","operator":"and","conditions":[{"type":"property","property":"plan","operator":"eq","value":"trial"},{"type":"event","eventName":"a","check":"exists","within":"1d"}]}`, `{"plan":"trial"}`, []ago{{"a", time.Hour}}, true},
 	{"and one false", `{"type":"composite","operator":"and","conditions":[{"type":"property","property":"plan","operator":"eq","value":"trial"},{"type":"event","eventName":"a","check":"exists","within":"1d"}]}`, `{"plan":"trial"}`, []ago{{"a", 2 * day}}, false},
@@ -166,10 +186,7 @@ func TestConformance(t *testing.T) {
 
 			mem := buckets.MemoryFacts{Properties: buckets.Properties{}}
 			if tc.props != "" {
-				props := map[string]any{}
-				if json.Unmarshal([]byte(tc.props), &props) == nil {
-					mem.Properties = props
-				}
+				mem.Properties = buckets.DecodeProperties([]byte(tc.props))
 				require.NoError(t, db.InsertContact(ctx, conn, &db.Contact{ExternalID: &user, Properties: json.RawMessage(tc.props)}))
 			}
 			var rows []db.UserEvent

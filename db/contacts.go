@@ -31,16 +31,11 @@ type Contact struct {
 	UpdatedAt      time.Time       `bun:"updated_at,nullzero,notnull,default:now()"`
 }
 
-// PropertyMap decodes the contact's properties. Anything but a JSON object
-// reads as no properties.
-func (c *Contact) PropertyMap() map[string]any {
-	props := map[string]any{}
-	if len(c.Properties) > 0 {
-		if err := json.Unmarshal(c.Properties, &props); err != nil {
-			return map[string]any{}
-		}
-	}
-	return props
+// PropertyMap decodes the contact's properties as Hogsend reads them
+// (buckets.DecodeProperties): a number beyond the double range is ±Inf and
+// hides nothing else. Anything but a JSON object reads as no properties.
+func (c *Contact) PropertyMap() buckets.Properties {
+	return buckets.DecodeProperties(c.Properties)
 }
 
 // ContactByUser returns the user's contact, soft-deleted or not (the live
