@@ -21,30 +21,103 @@ type Facts interface {
 // Evaluate reports whether the criteria hold for the user described by f at
 // the instant now. Composites stop at the first child that decides them.
 func Evaluate(ctx context.Context, c Condition, now time.Time, f Facts) (bool, error) {
+	return evaluate(ctx, c, "criteria", now, f, nil)
+}
+
+// Trace is what an evaluation observed: every leaf of the criteria with
+// the value it read, and every and/or with the children that decided it,
+// in evaluation order (children before their composite).
+type Trace struct {
+	Leaves   []LeafTrace
+	Branches []BranchTrace
+}
+
+// LeafTrace is one leaf of a traced evaluation.
+type LeafTrace struct {
+	// Path is where the leaf sits: criteria, criteria.conditions[1], …
+	Path      string
+	Condition Condition
+	// Present and Value are what a property leg read: whether the key is
+	// present, and its value (nil for JSON null).
+	Present bool
+	Value   any
+	// Count and Cutoff are what an event leg read: the matching events at
+	// or after Cutoff (the zero time without a window).
+	Count  int64
+	Cutoff time.Time
+	Result bool
+}
+
+// BranchTrace is one and/or of a traced evaluation with its result and the
+// children that decided it: for an and the false ones, for an or the true
+// ones, or every child when none was decisive.
+type BranchTrace struct {
+	Path      string
+	Operator  LogicOperator
+	Result    bool
+	DecidedBy []string
+}
+
+// Explain evaluates the criteria as Evaluate does, with the same answer,
+// but visits every child of every composite and returns the trace of what
+// it observed: the explanation of a verdict is the evaluation itself.
+func Explain(ctx context.Context, c Condition, now time.Time, f Facts) (bool, Trace, error) {
+	var t Trace
+	holds, err := evaluate(ctx, c, "criteria", now, f, &t)
+	return holds, t, err
+}
+
+// evaluate is the one evaluator: with trace nil it short-circuits, with a
+// trace it visits and records every node.
+func evaluate(ctx context.Context, c Condition, path string, now time.Time, f Facts, trace *Trace) (bool, error) {
 	switch c := c.(type) {
 	case *PropertyCondition:
 		v, present := f.Property(c.Property)
-		return c.Holds(v, present), nil
+		result := c.Holds(v, present)
+		if trace != nil {
+			trace.Leaves = append(trace.Leaves, LeafTrace{Path: path, Condition: c, Present: present, Value: v, Result: result})
+		}
+		return result, nil
 	case *EventCondition:
-		n, err := f.CountEvents(ctx, c.EventName, c.Cutoff(now))
+		cutoff := c.Cutoff(now)
+		n, err := f.CountEvents(ctx, c.EventName, cutoff)
 		if err != nil {
 			return false, fmt.Errorf("counting %q events: %w", c.EventName, err)
 		}
-		return c.HoldsForCount(n), nil
+		result := c.HoldsForCount(n)
+		if trace != nil {
+			trace.Leaves = append(trace.Leaves, LeafTrace{Path: path, Condition: c, Count: n, Cutoff: cutoff, Result: result})
+		}
+		return result, nil
 	case *Composite:
-		for _, child := range c.Conditions {
-			ok, err := Evaluate(ctx, child, now, f)
+		// and is decided by a false child, or by a true one.
+		decisive := c.Operator == Or
+		var decidedBy, paths []string
+		for i, child := range c.Conditions {
+			childPath := fmt.Sprintf("%s.conditions[%d]", path, i)
+			ok, err := evaluate(ctx, child, childPath, now, f, trace)
 			if err != nil {
 				return false, err
 			}
-			if c.Operator == And && !ok {
-				return false, nil
-			}
-			if c.Operator == Or && ok {
-				return true, nil
+			paths = append(paths, childPath)
+			if ok == decisive {
+				if trace == nil {
+					return decisive, nil
+				}
+				decidedBy = append(decidedBy, childPath)
 			}
 		}
-		return c.Operator == And, nil
+		result := !decisive
+		if len(decidedBy) > 0 {
+			result = decisive
+		}
+		if trace != nil {
+			if decidedBy == nil {
+				decidedBy = paths
+			}
+			trace.Branches = append(trace.Branches, BranchTrace{Path: path, Operator: c.Operator, Result: result, DecidedBy: decidedBy})
+		}
+		return result, nil
 	}
 	return false, fmt.Errorf("unknown condition type %T", c)
 }

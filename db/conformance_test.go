@@ -205,6 +205,13 @@ func TestConformance(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, tc.want, overDB, "Go evaluator over the database")
 
+			// explain is the trace of the same evaluator: its verdict is the
+			// answer, and every leaf's result follows from what it observed.
+			explained, trace, err := buckets.Explain(ctx, criteria, conformanceNow, db.UserFacts{IDB: conn, UserID: user, Properties: mem.Properties})
+			require.NoError(t, err)
+			require.Equal(t, tc.want, explained, "explain")
+			requireTraceConsistent(t, trace)
+
 			subject := db.Subject{UserID: "u.user_id", Properties: "c.properties"}
 			sqlHolds := func(p db.Predicate) bool {
 				var holds bool
@@ -230,4 +237,20 @@ func loadCriteria(t *testing.T, criteria string) buckets.Condition {
 	require.NoError(t, report.Err())
 	require.Len(t, bs, 1)
 	return bs[0].Criteria
+}
+
+// requireTraceConsistent checks that each traced leaf's result is what its
+// condition gives for the value or count it observed.
+func requireTraceConsistent(t *testing.T, trace buckets.Trace) {
+	t.Helper()
+	require.NotEmpty(t, trace.Leaves)
+	for _, l := range trace.Leaves {
+		switch c := l.Condition.(type) {
+		case *buckets.PropertyCondition:
+			require.Equal(t, c.Holds(l.Value, l.Present), l.Result, "leaf %s", l.Path)
+		case *buckets.EventCondition:
+			require.Equal(t, c.HoldsForCount(l.Count), l.Result, "leaf %s", l.Path)
+			require.Equal(t, c.Cutoff(conformanceNow), l.Cutoff, "leaf %s", l.Path)
+		}
+	}
 }

@@ -78,6 +78,9 @@ func TestDifferential(t *testing.T) {
 		for i, u := range users {
 			want, err := buckets.Evaluate(ctx, criteria, conformanceNow, u.facts)
 			require.NoError(t, err)
+			explained, _, err := buckets.Explain(ctx, criteria, conformanceNow, u.facts)
+			require.NoError(t, err)
+			require.Equal(t, want, explained, "explain's verdict is the evaluator's")
 			where := fmt.Sprintf("case %d (seed %d): %s\nuser %s: properties %s, events %s",
 				n, seed, buckets.String(criteria), u.id, u.props, u.describeEvents())
 			require.Equal(t, want, holds[u.id], "SQL compiler disagrees with the Go evaluator\n%s", where)

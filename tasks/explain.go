@@ -84,8 +84,7 @@ func Explain(ctx context.Context, d *Deps, userID, bucketID string) (Explanation
 		return ex, err
 	}
 	ex.Erased = erased
-	x := explainer{ctx: ctx, d: d, now: now, facts: db.UserFacts{IDB: d.DB, UserID: userID, Properties: u.Properties}, ex: &ex}
-	if ex.Verdict, err = x.node("criteria", b.Criteria); err != nil {
+	if err := explainCriteria(ctx, d, b, u, now, &ex); err != nil {
 		return ex, err
 	}
 	rows, err := db.ListMemberships(ctx, d.DB, db.MembershipFilter{UserID: userID, BucketID: b.ID, Status: db.StatusActive})
@@ -101,79 +100,46 @@ func Explain(ctx context.Context, d *Deps, userID, bucketID string) (Explanation
 			ex.Membership.MinDwellUntil = ptr(m.EnteredAt.Add(b.MinDwell.Std()))
 		}
 	}
-	return ex, x.next(b)
+	return ex, explainNext(ctx, d, b, now, &ex)
 }
 
-type explainer struct {
-	ctx   context.Context
-	d     *Deps
-	now   time.Time
-	facts db.UserFacts
-	ex    *Explanation
-}
-
-// node evaluates a condition without short-circuiting, so that every leaf
-// is shown, and records leaves and branches.
-func (x *explainer) node(path string, c buckets.Condition) (bool, error) {
-	switch c := c.(type) {
-	case *buckets.PropertyCondition:
-		v, present := x.facts.Property(c.Property)
-		result := c.Holds(v, present)
-		x.ex.Leaves = append(x.ex.Leaves, LeafVerdict{Path: path, Type: "property", Condition: buckets.String(c),
-			Observed: map[string]any{"present": present, "value": v, "jsonType": jsonType(v, present)}, Result: result})
-		return result, nil
-	case *buckets.EventCondition:
-		cutoff := c.Cutoff(x.now)
-		n, err := x.facts.CountEvents(x.ctx, c.EventName, cutoff)
-		if err != nil {
-			return false, err
-		}
-		newest, err := db.LatestUserEvent(x.ctx, x.d.DB, x.facts.UserID, c.EventName)
-		if err != nil {
-			return false, err
-		}
-		observed := map[string]any{"count": n, "cutoff": nil, "newest": newest}
-		if !cutoff.IsZero() {
-			observed["cutoff"] = cutoff
-		}
-		result := c.HoldsForCount(n)
-		x.ex.Leaves = append(x.ex.Leaves, LeafVerdict{Path: path, Type: "event", Condition: buckets.String(c),
-			Observed: observed, Result: result})
-		return result, nil
-	case *buckets.Composite:
-		results := make([]bool, len(c.Conditions))
-		paths := make([]string, len(c.Conditions))
-		for i, child := range c.Conditions {
-			paths[i] = fmt.Sprintf("%s.conditions[%d]", path, i)
-			r, err := x.node(paths[i], child)
-			if err != nil {
-				return false, err
-			}
-			results[i] = r
-		}
-		// and: false when any child is false (those decide); or: true when
-		// any child is true (those decide). Otherwise every child decided.
-		decisive := c.Operator == buckets.Or
-		result := !decisive
-		var decidedBy []string
-		for i, r := range results {
-			if r == decisive {
-				result = decisive
-				decidedBy = append(decidedBy, paths[i])
-			}
-		}
-		if decidedBy == nil {
-			decidedBy = paths
-		}
-		x.ex.Branches = append(x.ex.Branches, BranchVerdict{Path: path, Operator: string(c.Operator), Result: result, DecidedBy: decidedBy})
-		return result, nil
+// explainCriteria evaluates the criteria with buckets.Explain — the
+// evaluator every path uses — and records its trace: each leaf's observed
+// value (and, for an event leg, the user's latest such event) and each
+// branch.
+func explainCriteria(ctx context.Context, d *Deps, b *buckets.Bucket, u subject, now time.Time, ex *Explanation) error {
+	verdict, trace, err := buckets.Explain(ctx, b.Criteria, now, db.UserFacts{IDB: d.DB, UserID: ex.UserID, Properties: u.Properties})
+	if err != nil {
+		return err
 	}
-	return false, fmt.Errorf("explaining %T: unknown condition", c)
+	ex.Verdict = verdict
+	for _, l := range trace.Leaves {
+		leaf := LeafVerdict{Path: l.Path, Condition: buckets.String(l.Condition), Result: l.Result}
+		switch c := l.Condition.(type) {
+		case *buckets.PropertyCondition:
+			leaf.Type = "property"
+			leaf.Observed = map[string]any{"present": l.Present, "value": l.Value, "jsonType": jsonType(l.Value, l.Present)}
+		case *buckets.EventCondition:
+			newest, err := db.LatestUserEvent(ctx, d.DB, ex.UserID, c.EventName)
+			if err != nil {
+				return err
+			}
+			leaf.Type = "event"
+			leaf.Observed = map[string]any{"count": l.Count, "cutoff": nil, "newest": newest}
+			if !l.Cutoff.IsZero() {
+				leaf.Observed["cutoff"] = l.Cutoff
+			}
+		}
+		ex.Leaves = append(ex.Leaves, leaf)
+	}
+	for _, br := range trace.Branches {
+		ex.Branches = append(ex.Branches, BranchVerdict{Path: br.Path, Operator: string(br.Operator), Result: br.Result, DecidedBy: br.DecidedBy})
+	}
+	return nil
 }
 
-// next predicts the next sweep (contract §6.2 and §6.3).
-func (x *explainer) next(b *buckets.Bucket) error {
-	ex, now := x.ex, x.now
+// explainNext predicts the next sweep (contract §6.2 and §6.3).
+func explainNext(ctx context.Context, d *Deps, b *buckets.Bucket, now time.Time, ex *Explanation) error {
 	set := func(next, reason string, at *time.Time) { ex.Next, ex.NextReason, ex.NextAt = next, reason, at }
 	switch {
 	case ex.Erased:
@@ -197,13 +163,13 @@ func (x *explainer) next(b *buckets.Bucket) error {
 	case !b.TimeBased || !b.ReconcileJoins:
 		set("none", "the sweep does not join this bucket; the next event for the user does", nil)
 	default:
-		closed, err := joinPassClosed(x.ctx, x.d, b)
+		closed, err := joinPassClosed(ctx, d, b)
 		if err != nil {
 			return err
 		}
 		fired := false
 		for _, name := range b.EventNames {
-			at, err := db.LatestUserEvent(x.ctx, x.d.DB, ex.UserID, name)
+			at, err := db.LatestUserEvent(ctx, d.DB, ex.UserID, name)
 			if err != nil {
 				return err
 			}
