@@ -129,6 +129,13 @@ const liveMember = "m.status = 'active' AND m.deleted_at IS NULL AND " +
 // memberSubject evaluates criteria over a membership scan.
 var memberSubject = Subject{UserID: "m.user_id", Properties: "c.properties"}
 
+// membershipSubject evaluates criteria in a statement on bucket_memberships
+// alone (an UPDATE of memberships), reading the live contact's properties.
+var membershipSubject = Subject{
+	UserID:     "m.user_id",
+	Properties: "(SELECT c.properties FROM contacts AS c WHERE c.external_id = m.user_id AND c.deleted_at IS NULL)",
+}
+
 // CriteriaLeavers returns the bucket's active members, live users only,
 // for whom the criteria no longer hold at now, in row id order. It is the
 // SHOULD-LEAVE query of the sweep: the comparison runs in SQL.
@@ -333,10 +340,7 @@ func LeaveMemberships(ctx context.Context, idb bun.IDB, cas LeaveCAS) ([]Members
 			q = q.Where("m.expires_at = ?", *cas.ArmedExpiresAt)
 		}
 		if cas.Unless != nil {
-			pred := CompileNegation(cas.Unless, cas.Now, Subject{
-				UserID:     "m.user_id",
-				Properties: "(SELECT c.properties FROM contacts AS c WHERE c.external_id = m.user_id AND c.deleted_at IS NULL)",
-			})
+			pred := CompileNegation(cas.Unless, cas.Now, membershipSubject)
 			q = q.Where(pred.SQL, pred.Args...)
 		}
 		var rows []Membership
@@ -350,17 +354,22 @@ func LeaveMemberships(ctx context.Context, idb bun.IDB, cas LeaveCAS) ([]Members
 
 // DeferLeaves postpones the leaves of active members still inside their
 // minimum dwell: expires_at becomes entered_at + minDwell, which the
-// sweep's deferred pass picks up (contract §5.5 step 1).
-func DeferLeaves(ctx context.Context, idb bun.IDB, ids []string, minDwell time.Duration) (int, error) {
+// sweep's deferred pass picks up (contract §5.5 step 1). With unless set,
+// a member for whom those criteria hold again at now stays as they are.
+func DeferLeaves(ctx context.Context, idb bun.IDB, ids []string, minDwell time.Duration, unless buckets.Condition, now time.Time) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	res, err := idb.NewUpdate().TableExpr("bucket_memberships AS m").
+	q := idb.NewUpdate().TableExpr("bucket_memberships AS m").
 		TableExpr(rowIDs, pgdialect.Array(ids)).
 		Set("expires_at = m.entered_at + ? * interval '1 microsecond'", minDwell.Microseconds()).
 		Where("m.id = ids.id").
-		Where("m.status = 'active'").
-		Exec(ctx)
+		Where("m.status = 'active'")
+	if unless != nil {
+		pred := CompileNegation(unless, now, membershipSubject)
+		q = q.Where(pred.SQL, pred.Args...)
+	}
+	res, err := q.Exec(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("deferring %d leaves: %w", len(ids), err)
 	}
@@ -378,4 +387,48 @@ func MembershipByID(ctx context.Context, idb bun.IDB, id string) (*Membership, e
 		return nil, nil
 	}
 	return &rows[0], nil
+}
+
+// LockMemberships locks the rows of the ids that are still active
+// memberships, in id order, and returns them as they are now. Every path
+// that decides about a membership takes this lock first and re-reads what
+// it decides on in later statements, so that a decision is never applied
+// on a snapshot older than a commit it waited for (contract §5.3).
+func LockMemberships(ctx context.Context, idb bun.IDB, ids []string) ([]Membership, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	var rows []Membership
+	err := idb.NewSelect().Model(&rows).
+		TableExpr(rowIDs, pgdialect.Array(ids)).
+		Where("m.id = ids.id").
+		Where("m.status = 'active' AND m.deleted_at IS NULL").
+		OrderExpr("m.id").
+		For("UPDATE OF m").
+		Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("locking %d memberships: %w", len(ids), err)
+	}
+	return rows, nil
+}
+
+// LockUserMemberships locks the user's active memberships of the buckets,
+// in bucket order, and returns them: the real-time paths take this lock
+// before they evaluate the user (contract §5.3).
+func LockUserMemberships(ctx context.Context, idb bun.IDB, userID string, bucketIDs []string) ([]Membership, error) {
+	if len(bucketIDs) == 0 {
+		return nil, nil
+	}
+	var rows []Membership
+	err := idb.NewSelect().Model(&rows).
+		Where("m.user_id = ?", userID).
+		Where("m.bucket_id = ANY(?)", pgdialect.Array(bucketIDs)).
+		Where("m.status = 'active' AND m.deleted_at IS NULL").
+		OrderExpr("m.bucket_id").
+		For("UPDATE OF m").
+		Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("locking the memberships of user %q: %w", userID, err)
+	}
+	return rows, nil
 }

@@ -41,19 +41,53 @@ func (c *Contact) PropertyMap() buckets.Properties {
 // ContactByUser returns the user's contact, soft-deleted or not (the live
 // one first), or nil when the user has none.
 func ContactByUser(ctx context.Context, idb bun.IDB, userID string) (*Contact, error) {
+	return contactByUser(ctx, idb, userID, false)
+}
+
+// LockContactByUser is ContactByUser that also locks the user's contacts
+// until the transaction ends: the per-user lock of an evaluation that does
+// not write the contact itself (contract §5.3).
+func LockContactByUser(ctx context.Context, idb bun.IDB, userID string) (*Contact, error) {
+	return contactByUser(ctx, idb, userID, true)
+}
+
+func contactByUser(ctx context.Context, idb bun.IDB, userID string, lock bool) (*Contact, error) {
 	var rows []Contact
-	err := idb.NewSelect().Model(&rows).
+	q := idb.NewSelect().Model(&rows).
 		Where("c.external_id = ?", userID).
 		OrderExpr("c.deleted_at IS NOT NULL, c.updated_at DESC").
-		Limit(1).
-		Scan(ctx)
-	if err != nil {
+		Limit(1)
+	if lock {
+		q = q.For("NO KEY UPDATE")
+	}
+	if err := q.Scan(ctx); err != nil {
 		return nil, fmt.Errorf("reading the contact of user %q: %w", userID, err)
 	}
 	if len(rows) == 0 {
 		return nil, nil
 	}
 	return &rows[0], nil
+}
+
+// LockContacts takes a shared lock on the live contacts of the users, in
+// contacts.id order, until the transaction ends. A join chosen outside the
+// joining transaction (the sweep's join pass, a backfill) takes it before
+// it re-checks the criteria: an ingest holds the contact's row lock from
+// its upsert to its commit, so the re-check sees what the ingest stored
+// (contract §5.3).
+func LockContacts(ctx context.Context, idb bun.IDB, userIDs []string) error {
+	if len(userIDs) == 0 {
+		return nil
+	}
+	_, err := idb.NewSelect().TableExpr("contacts AS c").ColumnExpr("1").
+		Where("c.external_id = ANY(?) AND c.deleted_at IS NULL", pgdialect.Array(userIDs)).
+		OrderExpr("c.id").
+		For("SHARE").
+		Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("locking the contacts of %d users: %w", len(userIDs), err)
+	}
+	return nil
 }
 
 // InsertContact inserts a contact row as given.
@@ -179,4 +213,37 @@ func EraseUser(ctx context.Context, idb bun.IDB, userID string, now time.Time) (
 	n, _ = res.RowsAffected()
 	e.Memberships = int(n)
 	return e, nil
+}
+
+// UserVerdict is what EvaluateUsers found for one user.
+type UserVerdict struct {
+	UserID string `bun:"user_id"`
+	// Erased is true for a user whose only contacts are soft-deleted.
+	Erased bool `bun:"erased"`
+	// Holds is whether the criteria hold at now, with the live contact's
+	// properties (none for a user without one).
+	Holds bool `bun:"holds"`
+}
+
+// EvaluateUsers evaluates the criteria at now for each user in one
+// statement, the set-based form of buckets.Evaluate (the conformance
+// suite holds the two together), and says which users are erased.
+func EvaluateUsers(ctx context.Context, idb bun.IDB, criteria buckets.Condition, now time.Time, userIDs []string) (map[string]UserVerdict, error) {
+	pred := CompileCriteria(criteria, now, Subject{UserID: "u.user_id", Properties: "c.properties"})
+	var rows []UserVerdict
+	err := idb.NewSelect().
+		TableExpr("unnest(?::text[]) AS u(user_id)", pgdialect.Array(userIDs)).
+		Join("LEFT JOIN contacts AS c ON c.external_id = u.user_id AND c.deleted_at IS NULL").
+		ColumnExpr("u.user_id").
+		ColumnExpr("c.id IS NULL AND EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = u.user_id AND d.deleted_at IS NOT NULL) AS erased").
+		ColumnExpr(pred.SQL+" AS holds", pred.Args...).
+		Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("evaluating %d users: %w", len(userIDs), err)
+	}
+	out := make(map[string]UserVerdict, len(rows))
+	for _, r := range rows {
+		out[r.UserID] = r
+	}
+	return out, nil
 }

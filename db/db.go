@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/uptrace/bun"
@@ -46,4 +47,11 @@ func newConnector(url string) (c *pgdriver.Connector, err error) {
 		}
 	}()
 	return pgdriver.NewConnector(pgdriver.WithReadTimeout(0), pgdriver.WithDSN(url)), nil
+}
+
+// IsDeadlock reports whether err is Postgres aborting a transaction to
+// break a deadlock (SQLSTATE 40P01): the transaction may simply run again.
+func IsDeadlock(err error) bool {
+	var pgErr pgdriver.Error
+	return errors.As(err, &pgErr) && pgErr.Field('C') == "40P01"
 }

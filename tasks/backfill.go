@@ -224,9 +224,6 @@ func Backfill(ctx context.Context, d *Deps, in BackfillInput) (BackfillOutput, e
 	out.Status = db.JobCompleted
 	d.Logger.InfoContext(ctx, "bucket backfilled", slog.String("bucket_id", b.ID), slog.String("mode", in.Mode),
 		slog.Int("joined", out.Joined), slog.Int("left", out.Left))
-	if out.Left > 0 {
-		flushSoon(ctx, d)
-	}
 	return out, nil
 }
 

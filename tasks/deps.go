@@ -30,8 +30,9 @@ type Deps struct {
 	// Hatchet receives the outbox's pushes and run cancellations; nil when
 	// no Hatchet server is configured, and pushes then stay pending.
 	Hatchet Hatchet
-	// Dispatcher is the running worker's outbox dispatcher, which frequent
-	// task runs wake instead of dispatching themselves; nil outside run.
+	// Dispatcher sends the outbox after each commit of transitions: in the
+	// background in a running worker, inline in a command; nil when there
+	// is no Hatchet.
 	Dispatcher *Dispatcher
 	// EnqueueBackfill starts a bucket-backfill run without waiting; nil
 	// outside a running worker, where nothing is enqueued (contract §8).

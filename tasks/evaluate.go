@@ -22,14 +22,22 @@ type subject struct {
 
 // evaluateUser evaluates each candidate bucket for the user inside tx —
 // event counts see the transaction's own writes — and joins or leaves
-// where the verdict and the membership disagree. The candidates are
-// switched on (see switchedOn): it uses no connection but tx.
+// where the verdict and the membership disagree. The caller holds the
+// user's contact lock (the ingest's upsert, or liveSubject with lock); the
+// user's memberships of the candidates are locked here before anything is
+// evaluated, so every statement of the evaluation sees the commits of the
+// paths it waited for (contract §5.3). The candidates are switched on (see
+// switchedOn): it uses no connection but tx.
 func evaluateUser(ctx context.Context, tx bun.IDB, d *Deps, u subject, candidates []*buckets.Bucket, source string, now time.Time) (Outcome, error) {
 	var out Outcome
 	if len(candidates) == 0 {
 		return out, nil
 	}
-	rows, err := db.ListMemberships(ctx, tx, db.MembershipFilter{UserID: u.UserID, Status: db.StatusActive})
+	ids := make([]string, len(candidates))
+	for i, b := range candidates {
+		ids[i] = b.ID
+	}
+	rows, err := db.LockUserMemberships(ctx, tx, u.UserID, ids)
 	if err != nil {
 		return out, err
 	}
@@ -60,11 +68,22 @@ func evaluateUser(ctx context.Context, tx bun.IDB, d *Deps, u subject, candidate
 }
 
 // liveSubject reads the user's contact inside tx: the subject to evaluate,
-// or erased true when the user's only contacts are soft-deleted.
-func liveSubject(ctx context.Context, tx bun.IDB, userID, email string) (u subject, erased bool, err error) {
-	c, err := db.ContactByUser(ctx, tx, userID)
-	if err != nil || c != nil && c.DeletedAt != nil {
-		return subject{}, err == nil, err
+// or erased true when the user's only contacts are soft-deleted. It locks
+// the contact until tx ends: the per-user lock of an evaluation that does
+// not upsert the contact (contract §5.3).
+func liveSubject(ctx context.Context, tx bun.Tx, userID, email string) (u subject, erased bool, err error) {
+	c, err := db.LockContactByUser(ctx, tx, userID)
+	return contactSubject(userID, email, c, err)
+}
+
+// contactSubject is the subject of a user whose contact was read as c
+// (nil for none), or erased true when c is soft-deleted.
+func contactSubject(userID, email string, c *db.Contact, err error) (u subject, erased bool, _ error) {
+	switch {
+	case err != nil:
+		return subject{}, false, err
+	case c != nil && c.DeletedAt != nil:
+		return subject{}, true, nil
 	}
 	return subjectOf(userID, email, c), false, nil
 }
@@ -95,6 +114,20 @@ func switchedOn(ctx context.Context, d *Deps, bs []*buckets.Bucket) ([]*buckets.
 		if enabled {
 			on = append(on, b)
 		}
+	}
+	return on, nil
+}
+
+// switchedOnIDs reads the runtime switch of each bucket id. Like
+// switchedOn, call it before opening a transaction.
+func switchedOnIDs(ctx context.Context, d *Deps, ids []string) (map[string]bool, error) {
+	on := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		enabled, err := d.Switch.Enabled(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		on[id] = enabled
 	}
 	return on, nil
 }

@@ -91,7 +91,7 @@ func Expire(ctx context.Context, d *Deps, a ArmedExpiry) (ExpiryResult, error) {
 	}
 	now := d.Now()
 	var res ExpiryResult
-	out, err := transact(ctx, d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+	_, err = transact(ctx, d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
 		var out Outcome
 		var err error
 		res, out, err = expireInTx(ctx, tx, d, b, a, now)
@@ -100,19 +100,23 @@ func Expire(ctx context.Context, d *Deps, a ArmedExpiry) (ExpiryResult, error) {
 	if err != nil {
 		return ExpiryResult{}, fmt.Errorf("expiring membership %s of bucket %q: %w", a.RowID, a.BucketID, err)
 	}
-	if len(out.Transitions) > 0 {
-		flushSoon(ctx, d)
-	}
 	return res, nil
 }
 
-func expireInTx(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, a ArmedExpiry, now time.Time) (ExpiryResult, Outcome, error) {
+// expireInTx takes the user's locks before it reads anything it decides
+// on — the contact, then the armed membership row (contract §5.3) — so a
+// member who re-qualified while the timer slept or waited stays.
+func expireInTx(ctx context.Context, tx bun.Tx, d *Deps, b *buckets.Bucket, a ArmedExpiry, now time.Time) (ExpiryResult, Outcome, error) {
 	u, erased, err := liveSubject(ctx, tx, a.UserID, a.UserEmail)
 	if err != nil {
 		return ExpiryResult{}, Outcome{}, err
 	}
 	if erased {
 		return ExpiryResult{Status: "skipped", Reason: SkipDeleted}, Outcome{}, nil
+	}
+	locked, err := db.LockMemberships(ctx, tx, []string{a.RowID})
+	if err != nil {
+		return ExpiryResult{}, Outcome{}, err
 	}
 	holds, err := buckets.Evaluate(ctx, b.Criteria, now, db.UserFacts{IDB: tx, UserID: u.UserID, Properties: u.Properties})
 	if err != nil {
@@ -121,16 +125,11 @@ func expireInTx(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, a A
 	if holds {
 		return ExpiryResult{Status: "skipped", Reason: SkipStillMember}, Outcome{}, nil
 	}
-	m, err := db.MembershipByID(ctx, tx, a.RowID)
-	if err != nil {
-		return ExpiryResult{}, Outcome{}, err
-	}
-	if m == nil || m.BucketID != b.ID || m.UserID != a.UserID || m.Status != db.StatusActive ||
-		m.ExpiresAt == nil || !m.ExpiresAt.Equal(a.ExpiresAt) {
+	if len(locked) == 0 || !armedBy(locked[0], b, a) {
 		return ExpiryResult{Status: "skipped", Reason: SkipReArmed}, Outcome{}, nil
 	}
-	out, err := leave(ctx, tx, d, b, []db.Membership{*m},
-		leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, ArmedExpiresAt: &a.ExpiresAt}, now)
+	out, err := leave(ctx, tx, d, b, locked,
+		leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: b.Criteria, ArmedExpiresAt: &a.ExpiresAt}, now)
 	switch {
 	case err != nil:
 		return ExpiryResult{}, Outcome{}, err
@@ -140,4 +139,10 @@ func expireInTx(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, a A
 		return ExpiryResult{Status: "skipped", Reason: SkipReArmed}, out, nil
 	}
 	return ExpiryResult{Status: "left", RowID: a.RowID}, out, nil
+}
+
+// armedBy reports whether the active membership m is still the one the
+// timer a was armed for: same bucket and user, same expires_at.
+func armedBy(m db.Membership, b *buckets.Bucket, a ArmedExpiry) bool {
+	return m.BucketID == b.ID && m.UserID == a.UserID && m.ExpiresAt != nil && m.ExpiresAt.Equal(a.ExpiresAt)
 }

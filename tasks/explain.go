@@ -79,7 +79,8 @@ func Explain(ctx context.Context, d *Deps, userID, bucketID string) (Explanation
 	if ex.RuntimeEnabled, err = d.Switch.Enabled(ctx, b.ID); err != nil {
 		return ex, err
 	}
-	u, erased, err := liveSubject(ctx, d.DB, userID, "")
+	c, err := db.ContactByUser(ctx, d.DB, userID)
+	u, erased, err := contactSubject(userID, "", c, err)
 	if err != nil {
 		return ex, err
 	}

@@ -52,12 +52,18 @@ type Outcome struct {
 	Deferred int
 	// Exited are the journey runs the emitted events ended.
 	Exited []db.JourneyState
+	// Pushes counts the outbox rows the transaction wrote.
+	Pushes int
+	// Dispatched counts the pushes afterCommit sent inline.
+	Dispatched int
 }
 
 func (o *Outcome) add(other Outcome) {
 	o.Transitions = append(o.Transitions, other.Transitions...)
 	o.Deferred += other.Deferred
 	o.Exited = append(o.Exited, other.Exited...)
+	o.Pushes += other.Pushes
+	o.Dispatched += other.Dispatched
 }
 
 // joinSpec says where joins come from and how they are made.
@@ -86,6 +92,18 @@ func join(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, users []d
 	}
 	if !b.MaxDwell.IsZero() {
 		spec.MaxDwellAt = ptr(now.Add(b.MaxDwell.Std()))
+	}
+	if js.Recheck {
+		// The joiners were chosen on an earlier snapshot: wait for the
+		// ingests that hold their contacts, so the re-check sees what they
+		// stored (contract §5.3).
+		ids := make([]string, len(users))
+		for i, u := range users {
+			ids[i] = u.UserID
+		}
+		if err := db.LockContacts(ctx, tx, ids); err != nil {
+			return Outcome{}, err
+		}
 	}
 	rows, err := db.JoinMemberships(ctx, tx, spec)
 	if err != nil || len(rows) == 0 {
@@ -118,18 +136,23 @@ func join(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, users []d
 			emissions.Events = append(emissions.Events, transitionEvents(d, b, Entered, r.UserID, email, r.EntryCount)...)
 		}
 		if b.ArmsExpiry && r.ExpiresAt != nil {
-			arms = append(arms, armExpiry(b, r, now))
+			arm, err := armExpiry(b, r, now)
+			if err != nil {
+				return Outcome{}, err
+			}
+			arms = append(arms, arm)
 		}
 		out.Transitions = append(out.Transitions, Transition{
 			BucketID: b.ID, UserID: r.UserID, Transition: Entered, Epoch: r.EntryCount, Suppressed: suppressed, RowID: r.ID,
 		})
 	}
-	if out.Exited, err = emit(ctx, tx, d, emissions, now); err != nil {
+	if out.Exited, out.Pushes, err = emit(ctx, tx, d, emissions, now); err != nil {
 		return Outcome{}, err
 	}
 	if err := db.InsertOutbox(ctx, tx, arms); err != nil {
 		return Outcome{}, err
 	}
+	out.Pushes += len(arms)
 	return out, nil
 }
 
@@ -164,12 +187,23 @@ type leaveSpec struct {
 }
 
 // leave is the leave of contract §5.5 for a batch of active memberships,
-// inside the caller's transaction: members still inside minDwell are
-// deferred, the others are left by a CAS on their row id and emitted with
-// their own epoch. Rows another writer ended or replaced are skipped.
+// inside the caller's transaction. It first locks the rows (contract §5.3):
+// a concurrent path that decided about the same member has then committed,
+// and the statements after the lock see it. Members still inside minDwell
+// are deferred, the others are left by a CAS on their row id that
+// re-checks spec.Unless, and emitted with their own epoch. Rows another
+// writer ended or replaced are skipped.
 func leave(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, members []db.Membership, spec leaveSpec, now time.Time) (Outcome, error) {
+	ids := make([]string, len(members))
+	for i, m := range members {
+		ids[i] = m.ID
+	}
+	locked, err := db.LockMemberships(ctx, tx, ids)
+	if err != nil {
+		return Outcome{}, err
+	}
 	var going, deferred []string
-	for _, m := range members {
+	for _, m := range locked {
 		if heldByMinDwell(b, m.EnteredAt, now) {
 			deferred = append(deferred, m.ID)
 		} else {
@@ -177,8 +211,7 @@ func leave(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, members 
 		}
 	}
 	var out Outcome
-	var err error
-	if out.Deferred, err = db.DeferLeaves(ctx, tx, deferred, b.MinDwell.Std()); err != nil {
+	if out.Deferred, err = db.DeferLeaves(ctx, tx, deferred, b.MinDwell.Std(), spec.Unless, now); err != nil {
 		return Outcome{}, err
 	}
 	if len(going) == 0 {
@@ -193,7 +226,7 @@ func leave(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, members 
 		emissions.Events = append(emissions.Events, transitionEvents(d, b, Left, r.UserID, deref(r.UserEmail), r.EntryCount)...)
 		out.Transitions = append(out.Transitions, Transition{BucketID: b.ID, UserID: r.UserID, Transition: Left, Epoch: r.EntryCount, RowID: r.ID})
 	}
-	if out.Exited, err = emit(ctx, tx, d, emissions, now); err != nil {
+	if out.Exited, out.Pushes, err = emit(ctx, tx, d, emissions, now); err != nil {
 		return Outcome{}, err
 	}
 	return out, nil
@@ -234,14 +267,15 @@ func transitionEvents(d *Deps, b *buckets.Bucket, transition, userID, email stri
 
 // emit stores the events in user_events, enqueues a push for each one not
 // stored before, and exits the journeys the stored ones end (contract §5.2
-// step 1 and §5.6), all in the caller's transaction.
-func emit(ctx context.Context, tx bun.IDB, d *Deps, emissions db.Emissions, now time.Time) ([]db.JourneyState, error) {
+// step 1 and §5.6), all in the caller's transaction. It returns the exited
+// journey runs and how many pushes it enqueued.
+func emit(ctx context.Context, tx bun.IDB, d *Deps, emissions db.Emissions, now time.Time) ([]db.JourneyState, int, error) {
 	if len(emissions.Events) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	stored, err := db.InsertEmissions(ctx, tx, emissions, now)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 
 	exitsByJourneys := map[string][]string{} // journey ids joined by "\x00" → users
@@ -258,18 +292,18 @@ func emit(ctx context.Context, tx bun.IDB, d *Deps, emissions db.Emissions, now 
 	for _, group := range slices.Sorted(maps.Keys(exitsByJourneys)) {
 		rows, err := db.ExitJourneys(ctx, tx, exitsByJourneys[group], strings.Split(group, "\x00"), now)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		exited = append(exited, rows...)
 	}
-	return exited, nil
+	return exited, len(stored), nil
 }
 
-// armExpiry is the push that arms the bucket-expiry timer of a new
+// armExpiry is the push that announces the expiry timer of a new
 // membership (contract §5.4 step 5). armedExpiresAt is the stored value.
-func armExpiry(b *buckets.Bucket, m db.Membership, now time.Time) db.OutboxEvent {
+func armExpiry(b *buckets.Bucket, m db.Membership, now time.Time) (db.OutboxEvent, error) {
 	key := "arm:" + m.ID
-	payload, _ := json.Marshal(ArmExpiryInput{
+	payload, err := json.Marshal(ArmExpiryInput{
 		RowID:          m.ID,
 		BucketID:       b.ID,
 		UserID:         m.UserID,
@@ -277,9 +311,15 @@ func armExpiry(b *buckets.Bucket, m db.Membership, now time.Time) db.OutboxEvent
 		ArmedExpiresAt: m.ExpiresAt.UTC().Format(ArmedTimeFormat),
 		MsUntilExpiry:  m.ExpiresAt.Sub(now).Milliseconds(),
 	})
-	meta, _ := json.Marshal(map[string]string{"bucketId": b.ID, "userId": m.UserID, "idempotencyKey": key})
+	if err != nil {
+		return db.OutboxEvent{}, fmt.Errorf("encoding the arm of membership %s: %w", m.ID, err)
+	}
+	meta, err := json.Marshal(map[string]string{"bucketId": b.ID, "userId": m.UserID, "idempotencyKey": key})
+	if err != nil {
+		return db.OutboxEvent{}, fmt.Errorf("encoding the arm of membership %s: %w", m.ID, err)
+	}
 	return db.OutboxEvent{EventKey: ArmExpiryEvent, Payload: payload, AdditionalMetadata: meta,
-		IdempotencyKey: &key, CreatedAt: now, AvailableAt: now}
+		IdempotencyKey: &key, CreatedAt: now, AvailableAt: now}, nil
 }
 
 // ArmedTimeFormat is how armedExpiresAt is written: RFC 3339 with
@@ -297,24 +337,41 @@ type ArmExpiryInput struct {
 }
 
 // transact runs one batch of transitions in a transaction and, once it
-// committed, does what the outcome leaves to do.
+// committed, does what the outcome leaves to do (Deps.afterCommit). A
+// transaction that Postgres aborted to break a deadlock between two paths
+// locking the same users (contract §5.3) is run again.
 func transact(ctx context.Context, d *Deps, fn func(ctx context.Context, tx bun.Tx) (Outcome, error)) (Outcome, error) {
 	var out Outcome
-	err := d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		var err error
-		out, err = fn(ctx, tx)
-		return err
-	})
-	if err != nil {
-		return Outcome{}, err
+	for attempt := 1; ; attempt++ {
+		err := d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			var err error
+			out, err = fn(ctx, tx)
+			return err
+		})
+		if err == nil {
+			break
+		}
+		if !db.IsDeadlock(err) || attempt == deadlockAttempts {
+			return Outcome{}, err
+		}
+		d.Logger.WarnContext(ctx, "transaction aborted by a deadlock, running it again", slog.Int("attempt", attempt), slog.Any("error", err))
 	}
-	d.afterCommit(ctx, out)
+	d.afterCommit(ctx, &out)
 	return out, nil
 }
 
-// afterCommit does what a committed transaction leaves to do: cancel the
-// Hatchet runs of exited journeys, best effort.
-func (d *Deps) afterCommit(ctx context.Context, out Outcome) {
+// deadlockAttempts is how often transact runs a transaction that keeps
+// being chosen as a deadlock's victim.
+const deadlockAttempts = 5
+
+// afterCommit does what a committed transaction leaves to do, for every
+// path in one place: send the pushes it enqueued (out.Dispatched counts
+// those sent inline) and cancel the Hatchet runs of the journeys it
+// exited, best effort.
+func (d *Deps) afterCommit(ctx context.Context, out *Outcome) {
+	if out.Pushes > 0 && d.Dispatcher != nil {
+		out.Dispatched = d.Dispatcher.notify(ctx)
+	}
 	var runs []string
 	for _, s := range out.Exited {
 		if s.HatchetRunID != nil && *s.HatchetRunID != "" {

@@ -130,6 +130,7 @@ func newEnvOn(t testing.TB, conn *bun.DB, files defs) *env {
 		Switch:   NewRuntimeSwitch(conn, 0),
 		Hatchet:  e.hatchet,
 	}
+	e.deps.Dispatcher = NewDispatcher(e.deps)
 	return e
 }
 

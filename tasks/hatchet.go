@@ -88,7 +88,10 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 	if opts.IngestMode != IngestOff && len(opts.IngestEvents) > 0 {
 		workflows = append(workflows, client.NewStandaloneTask(TaskIngest,
 			func(ctx hatchet.Context, in any) (IngestOutput, error) {
-				payload, _ := json.Marshal(in)
+				payload, err := json.Marshal(in)
+				if err != nil {
+					return taskResult(IngestOutput{}, fmt.Errorf("%w: %v", ErrInvalidInput, err))
+				}
 				return taskResult(HandleIngest(ctx, d, opts.IngestMode, deref(ctx.TriggeringEventKey()), payload, ctx.WorkflowRunId()))
 			},
 			hatchet.WithWorkflowDescription("Real-time membership: stores the pushed event ("+opts.IngestMode+" mode), "+
@@ -106,7 +109,10 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 		workflows = append(workflows, client.NewStandaloneDurableTask(TaskExpiry,
 			func(ctx hatchet.DurableContext, in any) (ExpiryResult, error) {
 				// Everything before the sleep runs again on replay: parse only.
-				payload, _ := json.Marshal(in)
+				payload, err := json.Marshal(in)
+				if err != nil {
+					return taskResult(ExpiryResult{}, fmt.Errorf("%w: %v", ErrInvalidInput, err))
+				}
 				armed, err := ParseArmExpiry(payload)
 				if err != nil {
 					return taskResult(ExpiryResult{}, err)

@@ -228,9 +228,6 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 			out.Exited = append(out.Exited, s.JourneyID)
 		}
 	}
-	if len(outcome.Transitions) > 0 {
-		flushSoon(ctx, d)
-	}
 	return out, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -19,6 +20,9 @@ const (
 	// RetryBase·2^attempts, at most RetryCap.
 	RetryBase = time.Second
 	RetryCap  = 5 * time.Minute
+	// PushTimeout bounds one bulk push: an unreachable Hatchet fails it
+	// after this long, and its rows back off (contract §11).
+	PushTimeout = 5 * time.Second
 )
 
 // ErrNoHatchet is returned by Dispatch when no Hatchet server is configured.
@@ -56,7 +60,10 @@ func dispatchBatch(ctx context.Context, d *Deps) (int, error) {
 		for i, r := range rows {
 			ids[i] = r.ID
 		}
-		if pushErr = d.Hatchet.Push(ctx, rows); pushErr != nil {
+		pushCtx, cancel := context.WithTimeout(ctx, PushTimeout)
+		pushErr = d.Hatchet.Push(pushCtx, rows)
+		cancel()
+		if pushErr != nil {
 			return db.MarkFailed(ctx, tx, ids, pushErr.Error(), now, RetryBase, RetryCap)
 		}
 		pushed = len(rows)
@@ -68,21 +75,28 @@ func dispatchBatch(ctx context.Context, d *Deps) (int, error) {
 	return pushed, pushErr
 }
 
-// Dispatcher is the outbox dispatcher of a running worker: it dispatches
-// every interval and whenever a task run wakes it, so that the pushes of
-// many concurrent runs go out together in a few bulk calls.
+// Dispatcher sends the outbox to Hatchet after every commit of
+// transitions (Deps.afterCommit). In a running worker (Run) it dispatches
+// in the background, so that the pushes of many concurrent task runs go
+// out together in a few bulk calls. In a command it dispatches inline, and
+// once Hatchet did not take a push it stops trying: the rest stays pending
+// in the outbox for the next `outbox --flush` or running worker, and the
+// command says so instead of waiting for Hatchet (contract §11).
 type Dispatcher struct {
-	d    *Deps
-	wake chan struct{}
+	d          *Deps
+	wake       chan struct{}
+	background atomic.Bool
+	gaveUp     atomic.Bool
 }
 
-// NewDispatcher returns a dispatcher for d; start it with Run.
+// NewDispatcher returns a dispatcher for d that dispatches inline until Run
+// starts it in the background.
 func NewDispatcher(d *Deps) *Dispatcher {
 	return &Dispatcher{d: d, wake: make(chan struct{}, 1)}
 }
 
-// Wake asks for a dispatch now; it never blocks, and wakes that arrive
-// during a dispatch coalesce into one more.
+// Wake asks the background dispatcher for a dispatch now; it never blocks,
+// and wakes that arrive during a dispatch coalesce into one more.
 func (p *Dispatcher) Wake() {
 	select {
 	case p.wake <- struct{}{}:
@@ -90,9 +104,11 @@ func (p *Dispatcher) Wake() {
 	}
 }
 
-// Run dispatches until ctx ends. A failed round is logged; its rows wait
-// out their backoff.
+// Run dispatches in the background until ctx ends: every interval, and
+// whenever woken. A failed round is logged; its rows wait out their backoff.
 func (p *Dispatcher) Run(ctx context.Context, interval time.Duration) {
+	p.background.Store(true)
+	defer p.background.Store(false)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -110,31 +126,39 @@ func (p *Dispatcher) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// flush dispatches what the task run enqueued, when a Hatchet server is
-// configured, and returns how many it pushed and how many are left.
+// notify is called after a transaction enqueued pushes: it wakes the
+// background dispatcher, or dispatches inline, and returns how many pushes
+// it sent itself.
+func (p *Dispatcher) notify(ctx context.Context) int {
+	if p.background.Load() {
+		p.Wake()
+		return 0
+	}
+	return p.flush(ctx)
+}
+
+// flush dispatches inline what is due, unless Hatchet already failed to
+// take a push in this process, and returns how many it pushed.
+func (p *Dispatcher) flush(ctx context.Context) int {
+	if p.gaveUp.Load() {
+		return 0
+	}
+	n, err := Dispatch(ctx, p.d)
+	if err != nil && ctx.Err() == nil && !p.gaveUp.Swap(true) {
+		p.d.Logger.WarnContext(ctx, "Hatchet did not take the pushes: they stay pending in the outbox "+
+			"(bucket-worker outbox --flush, or a running worker, sends them)", slog.Any("error", err))
+	}
+	return n
+}
+
+// flush dispatches what is still due when a Hatchet server is configured,
+// and returns how many it pushed and how many pushes are left pending.
 func flush(ctx context.Context, d *Deps) (dispatched, pending int) {
-	if d.Hatchet != nil {
-		var err error
-		if dispatched, err = Dispatch(ctx, d); err != nil {
-			d.Logger.WarnContext(ctx, "dispatching the outbox", slog.Any("error", err))
-		}
+	if d.Dispatcher != nil {
+		dispatched = d.Dispatcher.flush(ctx)
 	}
 	if s, err := db.SummarizeOutbox(ctx, d.DB, 0); err == nil {
 		pending = s.Pending
 	}
 	return dispatched, pending
-}
-
-// flushSoon ends a frequent task run (ingest, expiry): it wakes the running
-// worker's dispatcher, which batches the pushes of concurrent runs, or
-// dispatches inline where there is none (the commands).
-func flushSoon(ctx context.Context, d *Deps) {
-	switch {
-	case d.Hatchet == nil:
-		return // nothing to push to: the pushes wait in the outbox
-	case d.Dispatcher != nil:
-		d.Dispatcher.Wake()
-	default:
-		flush(ctx, d)
-	}
 }

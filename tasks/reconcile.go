@@ -111,10 +111,15 @@ func Reconcile(ctx context.Context, d *Deps, in ReconcileInput) (ReconcileOutput
 		rep := s.run(ctx)
 		out.Reconciled += rep.Left + rep.TTLLeft + rep.DeferredLeft
 		out.Joined += rep.Joined
+		out.Dispatched += s.dispatched
 		out.Buckets = append(out.Buckets, rep)
 	}
 	if !in.DryRun {
-		out.Dispatched, out.Pending = flush(ctx, d)
+		// What the outbox dispatcher has not sent yet goes out before the
+		// run ends, so the output can say what is left.
+		dispatched, pending := flush(ctx, d)
+		out.Dispatched += dispatched
+		out.Pending = pending
 	}
 	d.Logger.InfoContext(ctx, "reconcile sweep done", slog.Int("buckets", len(selected)),
 		slog.Int("left", out.Reconciled), slog.Int("joined", out.Joined),
@@ -130,6 +135,16 @@ type sweep struct {
 	dryRun   bool
 	deadline time.Time
 	rep      BucketSweep
+	// dispatched counts the pushes the sweep's transactions sent inline.
+	dispatched int
+}
+
+// transact runs one transaction of the sweep (see transact) and counts the
+// pushes it sent.
+func (s *sweep) transact(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) (Outcome, error)) (Outcome, error) {
+	out, err := transact(ctx, s.d, fn)
+	s.dispatched += out.Dispatched
+	return out, err
 }
 
 func (s *sweep) run(ctx context.Context) BucketSweep {
@@ -217,7 +232,7 @@ func (s *sweep) criteriaLeaves(ctx context.Context) error {
 	}
 	for !s.budgetSpent() {
 		var evaluated int
-		out, err := transact(ctx, s.d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+		out, err := s.transact(ctx, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
 			batch, err := db.EvaluateMembers(ctx, tx, s.b, s.now, ReconcileBatch)
 			if err != nil {
 				return Outcome{}, err
@@ -229,7 +244,9 @@ func (s *sweep) criteriaLeaves(ctx context.Context) error {
 					leavers = append(leavers, m.Membership)
 				}
 			}
-			return leave(ctx, tx, s.d, s.b, leavers, leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria}, s.now)
+			// holds was computed on the batch statement's snapshot, before its
+			// row locks were granted: leave re-checks it after the lock.
+			return leave(ctx, tx, s.d, s.b, leavers, leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: s.b.Criteria}, s.now)
 		})
 		if err != nil {
 			return err
@@ -261,7 +278,7 @@ func (s *sweep) leaveAll(ctx context.Context, members []db.Membership, spec leav
 	}
 	left := 0
 	for chunk := range slices.Chunk(members, db.LeaveChunk) {
-		out, err := transact(ctx, s.d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+		out, err := s.transact(ctx, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
 			return leave(ctx, tx, s.d, s.b, chunk, spec, s.now)
 		})
 		if err != nil {
@@ -304,7 +321,7 @@ func (s *sweep) joins(ctx context.Context) error {
 		for i, c := range batch {
 			joiners[i] = db.Joiner{UserID: c.UserID, Email: deref(c.Email)}
 		}
-		out, err := transact(ctx, s.d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+		out, err := s.transact(ctx, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
 			return join(ctx, tx, s.d, s.b, joiners, joinSpec{Source: SourceReconcile, Recheck: true}, s.now)
 		})
 		if err != nil {

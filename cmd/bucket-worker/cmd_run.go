@@ -39,7 +39,6 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		logger.InfoContext(ctx, "database migrated", slog.Int("applied", len(applied)))
 	}
 
-	e.deps.Dispatcher = tasks.NewDispatcher(e.deps)
 	e.deps.EnqueueBackfill = tasks.EnqueueThrough(e.client)
 	worker, err := tasks.NewWorker(e.client, e.deps, tasks.WorkerOptions{
 		Name:             cfg.WorkerName,
@@ -65,9 +64,9 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	if _, err := tasks.EnqueueBackfills(ctx, e.deps, cfg.BackfillTimeout); err != nil {
 		logger.ErrorContext(ctx, "enqueueing backfills at boot", slog.Any("error", err))
 	}
-	dispatchCtx, stopDispatch := context.WithCancel(ctx)
-	var dispatcher sync.WaitGroup
-	dispatcher.Go(func() { e.deps.Dispatcher.Run(dispatchCtx, dispatchInterval) })
+	loopsCtx, stopLoops := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	loops.Go(func() { e.deps.Dispatcher.Run(loopsCtx, dispatchInterval) })
 	logger.InfoContext(ctx, "worker started",
 		slog.String("worker", cfg.WorkerName),
 		slog.Int("buckets", e.defs.bucketRegistry.Len()),
@@ -79,8 +78,8 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	shutdown := context.WithoutCancel(ctx)
 	logger.InfoContext(shutdown, "shutting down")
 	stopErr := cleanup()
-	stopDispatch()
-	dispatcher.Wait()
+	stopLoops()
+	loops.Wait()
 	if stopErr != nil {
 		return fmt.Errorf("stopping the Hatchet worker: %w", stopErr)
 	}

@@ -77,6 +77,7 @@ func openEngine(ctx context.Context, env *environment, needHatchet bool) (e *eng
 		}
 		e.client = client
 		e.deps.Hatchet = tasks.NewHatchet(client)
+		e.deps.Dispatcher = tasks.NewDispatcher(e.deps)
 	}
 	return e, func() { conn.Close() }, nil
 }
