@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -307,9 +306,10 @@ type LeaveCAS struct {
 	// Unless, when set, is re-checked in the UPDATE: a member for whom these
 	// criteria hold again at Now (with the contact's properties) stays.
 	Unless buckets.Condition
-	// ArmedExpiresAt, when set, requires expires_at to still equal it: the
-	// expiry timer's CAS, which a re-armed or deferred row makes miss.
-	ArmedExpiresAt *time.Time
+	// Armed, when set, holds for each id the expires_at an expiry timer was
+	// armed with, which the row must still have: the timer's CAS, which a
+	// re-armed or deferred row makes miss.
+	Armed []time.Time
 }
 
 // rowIDs is the FROM item of an update of memberships by row id: joined
@@ -317,6 +317,9 @@ type LeaveCAS struct {
 // m.id = ANY(ids), 10 000 ids of a large table were estimated cheaper by a
 // sequential scan: 445 ms a chunk instead of 310 (docs/performance.md).
 const rowIDs = "unnest(?::uuid[]) AS ids(id)"
+
+// armedRowIDs is rowIDs with the expires_at each row was armed with.
+const armedRowIDs = "unnest(?::uuid[], ?::timestamptz[]) AS ids(id, armed_at)"
 
 // LeaveChunk is the most row ids one leave statement carries.
 const LeaveChunk = 10_000
@@ -326,19 +329,23 @@ const LeaveChunk = 10_000
 // already ended or replaced is not returned.
 func LeaveMemberships(ctx context.Context, idb bun.IDB, cas LeaveCAS) ([]Membership, error) {
 	var left []Membership
-	for chunk := range slices.Chunk(cas.IDs, LeaveChunk) {
-		q := idb.NewUpdate().TableExpr("bucket_memberships AS m").
-			TableExpr(rowIDs, pgdialect.Array(chunk)).
-			Set("status = 'left'").
+	for start := 0; start < len(cas.IDs); start += LeaveChunk {
+		end := min(start+LeaveChunk, len(cas.IDs))
+		chunk := cas.IDs[start:end]
+		q := idb.NewUpdate().TableExpr("bucket_memberships AS m")
+		if cas.Armed != nil {
+			q = q.TableExpr(armedRowIDs, pgdialect.Array(chunk), pgdialect.Array(cas.Armed[start:end])).
+				Where("m.expires_at = ids.armed_at")
+		} else {
+			q = q.TableExpr(rowIDs, pgdialect.Array(chunk))
+		}
+		q = q.Set("status = 'left'").
 			Set("left_at = ?", cas.Now).
 			Set("last_evaluated_at = ?", cas.Now).
 			Set("updated_at = ?", cas.Now).
 			Where("m.id = ids.id").
 			Where("m.status = 'active'").
 			Returning("m.id, m.user_id, m.user_email, m.entered_at, m.entry_count")
-		if cas.ArmedExpiresAt != nil {
-			q = q.Where("m.expires_at = ?", *cas.ArmedExpiresAt)
-		}
 		if cas.Unless != nil {
 			pred := CompileNegation(cas.Unless, cas.Now, membershipSubject)
 			q = q.Where(pred.SQL, pred.Args...)

@@ -4,22 +4,37 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
+	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
-	"github.com/bucketworker/bucket-worker/buckets"
 	"github.com/bucketworker/bucket-worker/db"
 )
 
-// ExpiryResult is the result of bucket-expiry (contract §10).
+// ExpiryResult is the result of bucket-expiry and of the expire command
+// (contract §10).
 type ExpiryResult struct {
-	Status string `json:"status"`           // "skipped", "left" or "deferred"
+	// Status is "armed" (the timer waits for its deadline), "left",
+	// "deferred" (minDwell holds the member; the sweep's deferred pass
+	// owns the leave) or "skipped".
+	Status string `json:"status"`
 	Reason string `json:"reason,omitempty"` // why it skipped
 	RowID  string `json:"rowId,omitempty"`
+	// FiresAt is when an armed timer fires.
+	FiresAt *time.Time `json:"firesAt,omitempty"`
 }
+
+// The statuses of an expiry timer.
+const (
+	ExpiryArmed    = "armed"
+	ExpiryLeft     = "left"
+	ExpiryDeferred = "deferred"
+	ExpirySkipped  = "skipped"
+)
 
 // The reasons an expiry timer leaves nobody.
 const (
@@ -28,6 +43,14 @@ const (
 	SkipDeleted      = "contact_deleted"
 	SkipStillMember  = "still_member"
 	SkipReArmed      = "re_armed_or_already_left"
+)
+
+// The timers' pace in a running worker.
+const (
+	// ExpiryInterval is how often a running worker fires due timers.
+	ExpiryInterval = time.Second
+	// ExpiryBatch is how many due timers one transaction fires.
+	ExpiryBatch = 1000
 )
 
 // ArmedExpiry is a validated bucket:arm-expiry payload.
@@ -66,83 +89,195 @@ func ParseArmExpiry(payload []byte) (ArmedExpiry, error) {
 	return a, nil
 }
 
-// Sleep is how long the timer sleeps: ceil(msUntilExpiry / 1000) whole
-// seconds, at least one (contract §10).
-func (a ArmedExpiry) Sleep() time.Duration {
-	seconds := math.Ceil(float64(a.MsUntilExpiry) / 1000)
-	return time.Duration(max(1, seconds)) * time.Second
+// timer is the expiry timer the payload arms.
+func (a ArmedExpiry) timer() db.ExpiryTimer {
+	t := db.ExpiryTimer{RowID: a.RowID, FiresAt: a.ExpiresAt, BucketID: a.BucketID, UserID: a.UserID}
+	if a.UserEmail != "" {
+		t.UserEmail = &a.UserEmail
+	}
+	return t
 }
 
-// Expire is what an expiry timer does when it wakes (contract §10): unless
-// the bucket is gone or off, the user erased, or the criteria still hold,
-// it leaves the armed membership — if it is still the one armed, with the
-// same expires_at. It runs in one transaction.
-func Expire(ctx context.Context, d *Deps, a ArmedExpiry) (ExpiryResult, error) {
-	b, ok := d.Buckets.Get(a.BucketID)
-	if !ok || b.Criteria == nil {
-		return ExpiryResult{Status: "skipped", Reason: SkipUnregistered}, nil
+// HandleArm is bucket-expiry, run for each bucket:arm-expiry push. A join
+// arms its member's timer in its own transaction, so for the worker's own
+// pushes this only confirms it; an arm pushed by another producer is armed
+// here. A timer already due fires at once; the others fire at their
+// deadline in a running worker (RunTimers), however long the window.
+func HandleArm(ctx context.Context, d *Deps, a ArmedExpiry) (ExpiryResult, error) {
+	if d.Now().After(a.ExpiresAt) {
+		return Expire(ctx, d, a)
 	}
-	on, err := d.Switch.Enabled(ctx, b.ID)
+	if err := db.ArmTimers(ctx, d.DB, []db.ExpiryTimer{a.timer()}); err != nil {
+		return ExpiryResult{}, err
+	}
+	return ExpiryResult{Status: ExpiryArmed, RowID: a.RowID, FiresAt: &a.ExpiresAt}, nil
+}
+
+// Expire fires one timer now, whatever its deadline — what a timer does at
+// its deadline (contract §10): unless the bucket is gone or off, the user
+// erased, or the criteria still hold, it leaves the armed membership, if
+// it is still the one armed with the same expires_at. It runs in one
+// transaction, which disarms the timer.
+func Expire(ctx context.Context, d *Deps, a ArmedExpiry) (ExpiryResult, error) {
+	on, err := switchedOnIDs(ctx, d, []string{a.BucketID})
 	if err != nil {
 		return ExpiryResult{}, err
 	}
-	if !on {
-		return ExpiryResult{Status: "skipped", Reason: SkipDisabled}, nil
-	}
-	now := d.Now()
-	var res ExpiryResult
+	var res []ExpiryResult
 	_, err = transact(ctx, d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+		if err := db.DisarmTimer(ctx, tx, a.RowID, a.ExpiresAt); err != nil {
+			return Outcome{}, err
+		}
 		var out Outcome
 		var err error
-		res, out, err = expireInTx(ctx, tx, d, b, a, now)
+		res, out, err = fireTimers(ctx, tx, d, []db.ExpiryTimer{a.timer()}, on, d.Now())
 		return out, err
 	})
 	if err != nil {
 		return ExpiryResult{}, fmt.Errorf("expiring membership %s of bucket %q: %w", a.RowID, a.BucketID, err)
 	}
-	return res, nil
+	return res[0], nil
 }
 
-// expireInTx takes the user's locks before it reads anything it decides
-// on — the contact, then the armed membership row (contract §5.3) — so a
-// member who re-qualified while the timer slept or waited stays.
-func expireInTx(ctx context.Context, tx bun.Tx, d *Deps, b *buckets.Bucket, a ArmedExpiry, now time.Time) (ExpiryResult, Outcome, error) {
-	u, erased, err := liveSubject(ctx, tx, a.UserID, a.UserEmail)
+// FireDueTimers claims the timers due now, ExpiryBatch per transaction,
+// and fires them, until none is due; it returns how many it fired.
+// Replicas running it at once share the timers.
+func FireDueTimers(ctx context.Context, d *Deps) (int, error) {
+	ids := make([]string, 0, d.Buckets.Len())
+	for _, b := range d.Buckets.All() {
+		ids = append(ids, b.ID)
+	}
+	on, err := switchedOnIDs(ctx, d, ids)
 	if err != nil {
-		return ExpiryResult{}, Outcome{}, err
+		return 0, err
 	}
-	if erased {
-		return ExpiryResult{Status: "skipped", Reason: SkipDeleted}, Outcome{}, nil
+	fired := 0
+	for {
+		var claimed int
+		out, err := transact(ctx, d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+			now := d.Now()
+			timers, err := db.ClaimDueTimers(ctx, tx, now, ExpiryBatch)
+			if err != nil {
+				return Outcome{}, err
+			}
+			claimed = len(timers)
+			_, out, err := fireTimers(ctx, tx, d, timers, on, now)
+			return out, err
+		})
+		if err != nil {
+			return fired, fmt.Errorf("firing expiry timers: %w", err)
+		}
+		fired += claimed
+		if len(out.Transitions) > 0 {
+			d.Logger.InfoContext(ctx, "expiry timers fired", slog.Int("timers", claimed), slog.Int("left", len(out.Transitions)))
+		}
+		if claimed < ExpiryBatch {
+			return fired, nil
+		}
 	}
-	locked, err := db.LockMemberships(ctx, tx, []string{a.RowID})
-	if err != nil {
-		return ExpiryResult{}, Outcome{}, err
-	}
-	holds, err := buckets.Evaluate(ctx, b.Criteria, now, db.UserFacts{IDB: tx, UserID: u.UserID, Properties: u.Properties})
-	if err != nil {
-		return ExpiryResult{}, Outcome{}, err
-	}
-	if holds {
-		return ExpiryResult{Status: "skipped", Reason: SkipStillMember}, Outcome{}, nil
-	}
-	if len(locked) == 0 || !armedBy(locked[0], b, a) {
-		return ExpiryResult{Status: "skipped", Reason: SkipReArmed}, Outcome{}, nil
-	}
-	out, err := leave(ctx, tx, d, b, locked,
-		leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: b.Criteria, ArmedExpiresAt: &a.ExpiresAt}, now)
-	switch {
-	case err != nil:
-		return ExpiryResult{}, Outcome{}, err
-	case out.Deferred > 0:
-		return ExpiryResult{Status: "deferred", RowID: a.RowID}, out, nil
-	case len(out.Transitions) == 0:
-		return ExpiryResult{Status: "skipped", Reason: SkipReArmed}, out, nil
-	}
-	return ExpiryResult{Status: "left", RowID: a.RowID}, out, nil
 }
 
-// armedBy reports whether the active membership m is still the one the
-// timer a was armed for: same bucket and user, same expires_at.
-func armedBy(m db.Membership, b *buckets.Bucket, a ArmedExpiry) bool {
-	return m.BucketID == b.ID && m.UserID == a.UserID && m.ExpiresAt != nil && m.ExpiresAt.Equal(a.ExpiresAt)
+// RunTimers fires the due expiry timers every interval until ctx ends. A
+// failed round is logged; its timers stay armed for the next one.
+func RunTimers(ctx context.Context, d *Deps, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if _, err := FireDueTimers(ctx, d); err != nil && ctx.Err() == nil {
+			d.Logger.WarnContext(ctx, "firing expiry timers", slog.Any("error", err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// fireTimers fires the timers inside tx, in the order of contract §10 for
+// each: bucket unknown or off, user erased, criteria holding again, row
+// re-armed or left — or else the leave, by the funnel. The memberships are
+// locked before the criteria are read (contract §5.3), so a member who
+// qualified again while the timer waited stays. on holds the runtime
+// switch of the buckets, read before tx.
+func fireTimers(ctx context.Context, tx bun.Tx, d *Deps, timers []db.ExpiryTimer, on map[string]bool, now time.Time) ([]ExpiryResult, Outcome, error) {
+	results := make([]ExpiryResult, len(timers))
+	byBucket := map[string][]int{}
+	for i, t := range timers {
+		byBucket[t.BucketID] = append(byBucket[t.BucketID], i)
+	}
+	var out Outcome
+	for _, bucketID := range slices.Sorted(maps.Keys(byBucket)) {
+		group := byBucket[bucketID]
+		b, ok := d.Buckets.Get(bucketID)
+		skip := ""
+		switch {
+		case !ok || b.Criteria == nil:
+			skip = SkipUnregistered
+		case !on[bucketID]:
+			skip = SkipDisabled
+		}
+		if skip != "" {
+			for _, i := range group {
+				results[i] = ExpiryResult{Status: ExpirySkipped, Reason: skip}
+			}
+			continue
+		}
+		rowIDs, users := make([]string, len(group)), make([]string, len(group))
+		for k, i := range group {
+			rowIDs[k], users[k] = timers[i].RowID, timers[i].UserID
+		}
+		locked, err := db.LockMemberships(ctx, tx, rowIDs)
+		if err != nil {
+			return nil, Outcome{}, err
+		}
+		rows := make(map[string]db.Membership, len(locked))
+		for _, m := range locked {
+			rows[m.ID] = m
+		}
+		verdicts, err := db.EvaluateUsers(ctx, tx, b.Criteria, now, users)
+		if err != nil {
+			return nil, Outcome{}, err
+		}
+		var leavers []db.Membership
+		var leaving []int // the timers whose member leaves below
+		armed := map[string]time.Time{}
+		for _, i := range group {
+			t := timers[i]
+			m, active := rows[t.RowID]
+			switch v := verdicts[t.UserID]; {
+			case v.Erased:
+				results[i] = ExpiryResult{Status: ExpirySkipped, Reason: SkipDeleted}
+			case v.Holds:
+				results[i] = ExpiryResult{Status: ExpirySkipped, Reason: SkipStillMember}
+			case !active || m.BucketID != b.ID || m.UserID != t.UserID || m.ExpiresAt == nil || !m.ExpiresAt.Equal(t.FiresAt):
+				results[i] = ExpiryResult{Status: ExpirySkipped, Reason: SkipReArmed}
+			default:
+				leavers = append(leavers, m)
+				leaving = append(leaving, i)
+				armed[m.ID] = t.FiresAt
+			}
+		}
+		step, err := leave(ctx, tx, d, b, leavers, leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: b.Criteria, Armed: armed}, now)
+		if err != nil {
+			return nil, Outcome{}, err
+		}
+		out.add(step)
+		left := map[string]bool{}
+		for _, tr := range step.Transitions {
+			left[tr.RowID] = true
+		}
+		for _, i := range leaving {
+			m := rows[timers[i].RowID]
+			switch {
+			case left[m.ID]:
+				results[i] = ExpiryResult{Status: ExpiryLeft, RowID: m.ID}
+			case heldByMinDwell(b, m.EnteredAt, now):
+				results[i] = ExpiryResult{Status: ExpiryDeferred, RowID: m.ID}
+			default: // the CAS missed
+				results[i] = ExpiryResult{Status: ExpirySkipped, Reason: SkipReArmed}
+			}
+		}
+	}
+	return results, out, nil
 }

@@ -1,11 +1,17 @@
 package tasks
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
 
 	"github.com/bucketworker/bucket-worker/db"
 )
@@ -52,7 +58,11 @@ func TestJoinArmsExpiryWithTheStoredDeadline(t *testing.T) {
 	require.Equal(t, "u@x.io", a.UserEmail)
 	require.True(t, a.ExpiresAt.Equal(*row.ExpiresAt), "armedExpiresAt is the stored value: %s vs %s", a.ArmedExpiresAt, row.ExpiresAt)
 	require.InDelta(t, 15*60*1000, a.MsUntilExpiry, 1, "until the stored deadline")
-	require.Equal(t, 900*time.Second, a.Sleep())
+	var timers []db.ExpiryTimer
+	require.NoError(t, e.db.NewSelect().Model(&timers).Scan(e.ctx))
+	require.Len(t, timers, 1, "the join armed the timer in its own transaction")
+	require.Equal(t, row.ID, timers[0].RowID)
+	require.True(t, timers[0].FiresAt.Equal(*row.ExpiresAt))
 }
 
 func TestSweepJoinsArmExpiryToo(t *testing.T) {
@@ -145,11 +155,7 @@ func TestParseArmExpiry(t *testing.T) {
 		"armedExpiresAt":"2026-11-29T12:15:00.123456Z","msUntilExpiry":1500}`
 	a, err := ParseArmExpiry([]byte(valid))
 	require.NoError(t, err)
-	require.Equal(t, 2*time.Second, a.Sleep(), "whole seconds, rounded up")
-	for ms, want := range map[int64]time.Duration{0: time.Second, -5000: time.Second, 1000: time.Second, 1001: 2 * time.Second} {
-		a.MsUntilExpiry = ms
-		require.Equal(t, want, a.Sleep(), "ms %d", ms)
-	}
+	require.Equal(t, time.Date(2026, 11, 29, 12, 15, 0, 123456000, time.UTC), a.ExpiresAt.UTC())
 	for _, bad := range []string{
 		`[]`, `{"rowId":"x","bucketId":"b","userId":"u","armedExpiresAt":"2026-11-29T12:15:00Z"}`,
 		`{"rowId":"6f1c2a4e-0000-4000-8000-000000000001","userId":"u","armedExpiresAt":"2026-11-29T12:15:00Z"}`,
@@ -160,4 +166,128 @@ func TestParseArmExpiry(t *testing.T) {
 		_, err := ParseArmExpiry([]byte(bad))
 		require.ErrorIs(t, err, ErrInvalidInput, bad)
 	}
+}
+
+func (e *env) timers() []db.ExpiryTimer {
+	e.t.Helper()
+	var rows []db.ExpiryTimer
+	require.NoError(e.t, e.db.NewSelect().Model(&rows).OrderExpr("t.fires_at").Scan(e.ctx))
+	return rows
+}
+
+// TestTimersFireAtTheirDeadline arms two timers a minute apart: a round of
+// FireDueTimers fires nothing early, then exactly the timer that is due.
+func TestTimersFireAtTheirDeadline(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/active-now.yaml": activeNow})
+	e.ingest("app.active", `{"userId":"first"}`)
+	e.clock.Advance(time.Minute)
+	e.ingest("app.active", `{"userId":"second"}`)
+	require.Len(t, e.timers(), 2)
+
+	e.clock.Advance(14 * time.Minute) // first's deadline: its event is at the window's edge, still in
+	fired, err := FireDueTimers(e.ctx, e.deps)
+	require.NoError(t, err)
+	require.Zero(t, fired, "a timer fires once its instant has passed")
+	require.Equal(t, db.StatusActive, e.status("active-now", "first"))
+
+	e.clock.Advance(time.Microsecond)
+	fired, err = FireDueTimers(e.ctx, e.deps)
+	require.NoError(t, err)
+	require.Equal(t, 1, fired)
+	require.Equal(t, db.StatusLeft, e.status("active-now", "first"))
+	require.Equal(t, db.StatusActive, e.status("active-now", "second"))
+	row := e.memberships("active-now", "first")[0]
+	require.Equal(t, time.Microsecond, row.LeftAt.Sub(*row.ExpiresAt), "left just after the deadline")
+	left := e.transitions("first")[1]
+	require.Equal(t, "bucket:active-now:first:left:1", *left.IdempotencyKey)
+	require.Contains(t, string(left.Properties), `"source": "reconcile"`)
+	require.Len(t, e.timers(), 1, "the fired timer is gone, the other still armed")
+	require.Equal(t, "second", e.timers()[0].UserID)
+	require.Equal(t, 1, e.hatchet.pushedKeys()["bucket:active-now:first:left:1"], "the leave was pushed")
+}
+
+// TestArmFromAPush covers bucket-expiry: the worker's own arm finds its
+// timer armed already; an arm pushed by another producer is armed; an arm
+// delivered after its deadline fires at once.
+func TestArmFromAPush(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/active-now.yaml": activeNow})
+	e.ingest("app.active", `{"userId":"u"}`)
+	row := e.memberships("active-now", "u")[0]
+	a := e.armed()[row.ID]
+
+	res, err := HandleArm(e.ctx, e.deps, a)
+	require.NoError(t, err)
+	require.Equal(t, ExpiryArmed, res.Status)
+	require.True(t, res.FiresAt.Equal(*row.ExpiresAt))
+	require.Len(t, e.timers(), 1, "armed once")
+
+	e.exec("DELETE FROM bucket_expiry_timers")
+	res, err = HandleArm(e.ctx, e.deps, a)
+	require.NoError(t, err)
+	require.Equal(t, ExpiryArmed, res.Status)
+	require.Len(t, e.timers(), 1, "an arm from the push alone is armed")
+
+	e.clock.Advance(16 * time.Minute) // delivered late
+	res, err = HandleArm(e.ctx, e.deps, a)
+	require.NoError(t, err)
+	require.Equal(t, ExpiryResult{Status: ExpiryLeft, RowID: row.ID}, res)
+	require.Empty(t, e.timers())
+	require.Equal(t, db.StatusLeft, e.status("active-now", "u"))
+}
+
+// TestReplicasShareTimers fires 2 500 due timers from three replicas at
+// once: each member leaves once, each leave is pushed once.
+func TestReplicasShareTimers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/active-now.yaml": activeNow})
+	const n = 2500
+	users := make([]db.Joiner, n)
+	for i := range users {
+		users[i] = db.Joiner{UserID: fmt.Sprintf("u%04d", i)}
+		e.events(users[i].UserID, "app.active", 0)
+	}
+	b := e.bucket("active-now")
+	for chunk := range slices.Chunk(users, 500) {
+		_, err := transact(e.ctx, e.deps, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+			return join(ctx, tx, e.deps, b, chunk, joinSpec{Source: SourceEvent}, e.clock.Now())
+		})
+		require.NoError(t, err)
+	}
+	e.clock.Advance(time.Hour)
+
+	replicas := make([]*env, 3)
+	for i := range replicas {
+		replicas[i] = newEnvOn(t, e.db, defs{"buckets/active-now.yaml": activeNow})
+		replicas[i].clock = e.clock
+		replicas[i].deps.Now = e.clock.Now
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	total := 0
+	for _, r := range replicas {
+		wg.Go(func() {
+			fired, err := FireDueTimers(r.ctx, r.deps)
+			require.NoError(t, err)
+			mu.Lock()
+			total += fired
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	require.Equal(t, n, total, "every timer fired once")
+	require.Equal(t, n, e.count("SELECT count(*) FROM bucket_memberships WHERE status = 'left'"))
+	require.Equal(t, n, e.count("SELECT count(DISTINCT idempotency_key) FROM user_events WHERE event = 'bucket:left:active-now'"))
+	require.Equal(t, n, e.count("SELECT count(*) FROM user_events WHERE event = 'bucket:left:active-now'"))
+	pushed := 0
+	for _, r := range replicas {
+		for key, times := range r.hatchet.pushedKeys() {
+			if strings.Contains(key, ":left:") {
+				require.Equal(t, 1, times, key)
+				pushed++
+			}
+		}
+	}
+	require.Equal(t, n, pushed, "each leave pushed by one replica")
 }

@@ -128,6 +128,7 @@ func join(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, users []d
 	var out Outcome
 	emissions := transitionBatch(b, Entered, js.Source, "")
 	var arms []db.OutboxEvent
+	var timers []db.ExpiryTimer
 	for _, r := range rows {
 		email := deref(r.UserEmail)
 		left, hasLeft := lastLeft[r.UserID]
@@ -141,12 +142,16 @@ func join(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, users []d
 				return Outcome{}, err
 			}
 			arms = append(arms, arm)
+			timers = append(timers, db.ExpiryTimer{RowID: r.ID, FiresAt: *r.ExpiresAt, BucketID: b.ID, UserID: r.UserID, UserEmail: r.UserEmail})
 		}
 		out.Transitions = append(out.Transitions, Transition{
 			BucketID: b.ID, UserID: r.UserID, Transition: Entered, Epoch: r.EntryCount, Suppressed: suppressed, RowID: r.ID,
 		})
 	}
 	if out.Exited, out.Pushes, err = emit(ctx, tx, d, emissions, now); err != nil {
+		return Outcome{}, err
+	}
+	if err := db.ArmTimers(ctx, tx, timers); err != nil {
 		return Outcome{}, err
 	}
 	if err := db.InsertOutbox(ctx, tx, arms); err != nil {
@@ -182,8 +187,9 @@ type leaveSpec struct {
 	// Unless, when set, re-checks the criteria in the CAS so that a member
 	// who qualifies again by the time of the UPDATE stays.
 	Unless buckets.Condition
-	// ArmedExpiresAt, when set, is the expiry timer's CAS on expires_at.
-	ArmedExpiresAt *time.Time
+	// Armed, when set, holds the expires_at each member's expiry timer was
+	// armed with: the timer's CAS, which a re-armed or deferred row misses.
+	Armed map[string]time.Time
 }
 
 // leave is the leave of contract §5.5 for a batch of active memberships,
@@ -217,7 +223,14 @@ func leave(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, members 
 	if len(going) == 0 {
 		return out, nil
 	}
-	rows, err := db.LeaveMemberships(ctx, tx, db.LeaveCAS{IDs: going, Now: now, Unless: spec.Unless, ArmedExpiresAt: spec.ArmedExpiresAt})
+	cas := db.LeaveCAS{IDs: going, Now: now, Unless: spec.Unless}
+	if spec.Armed != nil {
+		cas.Armed = make([]time.Time, len(going))
+		for i, id := range going {
+			cas.Armed[i] = spec.Armed[id]
+		}
+	}
+	rows, err := db.LeaveMemberships(ctx, tx, cas)
 	if err != nil {
 		return Outcome{}, err
 	}

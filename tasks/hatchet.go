@@ -106,9 +106,8 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 	}
 
 	if armsExpiry(d) {
-		workflows = append(workflows, client.NewStandaloneDurableTask(TaskExpiry,
-			func(ctx hatchet.DurableContext, in any) (ExpiryResult, error) {
-				// Everything before the sleep runs again on replay: parse only.
+		workflows = append(workflows, client.NewStandaloneTask(TaskExpiry,
+			func(ctx hatchet.Context, in any) (ExpiryResult, error) {
 				payload, err := json.Marshal(in)
 				if err != nil {
 					return taskResult(ExpiryResult{}, fmt.Errorf("%w: %v", ErrInvalidInput, err))
@@ -117,13 +116,11 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 				if err != nil {
 					return taskResult(ExpiryResult{}, err)
 				}
-				if _, err := ctx.SleepFor(armed.Sleep()); err != nil {
-					return ExpiryResult{}, err
-				}
-				return taskResult(Expire(ctx, d, armed))
+				return taskResult(HandleArm(ctx, d, armed))
 			},
-			hatchet.WithWorkflowDescription("Sleeps until one fastExpiry member's deadline, then leaves the member "+
-				"unless the criteria hold again or the membership was re-armed."),
+			hatchet.WithWorkflowDescription("Arms the expiry timer of one fastExpiry member (bucket:arm-expiry). "+
+				"The running workers fire it at its deadline and leave the member unless the criteria hold again "+
+				"or the membership was re-armed."),
 			hatchet.WithWorkflowEvents(ArmExpiryEvent),
 			hatchet.WithRetries(0),
 		))

@@ -64,9 +64,12 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	if _, err := tasks.EnqueueBackfills(ctx, e.deps, cfg.BackfillTimeout); err != nil {
 		logger.ErrorContext(ctx, "enqueueing backfills at boot", slog.Any("error", err))
 	}
+	// The outbox dispatcher and the expiry timers run until shutdown, after
+	// the Hatchet worker stopped taking runs.
 	loopsCtx, stopLoops := context.WithCancel(ctx)
 	var loops sync.WaitGroup
 	loops.Go(func() { e.deps.Dispatcher.Run(loopsCtx, dispatchInterval) })
+	loops.Go(func() { tasks.RunTimers(loopsCtx, e.deps, tasks.ExpiryInterval) })
 	logger.InfoContext(ctx, "worker started",
 		slog.String("worker", cfg.WorkerName),
 		slog.Int("buckets", e.defs.bucketRegistry.Len()),

@@ -1,0 +1,183 @@
+//go:build e2e && slow
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	v0 "github.com/hatchet-dev/hatchet/pkg/client"
+	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/db/dbtest"
+	"github.com/bucketworker/bucket-worker/tasks"
+)
+
+// The slow tier (build tags e2e and slow; .ci/run runs it): expiry timers
+// at production-like windows against the real Hatchet.
+
+// expiryLateness is how long after its deadline a timer may fire.
+const expiryLateness = 30 * time.Second
+
+func membership(t *testing.T, conn *bun.DB, bucketID, userID string) db.Membership {
+	t.Helper()
+	rows, err := db.ListMemberships(context.Background(), conn, db.MembershipFilter{BucketID: bucketID, UserID: userID})
+	require.NoError(t, err)
+	require.NotEmpty(t, rows, "user %s has no membership of %s", userID, bucketID)
+	return rows[0]
+}
+
+// runsOf lists the runs of a task whose additional metadata has userId,
+// with their status and output.
+func runsOf(t *testing.T, taskName, userID string, since time.Time) []struct {
+	Status string         `json:"status"`
+	Output map[string]any `json:"output"`
+} {
+	t.Helper()
+	client, err := hatchet.NewClient()
+	require.NoError(t, err)
+	id, err := client.Workflows().GetId(context.Background(), taskName)
+	require.NoError(t, err)
+	var page struct {
+		Rows []struct {
+			Status string         `json:"status"`
+			Output map[string]any `json:"output"`
+		} `json:"rows"`
+	}
+	q := url.Values{"since": {since.UTC().Format(time.RFC3339)}, "only_tasks": {"true"}, "include_payloads": {"true"},
+		"workflow_ids": {id.String()}, "additional_metadata": {"userId:" + userID}}
+	hatchetAPI(t, "/api/v1/stable/tenants/"+os.Getenv("HATCHET_TENANT_ID")+"/workflow-runs?"+q.Encode(), &page)
+	return page.Rows
+}
+
+// TestExpiryAtARealWindow arms timers on a six-minute window, longer than
+// Hatchet's default five-minute task timeout: the member leaves through
+// its timer within expiryLateness of the deadline. A second member's timer
+// is armed only by an arm push delivered two minutes late, with its stale
+// msUntilExpiry: it fires at armedExpiresAt, not six minutes after the
+// push.
+func TestExpiryAtARealWindow(t *testing.T) {
+	conn, dbURL := dbtest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	defer cancel()
+	defsDir := definitions(t, map[string]string{"e2e-six.yaml": "id: e2e-six\nname: E2E six minutes\nfastExpiry: true\n" +
+		"criteria: {type: event, eventName: e2e.seen, check: exists, within: 6m}\n"})
+	client, err := hatchet.NewClient()
+	require.NoError(t, err)
+	w := startWorker(t, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+defsDir)
+	start := time.Now()
+
+	for _, u := range []string{"on-time", "late-arm"} {
+		require.NoError(t, client.Events().Push(ctx, "e2e.seen", map[string]any{"userId": u}))
+	}
+	require.Eventually(t, func() bool {
+		return status(t, conn, "e2e-six", "on-time") == db.StatusActive && status(t, conn, "e2e-six", "late-arm") == db.StatusActive
+	}, time.Minute, 200*time.Millisecond, w.Logs())
+	onTime, late := membership(t, conn, "e2e-six", "on-time"), membership(t, conn, "e2e-six", "late-arm")
+
+	// The late arm: only its push arms it, two minutes after the join. The
+	// join's own arm run has completed before its timer is taken away.
+	require.Eventually(t, func() bool {
+		runs := runsOf(t, tasks.TaskExpiry, "late-arm", start)
+		return len(runs) == 1 && runs[0].Status == "COMPLETED"
+	}, time.Minute, time.Second)
+	_, err = conn.NewRaw("DELETE FROM bucket_expiry_timers WHERE row_id = ?", late.ID).Exec(ctx)
+	require.NoError(t, err)
+	time.Sleep(2 * time.Minute)
+	require.NoError(t, client.Events().Push(ctx, tasks.ArmExpiryEvent, tasks.ArmExpiryInput{
+		RowID: late.ID, BucketID: "e2e-six", UserID: "late-arm",
+		ArmedExpiresAt: late.ExpiresAt.UTC().Format(tasks.ArmedTimeFormat), MsUntilExpiry: 6 * 60 * 1000,
+	}, v0.WithEventMetadata(map[string]string{"userId": "late-arm"})))
+
+	for _, m := range []db.Membership{onTime, late} {
+		deadline := *m.ExpiresAt
+		require.Eventually(t, func() bool { return status(t, conn, "e2e-six", m.UserID) == db.StatusLeft },
+			time.Until(deadline)+expiryLateness, time.Second, "%s did not leave by its deadline + %s\n%s", m.UserID, expiryLateness, w.Logs())
+		left := membership(t, conn, "e2e-six", m.UserID)
+		require.False(t, left.LeftAt.Before(deadline), "%s left before its deadline", m.UserID)
+		t.Logf("%s: deadline %s, left %s after it", m.UserID, deadline.Format(time.TimeOnly), left.LeftAt.Sub(deadline))
+		var source string
+		require.NoError(t, conn.NewRaw("SELECT properties->>'source' FROM user_events WHERE idempotency_key = ?",
+			fmt.Sprintf("bucket:e2e-six:%s:left:1", m.UserID)).Scan(ctx, &source))
+		require.Equal(t, "reconcile", source)
+	}
+
+	// The expiry runs completed: the join's arm, and the late one.
+	for _, u := range []string{"on-time", "late-arm"} {
+		runs := runsOf(t, tasks.TaskExpiry, u, start)
+		require.NotEmpty(t, runs, "a bucket-expiry run for %s", u)
+		for _, r := range runs {
+			require.Equal(t, "COMPLETED", r.Status, "%s: %v", u, r.Output)
+			require.Equal(t, tasks.ExpiryArmed, r.Output["status"], "%s: %v", u, r.Output)
+		}
+	}
+}
+
+// TestTenThousandTimers arms 10 000 timers at once — a first-time backfill
+// of a fastExpiry bucket joins 10 000 users silently — on a two-minute
+// window. Every timer fires within expiryLateness of its deadline, each
+// member leaves once, and an ingest pushed while the timers wait completes
+// within seconds. It logs the timers' lateness, p50 and p99.
+func TestTenThousandTimers(t *testing.T) {
+	const n = 10_000
+	conn, dbURL := dbtest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	_, err := conn.NewRaw(`
+		INSERT INTO contacts (external_id, properties) SELECT 'timer-' || g, '{}' FROM generate_series(1, ?) AS g;
+		INSERT INTO user_events (user_id, event, occurred_at) SELECT 'timer-' || g, 'e2e.seen', now() FROM generate_series(1, ?) AS g`, n, n).Exec(ctx)
+	require.NoError(t, err)
+	defsDir := definitions(t, map[string]string{
+		"e2e-many.yaml": "id: e2e-many\nname: E2E many timers\nfastExpiry: true\n" +
+			"criteria: {type: event, eventName: e2e.seen, check: exists, within: 3m}\n",
+		"e2e-meanwhile.yaml": "id: e2e-meanwhile\nname: E2E meanwhile\n" +
+			"criteria: {type: event, eventName: e2e.meanwhile, check: exists}\n",
+	})
+	client, err := hatchet.NewClient()
+	require.NoError(t, err)
+	w := startWorker(t, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+defsDir)
+
+	count := func(query string, args ...any) int {
+		var c int
+		require.NoError(t, conn.NewRaw(query, args...).Scan(ctx, &c))
+		return c
+	}
+	require.Eventually(t, func() bool { return count("SELECT count(*) FROM bucket_expiry_timers") == n },
+		2*time.Minute, time.Second, "the backfill armed every timer\n%s", w.Logs())
+	armedAt := time.Now()
+
+	// While the timers wait and their arm runs crowd Hatchet, an ingest
+	// still completes within seconds.
+	require.NoError(t, client.Events().Push(ctx, "e2e.meanwhile", map[string]any{"userId": "meanwhile"}))
+	require.Eventually(t, func() bool { return status(t, conn, "e2e-meanwhile", "meanwhile") == db.StatusActive },
+		20*time.Second, 100*time.Millisecond, "an ingest among 10 000 armed timers")
+	t.Logf("ingest among %d armed timers committed %s after its push", n, time.Since(armedAt).Round(time.Millisecond))
+
+	var latest time.Time
+	require.NoError(t, conn.NewRaw("SELECT max(expires_at) FROM bucket_memberships WHERE bucket_id = 'e2e-many'").Scan(ctx, &latest))
+	require.Eventually(t, func() bool {
+		return count("SELECT count(*) FROM bucket_memberships WHERE bucket_id = 'e2e-many' AND status = 'left'") == n
+	},
+		time.Until(latest)+expiryLateness, time.Second, "every timer fired\n%s", w.Logs())
+	require.Equal(t, n, count("SELECT count(*) FROM user_events WHERE event = 'bucket:left:e2e-many'"), "one leave each")
+	require.Zero(t, count("SELECT count(*) FROM bucket_expiry_timers"))
+
+	var lateness []float64
+	require.NoError(t, conn.NewRaw(`SELECT extract(epoch FROM left_at - expires_at)
+		FROM bucket_memberships WHERE bucket_id = 'e2e-many'`).Scan(ctx, &lateness))
+	slices.Sort(lateness)
+	p50, p99 := lateness[len(lateness)/2], lateness[len(lateness)*99/100]
+	require.GreaterOrEqual(t, lateness[0], 0.0, "no timer fires early")
+	require.Less(t, p99, expiryLateness.Seconds())
+	report, _ := json.Marshal(map[string]any{"timers": n, "p50Seconds": p50, "p99Seconds": p99, "maxSeconds": lateness[len(lateness)-1]})
+	t.Logf("timer lateness (deadline to leave committed): %s", report)
+}
