@@ -125,3 +125,18 @@ func ListOutbox(ctx context.Context, idb bun.IDB) ([]OutboxEvent, error) {
 	}
 	return rows, nil
 }
+
+// RetryOutboxNow makes the pending pushes that are backing off due at
+// now, and returns how many: once Hatchet is back, they need not wait out
+// a backoff earned while it was away.
+func RetryOutboxNow(ctx context.Context, idb bun.IDB, now time.Time) (int, error) {
+	res, err := idb.NewUpdate().TableExpr("bucket_event_outbox AS o").
+		Set("available_at = ?", now).
+		Where("o.dispatched_at IS NULL AND o.available_at > ?", now).
+		Exec(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("retrying the pending pushes: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}

@@ -132,12 +132,18 @@ func definitions(t testing.TB, bucketFiles map[string]string) string {
 	return dir
 }
 
-// hatchetAPI GETs a path of the Hatchet REST API into out.
+// hatchetAPI GETs a path of the stack's Hatchet REST API into out.
 func hatchetAPI(t *testing.T, path string, out any) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, os.Getenv("HATCHET_API_URL")+path, nil)
+	hatchetAPIOf(t, os.Getenv("HATCHET_API_URL"), os.Getenv("HATCHET_CLIENT_TOKEN"), path, out)
+}
+
+// hatchetAPIOf GETs a path of the REST API of the Hatchet at apiURL.
+func hatchetAPIOf(t *testing.T, apiURL, token, path string, out any) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, apiURL+path, nil)
 	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+os.Getenv("HATCHET_CLIENT_TOKEN"))
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
@@ -153,8 +159,15 @@ type delivery struct {
 }
 
 // listen starts a worker with a task on each event key and returns what
-// each key delivered, in order.
+// each key delivered, in order. The worker stops when the test ends.
 func listen(t *testing.T, client *hatchet.Client, name string, keys ...string) func(key string) []delivery {
+	seen, stop := listenStoppable(t, client, name, keys...)
+	t.Cleanup(func() { _ = stop() })
+	return seen
+}
+
+// listenStoppable is listen with the worker's stop function.
+func listenStoppable(t *testing.T, client *hatchet.Client, name string, keys ...string) (func(key string) []delivery, func() error) {
 	var mu sync.Mutex
 	seen := map[string][]delivery{}
 	var workflows []hatchet.WorkflowBase
@@ -170,12 +183,11 @@ func listen(t *testing.T, client *hatchet.Client, name string, keys ...string) f
 	require.NoError(t, err)
 	stop, err := w.Start()
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = stop() })
 	return func(key string) []delivery {
 		mu.Lock()
 		defer mu.Unlock()
 		return append([]delivery(nil), seen[key]...)
-	}
+	}, stop
 }
 
 // users are the userId of each delivery.

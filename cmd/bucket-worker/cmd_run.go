@@ -40,7 +40,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	}
 
 	e.deps.EnqueueBackfill = tasks.EnqueueThrough(e.client)
-	worker, err := tasks.NewWorker(e.client, e.deps, tasks.WorkerOptions{
+	opts := tasks.WorkerOptions{
 		Name:             cfg.WorkerName,
 		ReconcileCron:    cfg.ReconcileCron,
 		ReconcileTimeout: cfg.ReconcileTimeout,
@@ -48,46 +48,87 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		IngestMode:       cfg.IngestMode,
 		IngestEvents:     tasks.IngestEventKeys(cfg.IngestEvents, e.deps.Buckets),
 		SDKLogger:        sdkLogger(env, cfg),
-	})
-	if err != nil {
-		return err
 	}
-	cleanup, err := worker.Start()
-	if err != nil {
-		return fmt.Errorf("starting the Hatchet worker: %w", err)
-	}
-	// New or edited buckets get their backfill. Enqueued once the worker
-	// has registered bucket-backfill (on a new Hatchet it does not exist
-	// before); until a backfill completes, the first-deploy guard keeps
-	// the bucket's join pass closed. A failure here is retried by the
-	// next sweep.
-	if _, err := tasks.EnqueueBackfills(ctx, e.deps, cfg.BackfillTimeout); err != nil {
-		logger.ErrorContext(ctx, "enqueueing backfills at boot", slog.Any("error", err))
-	}
-	// The outbox dispatcher and the expiry timers run until shutdown, after
-	// the Hatchet worker stopped taking runs.
-	loopsCtx, stopLoops := context.WithCancel(ctx)
+
+	// The outbox dispatcher and the expiry timers run until shutdown, when
+	// the Hatchet worker has stopped taking runs; they carry on while
+	// Hatchet is away.
+	loopsCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
 	var loops sync.WaitGroup
 	loops.Go(func() { e.deps.Dispatcher.Run(loopsCtx, dispatchInterval) })
 	loops.Go(func() { tasks.RunTimers(loopsCtx, e.deps, tasks.ExpiryInterval) })
-	logger.InfoContext(ctx, "worker started",
-		slog.String("worker", cfg.WorkerName),
-		slog.Int("buckets", e.defs.bucketRegistry.Len()),
-		slog.Int("journeys", len(e.defs.journeyRegistry.All())),
-		slog.String("reconcile_cron", cfg.ReconcileCron),
-		slog.String("ingest_mode", cfg.IngestMode))
+	defer func() {
+		stopLoops()
+		loops.Wait()
+	}()
 
-	<-ctx.Done()
-	shutdown := context.WithoutCancel(ctx)
-	logger.InfoContext(shutdown, "shutting down")
-	stopErr := cleanup()
-	stopLoops()
-	loops.Wait()
-	if stopErr != nil {
-		return fmt.Errorf("stopping the Hatchet worker: %w", stopErr)
+	for first := true; ; first = false {
+		stop, err := serve(ctx, e, opts)
+		if err != nil {
+			return err
+		}
+		if first {
+			logger.InfoContext(ctx, "worker started",
+				slog.String("worker", cfg.WorkerName),
+				slog.Int("buckets", e.defs.bucketRegistry.Len()),
+				slog.Int("journeys", len(e.defs.journeyRegistry.All())),
+				slog.String("reconcile_cron", cfg.ReconcileCron),
+				slog.String("ingest_mode", cfg.IngestMode))
+		}
+		// Hatchet going away would make the SDK's worker end the process
+		// when it reconnects to a server that no longer knows it: stop it
+		// first, wait for Hatchet, and serve again.
+		lost := e.hatchet.watch(ctx, hatchetProbeInterval)
+		stopErr := stop()
+		shutdown := context.WithoutCancel(ctx)
+		if ctx.Err() != nil {
+			logger.InfoContext(shutdown, "worker stopped")
+			if stopErr != nil {
+				return fmt.Errorf("stopping the Hatchet worker: %w", stopErr)
+			}
+			return nil
+		}
+		logger.WarnContext(ctx, "Hatchet is away: the worker takes no runs until it is back; "+
+			"pushes wait in the outbox and expiry timers keep firing", slog.Any("error", lost))
+		if err := e.hatchet.awaitBack(ctx, hatchetProbeInterval); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("%w; restart the worker with the token of the current server", err)
+		}
+		logger.InfoContext(ctx, "Hatchet is back: serving again")
+		if n, err := db.RetryOutboxNow(ctx, e.deps.DB, e.deps.Now()); err != nil {
+			logger.WarnContext(ctx, "retrying the outbox", slog.Any("error", err))
+		} else if n > 0 {
+			e.deps.Dispatcher.Wake()
+		}
 	}
-	logger.InfoContext(shutdown, "worker stopped")
-	return nil
+}
+
+// hatchetProbeInterval is how often a running worker checks that Hatchet
+// answers.
+const hatchetProbeInterval = time.Second
+
+// serve registers the tasks with Hatchet and starts taking runs, then
+// enqueues the backfills that new or edited buckets need; stop stops
+// taking runs.
+func serve(ctx context.Context, e *engine, opts tasks.WorkerOptions) (stop func() error, err error) {
+	worker, err := tasks.NewWorker(e.client, e.deps, opts)
+	if err != nil {
+		return nil, err
+	}
+	stop, err = worker.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting the Hatchet worker: %w", err)
+	}
+	// Enqueued once the worker has registered bucket-backfill (on a new
+	// Hatchet it does not exist before); until a backfill completes, the
+	// first-deploy guard keeps the bucket's join pass closed. A failure
+	// here is retried by the next sweep.
+	if _, err := tasks.EnqueueBackfills(ctx, e.deps, e.cfg.BackfillTimeout); err != nil {
+		e.logger.ErrorContext(ctx, "enqueueing backfills", slog.Any("error", err))
+	}
+	return stop, nil
 }
 
 // sdkLogger is the logger the Hatchet SDK writes its own logs to: stderr at

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -20,8 +19,10 @@ type engine struct {
 	defs   *definitions
 	logger *slog.Logger
 	deps   *tasks.Deps
-	// client is the Hatchet client, nil when HATCHET_CLIENT_TOKEN is unset.
-	client *hatchet.Client
+	// client is the Hatchet client, nil when HATCHET_CLIENT_TOKEN is unset,
+	// and hatchet the server it talks to.
+	client  *hatchet.Client
+	hatchet hatchetServer
 }
 
 // openEngine loads the configuration and the definitions (any invalid
@@ -65,17 +66,13 @@ func openEngine(ctx context.Context, env *environment, needHatchet bool) (e *eng
 		SweepBudget:     cfg.ReconcileTimeout * 3 / 4,
 		BackfillTimeout: cfg.BackfillTimeout,
 	}}
-	if token := env.getenv("HATCHET_CLIENT_TOKEN"); token != "" || needHatchet {
-		if token == "" { // the SDK would panic
-			conn.Close()
-			return nil, nil, errors.New("no Hatchet server: HATCHET_CLIENT_TOKEN is not set")
-		}
-		client, err := hatchet.NewClient()
+	if env.getenv("HATCHET_CLIENT_TOKEN") != "" || needHatchet {
+		client, server, err := connectHatchet(env.getenv)
 		if err != nil {
 			conn.Close()
-			return nil, nil, fmt.Errorf("connecting to Hatchet (is HATCHET_CLIENT_TOKEN set?): %w", err)
+			return nil, nil, err
 		}
-		e.client = client
+		e.client, e.hatchet = client, server
 		e.deps.Hatchet = tasks.NewHatchet(client)
 		e.deps.Dispatcher = tasks.NewDispatcher(e.deps)
 	}

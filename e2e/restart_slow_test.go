@@ -1,0 +1,217 @@
+//go:build e2e && slow
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"maps"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v0 "github.com/hatchet-dev/hatchet/pkg/client"
+	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/db/dbtest"
+)
+
+// ownStack is a Hatchet server of the test's own — its own ports,
+// database and folder — started and stopped with scripts/stack, so that
+// restarting it disturbs nothing else.
+type ownStack struct {
+	t   *testing.T
+	env []string
+}
+
+func newOwnStack(t *testing.T) *ownStack {
+	s := &ownStack{t: t, env: append(os.Environ(),
+		"STACK_DIR="+t.TempDir(), "HATCHET_DB=hatchet_e2e_restart",
+		"HATCHET_API_PORT=18180", "HATCHET_GRPC_PORT=17177", "HATCHET_HEALTH_PORT=18833",
+		"HATCHET_FRONTEND_PORT=18181", "HATCHET_RUNTIME_PORT=18182")}
+	s.run("reset")
+	t.Cleanup(func() { s.run("down") })
+	return s
+}
+
+func (s *ownStack) run(verb string) {
+	s.t.Helper()
+	cmd := exec.Command("../scripts/stack", verb)
+	cmd.Env = s.env
+	out, err := cmd.CombinedOutput()
+	require.NoError(s.t, err, "scripts/stack %s: %s", verb, out)
+}
+
+// workerEnv is the environment the stack wrote for a worker.
+func (s *ownStack) workerEnv() map[string]string {
+	s.t.Helper()
+	dir := ""
+	for _, kv := range s.env {
+		if v, ok := strings.CutPrefix(kv, "STACK_DIR="); ok {
+			dir = v
+		}
+	}
+	f, err := os.Open(filepath.Join(dir, "worker.env"))
+	require.NoError(s.t, err)
+	defer f.Close()
+	env := map[string]string{}
+	scanner := bufio.NewScanner(f)
+	for scanner.Scan() {
+		if k, v, ok := strings.Cut(scanner.Text(), "="); ok && !strings.HasPrefix(k, "#") {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+func (s *ownStack) hatchetVars() []string {
+	env := s.workerEnv()
+	return []string{"HATCHET_CLIENT_TOKEN=" + env["HATCHET_CLIENT_TOKEN"], "HATCHET_API_URL=" + env["HATCHET_API_URL"]}
+}
+
+func (s *ownStack) client() *hatchet.Client {
+	s.t.Helper()
+	c, err := hatchet.NewClient(v0.WithToken(s.workerEnv()["HATCHET_CLIENT_TOKEN"]))
+	require.NoError(s.t, err)
+	return c
+}
+
+// pushedEvents counts the events of the key that reached the stack's
+// Hatchet, by their idempotency key.
+func (s *ownStack) pushedEvents(key string) map[string]int {
+	s.t.Helper()
+	env := s.workerEnv()
+	var page struct {
+		Rows []struct {
+			AdditionalMetadata map[string]string `json:"additionalMetadata"`
+		} `json:"rows"`
+	}
+	hatchetAPIOf(s.t, env["HATCHET_API_URL"], env["HATCHET_CLIENT_TOKEN"],
+		"/api/v1/stable/tenants/"+env["HATCHET_TENANT_ID"]+"/events?limit=1000&keys="+url.QueryEscape(key), &page)
+	out := map[string]int{}
+	for _, r := range page.Rows {
+		out[r.AdditionalMetadata["idempotencyKey"]]++
+	}
+	return out
+}
+
+// TestHatchetRestarts stops and starts the worker's Hatchet: on the same
+// database the worker keeps running and serves again; a command run
+// meanwhile waits for Hatchet at most a few seconds and leaves its push in
+// the outbox. Started afresh with a new token, the server rejects the
+// worker's, and the worker exits with a one-line error instead of a panic;
+// a worker with the new token delivers what is left. Each join arrives
+// once.
+func TestHatchetRestarts(t *testing.T) {
+	conn, dbURL := dbtest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	stack := newOwnStack(t)
+	defsDir := definitions(t, map[string]string{"e2e-restart.yaml": "id: e2e-restart\nname: E2E restart\n" +
+		"criteria: {type: event, eventName: e2e.hello, check: exists}\n"})
+	env := append([]string{"DATABASE_URL=" + dbURL, "DEFINITIONS_DIR=" + defsDir}, stack.hatchetVars()...)
+
+	// Each phase listens with a worker of its own, stopped before Hatchet
+	// goes away; the events that reached Hatchet are counted by
+	// idempotency key before each reset.
+	pushed := map[string]int{}
+	var stopListener func() error
+	var seen func(string) []delivery
+	listenOn := func() {
+		seen, stopListener = listenStoppable(t, stack.client(), "e2e-restart-listener", "bucket:entered:e2e-restart")
+	}
+	drain := func(users ...string) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			got := map[string]bool{}
+			for _, d := range seen("bucket:entered:e2e-restart") {
+				got[d.Input["userId"].(string)] = true
+			}
+			for _, u := range users {
+				if !got[u] {
+					return false
+				}
+			}
+			return true
+		}, 3*time.Minute, time.Second, "deliveries of %v", users)
+		time.Sleep(2 * time.Second) // the listener reports its runs done
+		require.NoError(t, stopListener())
+	}
+	push := func(user string) {
+		t.Helper()
+		require.NoError(t, stack.client().Events().Push(ctx, "e2e.hello", map[string]any{"userId": user}))
+	}
+	joined := func(user string) func() bool {
+		return func() bool { return status(t, conn, "e2e-restart", user) == db.StatusActive }
+	}
+
+	listenOn()
+	w := startWorker(t, env...)
+	push("before")
+	require.Eventually(t, joined("before"), time.Minute, 200*time.Millisecond, w.Logs())
+	drain("before")
+
+	// Down: the worker stays up; an ingest from the command line gives up
+	// on Hatchet within seconds and says its push is pending.
+	stack.run("down")
+	require.Eventually(t, func() bool { return strings.Contains(w.Logs(), "Hatchet is away") }, 15*time.Second, 200*time.Millisecond, w.Logs())
+	began := time.Now()
+	cmd := exec.Command(workerBinary(t), "ingest", "--event", "e2e.hello", "--user", "while-down", "--json")
+	cmd.Env = append(append(os.Environ(), env...), "LOG_FORMAT=json")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Less(t, time.Since(began), 15*time.Second, "the command waited for Hatchet: %s", out)
+	require.Contains(t, string(out), "stay pending in the outbox")
+	require.Equal(t, db.StatusActive, status(t, conn, "e2e-restart", "while-down"))
+	require.Nil(t, w.cmd.ProcessState, "the worker is still running")
+
+	// Up on the same database: the worker serves again, the pending push
+	// goes out, and a new event is ingested.
+	stack.run("up")
+	require.Eventually(t, func() bool { return strings.Contains(w.Logs(), "Hatchet is back") }, time.Minute, 200*time.Millisecond, w.Logs())
+	listenOn()
+	push("after")
+	require.Eventually(t, joined("after"), 3*time.Minute, time.Second, w.Logs())
+	drain("while-down", "after")
+
+	maps.Copy(pushed, stack.pushedEvents("bucket:entered:e2e-restart"))
+
+	// Afresh, with a new token: the worker's token is rejected and it
+	// exits cleanly.
+	stack.run("reset")
+	exited := make(chan error, 1)
+	go func() { exited <- w.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit)
+		require.Equal(t, 1, exit.ExitCode())
+	case <-time.After(time.Minute):
+		t.Fatalf("the worker did not exit on a rejected token:\n%s", w.Logs())
+	}
+	logs := w.Logs()
+	require.Contains(t, logs, "rejects HATCHET_CLIENT_TOKEN")
+	require.NotContains(t, logs, "panic:")
+	require.NotContains(t, logs, "goroutine ")
+
+	// A worker with the new token; nothing was lost from the outbox.
+	env = append([]string{"DATABASE_URL=" + dbURL, "DEFINITIONS_DIR=" + defsDir}, stack.hatchetVars()...)
+	listenOn()
+	w2 := startWorker(t, env...)
+	push("fresh")
+	require.Eventually(t, joined("fresh"), 3*time.Minute, time.Second, w2.Logs())
+	drain("fresh")
+	maps.Copy(pushed, stack.pushedEvents("bucket:entered:e2e-restart"))
+
+	var pending int
+	require.NoError(t, conn.NewRaw("SELECT count(*) FROM bucket_event_outbox WHERE dispatched_at IS NULL").Scan(ctx, &pending))
+	require.Zero(t, pending, "every push left the outbox")
+	require.Equal(t, map[string]int{"bucket:e2e-restart:before:entered:1": 1, "bucket:e2e-restart:while-down:entered:1": 1,
+		"bucket:e2e-restart:after:entered:1": 1, "bucket:e2e-restart:fresh:entered:1": 1}, pushed, "each join reached Hatchet once")
+}
