@@ -3,7 +3,8 @@ package buckets
 import (
 	"fmt"
 	"io/fs"
-	"regexp"
+
+	"github.com/bucketworker/bucket-worker/buckets/definition"
 )
 
 // EntryLimit says which joins of a user emit bucket:entered.
@@ -75,9 +76,6 @@ func (b *Bucket) EnteredEvent() string { return "bucket:entered:" + b.ID }
 // LeftEvent is the name of the leave event, bucket:left:<id>.
 func (b *Bucket) LeftEvent() string { return "bucket:left:" + b.ID }
 
-// IDPattern is the format of bucket and journey ids.
-var IDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
-
 var bucketKeys = []string{
 	"id", "name", "description", "enabled", "kind", "criteria", "entryLimit", "reentry",
 	"entryPeriod", "reentryPeriod", "minDwell", "maxDwell", "timeBased", "reconcileEvery",
@@ -87,18 +85,18 @@ var bucketKeys = []string{
 // Load reads every bucket definition in the folder "buckets" of fsys and
 // validates it. The report holds every error and warning of every file;
 // the buckets returned are the valid ones, in file order.
-func Load(fsys fs.FS) ([]*Bucket, *Report) {
-	report := &Report{}
+func Load(fsys fs.FS) ([]*Bucket, *definition.Report) {
+	report := &definition.Report{}
 	var loaded []*Bucket
 	seen := map[string]string{} // id → file
-	for _, n := range ReadDir(fsys, "buckets", report) {
+	for _, n := range definition.ReadDir(fsys, "buckets", report) {
 		mark := len(report.Errors)
 		b, ok := decodeBucket(n)
 		if !ok || len(report.Errors) > mark { // an unknown key, say, still rejects the bucket
 			continue
 		}
 		if first, dup := seen[b.ID]; dup {
-			n.child("id", n.y).Errorf("duplicate bucket id %q (first defined in %s)", b.ID, first)
+			n.At("id").Errorf("duplicate bucket id %q (first defined in %s)", b.ID, first)
 			continue
 		}
 		seen[b.ID] = n.File()
@@ -107,7 +105,7 @@ func Load(fsys fs.FS) ([]*Bucket, *Report) {
 	return loaded, report
 }
 
-func decodeBucket(n *Node) (*Bucket, bool) {
+func decodeBucket(n *definition.Node) (*Bucket, bool) {
 	fields, ok := n.Fields(bucketKeys...)
 	if !ok {
 		return nil, false
@@ -118,7 +116,7 @@ func decodeBucket(n *Node) (*Bucket, bool) {
 		f, present := fields[key]
 		if !present {
 			if required {
-				n.Errorf("%s is required", key)
+				n.Missing(key)
 				valid = false
 			}
 			return
@@ -146,7 +144,7 @@ func decodeBucket(n *Node) (*Bucket, bool) {
 	}
 
 	str("id", &b.ID, true)
-	if b.ID != "" && !IDPattern.MatchString(b.ID) {
+	if b.ID != "" && !definition.IDPattern.MatchString(b.ID) {
 		fields["id"].Errorf("invalid id %q: use 1 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit", b.ID)
 		valid = false
 	}
@@ -171,7 +169,7 @@ func decodeBucket(n *Node) (*Bucket, bool) {
 	}
 
 	if f, present := fields["criteria"]; present {
-		c, ok := decodeCondition(f)
+		c, ok := decodeCriteria(f)
 		valid = valid && ok
 		if ok {
 			b.Criteria = c
@@ -181,7 +179,7 @@ func decodeBucket(n *Node) (*Bucket, bool) {
 			}
 		}
 	} else if kind != "manual" {
-		n.Errorf("criteria is required")
+		n.Missing("criteria")
 		valid = false
 	}
 
@@ -240,7 +238,7 @@ func decodeBucket(n *Node) (*Bucket, bool) {
 
 // aliasedKey returns which of a key and its older alias the definition
 // uses; giving both is an error (ok false).
-func aliasedKey(fields map[string]*Node, key, alias string) (used string, ok bool) {
+func aliasedKey(fields map[string]*definition.Node, key, alias string) (used string, ok bool) {
 	if _, hasAlias := fields[alias]; !hasAlias {
 		return key, true
 	}

@@ -3,6 +3,8 @@ package buckets
 import (
 	"fmt"
 	"strings"
+
+	"github.com/bucketworker/bucket-worker/buckets/definition"
 )
 
 // Condition is a node of a criteria tree: a *PropertyCondition, an
@@ -163,14 +165,39 @@ func joinPath(base, p string) string {
 	return base + "." + p
 }
 
-// decodeCondition reads a condition and checks the rules that concern a
-// single node.
-func decodeCondition(n *Node) (Condition, bool) {
+// The limits of a criteria tree (contract §2).
+const (
+	MaxCriteriaDepth      = 32
+	MaxCriteriaConditions = 10_000
+)
+
+// decodeCriteria reads a criteria tree within the limits.
+func decodeCriteria(n *definition.Node) (Condition, bool) {
+	d := &criteriaDecoder{}
+	c, ok := d.condition(n, 1)
+	if d.conditions > MaxCriteriaConditions {
+		n.Errorf("the criteria have %d conditions; at most %d are allowed", d.conditions, MaxCriteriaConditions)
+		return nil, false
+	}
+	return c, ok
+}
+
+// criteriaDecoder counts the conditions of the tree it reads.
+type criteriaDecoder struct{ conditions int }
+
+// condition reads a condition at the depth (1 for the root) and checks the
+// rules that concern a single node.
+func (d *criteriaDecoder) condition(n *definition.Node, depth int) (Condition, bool) {
+	d.conditions++
+	if depth > MaxCriteriaDepth {
+		n.Errorf("the criteria nest deeper than %d levels", MaxCriteriaDepth)
+		return nil, false
+	}
 	if n.IsList() || n.IsNull() {
 		n.Errorf("must be a condition object")
 		return nil, false
 	}
-	fields, ok := n.peekFields()
+	fields, ok := n.PeekFields()
 	if !ok {
 		n.Errorf("must be a condition object")
 		return nil, false
@@ -178,7 +205,7 @@ func decodeCondition(n *Node) (Condition, bool) {
 	typ := ""
 	typeNode, hasType := fields["type"]
 	if hasType {
-		typ, _ = typeNode.scalarString()
+		typ, _ = typeNode.ScalarString()
 	}
 	switch typ {
 	case "property":
@@ -187,7 +214,7 @@ func decodeCondition(n *Node) (Condition, bool) {
 	case "event":
 		return decodeEventCondition(n)
 	case "composite":
-		return decodeComposite(n)
+		return d.composite(n, depth)
 	case "email_engagement":
 		n.Errorf("email_engagement conditions are not allowed in bucket criteria")
 		return nil, false
@@ -203,18 +230,18 @@ func decodeCondition(n *Node) (Condition, bool) {
 
 // DecodePropertyCondition reads a property condition; journeys use it for
 // their where clauses. The type key is optional there.
-func DecodePropertyCondition(n *Node) (*PropertyCondition, bool) {
+func DecodePropertyCondition(n *definition.Node) (*PropertyCondition, bool) {
 	return decodePropertyCondition(n)
 }
 
-func decodePropertyCondition(n *Node) (*PropertyCondition, bool) {
+func decodePropertyCondition(n *definition.Node) (*PropertyCondition, bool) {
 	fields, ok := n.Fields("type", "property", "operator", "value")
 	if !ok {
 		return nil, false
 	}
 	valid := true
 	if t, ok := fields["type"]; ok {
-		if s, _ := t.scalarString(); s != "property" {
+		if s, _ := t.ScalarString(); s != "property" {
 			t.Errorf(`must be "property"`)
 			valid = false
 		}
@@ -266,7 +293,7 @@ func decodePropertyCondition(n *Node) (*PropertyCondition, bool) {
 	return c, valid
 }
 
-func decodeEventCondition(n *Node) (Condition, bool) {
+func decodeEventCondition(n *definition.Node) (Condition, bool) {
 	fields, ok := n.Fields("type", "eventName", "check", "operator", "value", "within")
 	if !ok {
 		return nil, false
@@ -333,7 +360,7 @@ func decodeEventCondition(n *Node) (Condition, bool) {
 	return c, valid
 }
 
-func decodeComposite(n *Node) (Condition, bool) {
+func (d *criteriaDecoder) composite(n *definition.Node, depth int) (Condition, bool) {
 	fields, ok := n.Fields("type", "operator", "conditions")
 	if !ok {
 		return nil, false
@@ -347,7 +374,7 @@ func decodeComposite(n *Node) (Condition, bool) {
 	}
 	list, present := fields["conditions"]
 	if !present {
-		n.Errorf("conditions is required")
+		n.Missing("conditions")
 		return nil, false
 	}
 	items, ok := list.List()
@@ -359,7 +386,7 @@ func decodeComposite(n *Node) (Condition, bool) {
 		return nil, false
 	}
 	for _, item := range items {
-		child, ok := decodeCondition(item)
+		child, ok := d.condition(item, depth+1)
 		valid = valid && ok
 		if ok {
 			c.Conditions = append(c.Conditions, child)
@@ -368,10 +395,10 @@ func decodeComposite(n *Node) (Condition, bool) {
 	return c, valid
 }
 
-func requiredString(n *Node, fields map[string]*Node, key string, valid bool) (string, bool) {
+func requiredString(n *definition.Node, fields map[string]*definition.Node, key string, valid bool) (string, bool) {
 	f, ok := fields[key]
 	if !ok {
-		n.Errorf("%s is required", key)
+		n.Missing(key)
 		return "", false
 	}
 	s, ok := f.String()

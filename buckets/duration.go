@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/bucketworker/bucket-worker/buckets/definition"
 )
 
 // Duration is a positive span of time in the canonical form of the
@@ -121,8 +123,8 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 }
 
 // decodeDuration reads either form of a duration from a definition file.
-func decodeDuration(n *Node) (Duration, bool) {
-	if s, isString := n.scalarString(); isString {
+func decodeDuration(n *definition.Node) (Duration, bool) {
+	if s, isString := n.ScalarString(); isString {
 		d, err := ParseDuration(s)
 		if err != nil {
 			n.Errorf("%v", err)

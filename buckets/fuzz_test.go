@@ -37,6 +37,9 @@ func FuzzLoad(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	for _, data := range hostileFiles(f) {
+		f.Add(string(data))
+	}
 	f.Fuzz(func(t *testing.T, text string) {
 		bs, _ := Load(fstest.MapFS{"buckets/x.yaml": {Data: []byte(text)}})
 		for _, b := range bs {

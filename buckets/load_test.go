@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/buckets/definition"
 )
 
 func TestLoadExamples(t *testing.T) {
@@ -49,7 +50,7 @@ func TestLoadExamples(t *testing.T) {
 func TestLoadReportsEveryError(t *testing.T) {
 	t.Parallel()
 	_, report := buckets.Load(os.DirFS("testdata/broken"))
-	want := []buckets.Error{
+	want := []definition.Error{
 		{File: "buckets/a-unknown-key.yaml", Path: "criteria.withn", Message: `unknown key "withn"`},
 		{File: "buckets/b-durations.yaml", Path: "[0].criteria.within", Message: `invalid duration "2w"`},
 		{File: "buckets/b-durations.yaml", Path: "[1].criteria.within", Message: "duration must be greater than zero"},
@@ -87,7 +88,7 @@ func TestLoadFileShapes(t *testing.T) {
 		{"bad yaml", fstest.MapFS{"buckets/x.yaml": {Data: []byte("id: [")}}, "buckets/x.yaml: invalid YAML", 0},
 		{"bad json", fstest.MapFS{"buckets/x.json": {Data: []byte(`{"id": }`)}}, "buckets/x.json: invalid JSON", 0},
 		{"scalar file", fstest.MapFS{"buckets/x.yaml": {Data: []byte("hello")}}, "buckets/x.yaml: must be an object or a list of objects", 0},
-		{"missing fields", fstest.MapFS{"buckets/x.yaml": {Data: []byte("description: d")}}, "buckets/x.yaml: id is required", 0},
+		{"missing fields", fstest.MapFS{"buckets/x.yaml": {Data: []byte("description: d")}}, "buckets/x.yaml: id: is required", 0},
 		{"count operator without value", fstest.MapFS{"buckets/x.yaml": {Data: []byte("{id: a, name: A, criteria: {type: event, eventName: e, check: count, operator: gte, within: 1d}}")}}, "buckets/x.yaml: criteria: operator and value must be given together", 0},
 		{"exists with value", fstest.MapFS{"buckets/x.yaml": {Data: []byte("{id: a, name: A, criteria: {type: property, property: p, operator: exists, value: 1}}")}}, `buckets/x.yaml: criteria.value: must be absent with operator "exists"`, 0},
 		{"unbounded count", fstest.MapFS{"buckets/x.yaml": {Data: []byte("{id: a, name: A, criteria: {type: event, eventName: e, check: count, operator: lt, value: 3}}")}}, "criteria must be bounded: criteria can match users with no data", 0},

@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/buckets/definition"
 )
 
 // Rule is an event with optional property conditions on the event's
@@ -53,11 +54,11 @@ var journeyKeys = []string{
 // Load reads every journey definition in the folder "journeys" of fsys.
 // The report holds every error and warning; the journeys returned are the
 // valid ones, in file order.
-func Load(fsys fs.FS) ([]*Journey, *buckets.Report) {
-	report := &buckets.Report{}
+func Load(fsys fs.FS) ([]*Journey, *definition.Report) {
+	report := &definition.Report{}
 	var loaded []*Journey
 	seen := map[string]string{}
-	for _, n := range buckets.ReadDir(fsys, "journeys", report) {
+	for _, n := range definition.ReadDir(fsys, "journeys", report) {
 		mark := len(report.Errors)
 		j, ok := decodeJourney(n)
 		if !ok || len(report.Errors) > mark {
@@ -73,7 +74,7 @@ func Load(fsys fs.FS) ([]*Journey, *buckets.Report) {
 	return loaded, report
 }
 
-func decodeJourney(n *buckets.Node) (*Journey, bool) {
+func decodeJourney(n *definition.Node) (*Journey, bool) {
 	fields, ok := n.Fields(journeyKeys...)
 	if !ok {
 		return nil, false
@@ -86,12 +87,12 @@ func decodeJourney(n *buckets.Node) (*Journey, bool) {
 		switch {
 		case !ok:
 			valid = false
-		case !buckets.IDPattern.MatchString(id):
+		case !definition.IDPattern.MatchString(id):
 			f.Errorf("invalid id %q: use 1 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit", id)
 			valid = false
 		}
 	} else {
-		n.Errorf("id is required")
+		n.Missing("id")
 		valid = false
 	}
 	for _, field := range []struct {
@@ -114,7 +115,7 @@ func decodeJourney(n *buckets.Node) (*Journey, bool) {
 		valid = valid && ok
 		j.Trigger = r
 	} else {
-		n.Errorf("trigger is required")
+		n.Missing("trigger")
 		valid = false
 	}
 	if f, ok := fields["exitOn"]; ok {
@@ -129,7 +130,7 @@ func decodeJourney(n *buckets.Node) (*Journey, bool) {
 	return j, valid
 }
 
-func decodeRule(n *buckets.Node) (Rule, bool) {
+func decodeRule(n *definition.Node) (Rule, bool) {
 	fields, ok := n.Fields("event", "where")
 	if !ok {
 		return Rule{}, false
@@ -145,7 +146,7 @@ func decodeRule(n *buckets.Node) (Rule, bool) {
 		}
 		valid = valid && ok
 	} else {
-		n.Errorf("event is required")
+		n.Missing("event")
 		valid = false
 	}
 	if f, ok := fields["where"]; ok {
@@ -162,8 +163,8 @@ func decodeRule(n *buckets.Node) (Rule, bool) {
 
 // Enabled returns the journeys that are statically enabled and selected,
 // and a warning for every selected id that matches no loaded journey.
-func Enabled(all []*Journey, sel buckets.Selection) (enabled []*Journey, warnings []string) {
-	return buckets.Pick(sel, "ENABLED_JOURNEYS", "journey", all, func(j *Journey) (string, bool) { return j.ID, j.Enabled })
+func Enabled(all []*Journey, sel definition.Selection) (enabled []*Journey, warnings []string) {
+	return definition.Pick(sel, "ENABLED_JOURNEYS", "journey", all, func(j *Journey) (string, bool) { return j.ID, j.Enabled })
 }
 
 // Registry is the immutable set of enabled journeys, built once at boot.

@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/buckets/definition"
 	"github.com/bucketworker/bucket-worker/journeys"
 )
 
@@ -37,7 +37,7 @@ func load(t *testing.T) []*journeys.Journey {
 
 func TestRegistry(t *testing.T) {
 	t.Parallel()
-	enabled, warnings := journeys.Enabled(load(t), buckets.ParseSelection("*"))
+	enabled, warnings := journeys.Enabled(load(t), definition.ParseSelection("*"))
 	require.Empty(t, warnings)
 	require.Len(t, enabled, 2, "a statically disabled journey stays out")
 	r := journeys.NewRegistry(enabled)
@@ -56,7 +56,7 @@ func TestRegistry(t *testing.T) {
 
 func TestSelection(t *testing.T) {
 	t.Parallel()
-	enabled, warnings := journeys.Enabled(load(t), buckets.ParseSelection(" generic , missing "))
+	enabled, warnings := journeys.Enabled(load(t), definition.ParseSelection(" generic , missing "))
 	require.Len(t, enabled, 1)
 	require.Equal(t, "generic", enabled[0].ID)
 	require.Equal(t, []string{"ENABLED_JOURNEYS names missing, which matches no journey"}, warnings)
@@ -73,7 +73,8 @@ func TestLoadErrors(t *testing.T) {
 `)}})
 	require.Len(t, report.Errors, 5, "%s", report.Errors)
 	require.Equal(t, "[0].id", report.Errors[0].Path)
-	require.Contains(t, report.Errors[1].Message, "trigger is required")
+	require.Equal(t, "[1].trigger", report.Errors[1].Path, "a missing key is reported at its own path")
+	require.Equal(t, "is required", report.Errors[1].Message)
 	require.Contains(t, report.Errors[2].Message, `duplicate journey id "dup"`)
 	require.Equal(t, "[4].runner", report.Errors[3].Path)
 	require.Equal(t, "[4].trigger.where[0].value", report.Errors[4].Path)

@@ -1,14 +1,23 @@
-package buckets
+// Package definition reads definition files — the YAML or JSON files of
+// buckets and journeys, each one object or a list of objects — into nodes
+// whose decoding records every problem with its file and path in a Report,
+// within limits a hostile file cannot exceed (contract §2). It also holds
+// what bucket and journey definitions share: the id format and the
+// ENABLED_* selections.
+package definition
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -101,7 +110,22 @@ func ReadDir(fsys fs.FS, dir string, report *Report) []*Node {
 	return nodes
 }
 
+// The limits a definition file must stay within (contract §2): a file
+// comes from a repository, but a bad one must not take the worker down.
+const (
+	// MaxFileSize is the largest definition file read.
+	MaxFileSize = 10 << 20
+	// maxAliasNodes is how many nodes YAML aliases may add to a file's own
+	// when they are expanded: a sub-kilobyte "billion laughs" file would
+	// otherwise expand to billions.
+	maxAliasNodes = 100_000
+)
+
 func readFile(fsys fs.FS, file, ext string, report *Report) []*Node {
+	if info, err := fs.Stat(fsys, file); err == nil && info.Size() > MaxFileSize {
+		report.errorf(file, "", "the file has %d bytes; a definition file may have at most %d (10 MB)", info.Size(), MaxFileSize)
+		return nil
+	}
 	data, err := fs.ReadFile(fsys, file)
 	if err != nil {
 		report.errorf(file, "", "reading file: %v", err)
@@ -113,17 +137,30 @@ func readFile(fsys fs.FS, file, ext string, report *Report) []*Node {
 		report.errorf(file, "", "invalid JSON: %v", err)
 		return nil
 	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		report.errorf(file, "", "invalid YAML: %v", strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil
+	}
+	var second yaml.Node
+	if err := dec.Decode(&second); !errors.Is(err, io.EOF) {
+		at := ""
+		if err == nil {
+			at = fmt.Sprintf(" (the second starts at line %d)", second.Line)
+		}
+		report.errorf(file, "", "the file holds more than one YAML document%s: a file holds one object or one list of objects", at)
 		return nil
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		report.warnf(file, "", "file is empty")
 		return nil
 	}
-	root := &Node{y: doc.Content[0], file: file, report: report}
-	root.y = resolveAlias(root.y)
+	if err := checkAliases(&doc); err != nil {
+		report.errorf(file, "", "%v", err)
+		return nil
+	}
+	root := &Node{y: resolveAlias(doc.Content[0]), file: file, report: report}
 	switch root.y.Kind {
 	case yaml.MappingNode:
 		return []*Node{root}
@@ -137,6 +174,53 @@ func readFile(fsys fs.FS, file, ext string, report *Report) []*Node {
 		root.Errorf("must be an object or a list of objects")
 		return nil
 	}
+}
+
+// checkAliases rejects the alias structures that would make decoding the
+// document loop or explode: an alias inside the node it refers to, and
+// aliases that expand to more than maxAliasNodes nodes beyond the
+// document's own. It walks the nodes without copying any.
+func checkAliases(doc *yaml.Node) error {
+	own := 0
+	var count func(n *yaml.Node)
+	count = func(n *yaml.Node) {
+		own++
+		if n.Kind != yaml.AliasNode {
+			for _, c := range n.Content {
+				count(c)
+			}
+		}
+	}
+	count(doc)
+	budget := own + maxAliasNodes
+	visited := 0
+	open := map[*yaml.Node]bool{} // the anchored nodes being expanded
+	var visit func(n *yaml.Node) error
+	visit = func(n *yaml.Node) error {
+		if visited++; visited > budget {
+			return fmt.Errorf("YAML aliases expand to more than %d nodes beyond the file's own %d", maxAliasNodes, own)
+		}
+		if n.Kind == yaml.AliasNode {
+			if n.Alias == nil {
+				return nil
+			}
+			if open[n.Alias] {
+				return fmt.Errorf("line %d: the alias *%s is inside the node it refers to", n.Line, n.Value)
+			}
+			return visit(n.Alias)
+		}
+		if n.Anchor != "" {
+			open[n] = true
+			defer delete(open, n)
+		}
+		for _, c := range n.Content {
+			if err := visit(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return visit(doc)
 }
 
 // jsonNumber is the syntax of a JSON number.
@@ -154,6 +238,17 @@ func (n *Node) File() string { return n.file }
 
 // Path is the node's path inside its file.
 func (n *Node) Path() string { return n.path }
+
+// Missing records that the object at this node lacks a required key, at
+// the key's own path (criteria, [1].criteria).
+func (n *Node) Missing(key string) {
+	n.At(key).Errorf("is required")
+}
+
+// At is the place of the node's key, for reporting a problem there.
+func (n *Node) At(key string) *Node {
+	return n.child(key, n.y)
+}
 
 // Errorf records a problem at this node.
 func (n *Node) Errorf(format string, args ...any) {
@@ -247,9 +342,9 @@ func (n *Node) Int() (int64, bool) {
 	return 0, false
 }
 
-// Scalar decodes a JSON scalar: a string, a number (float64, as Double
-// reads it: a number beyond the double range is ±Inf) or a boolean. Null,
-// NaN, objects and lists are errors.
+// Scalar decodes a JSON scalar: a string, a number (float64, the nearest
+// double; a number beyond the double range is ±Inf, as JavaScript reads
+// it) or a boolean. Null, NaN, objects and lists are errors.
 func (n *Node) Scalar() (any, bool) {
 	if n.y.Kind == yaml.ScalarNode {
 		switch n.y.ShortTag() {
@@ -257,7 +352,8 @@ func (n *Node) Scalar() (any, bool) {
 			// YAML resolves a plain number it cannot hold in a float64, such
 			// as 1e309, as a string; JSON and JavaScript read it as ±Infinity.
 			if n.y.Style == 0 && jsonNumber.MatchString(n.y.Value) {
-				return Double(n.y.Value), true
+				f, _ := strconv.ParseFloat(n.y.Value, 64) // ±Inf with ErrRange, as JavaScript reads it
+				return f, true
 			}
 			return n.y.Value, true
 		case "!!bool":
@@ -300,17 +396,17 @@ func (n *Node) Any() any {
 	return v
 }
 
-// scalarString returns the node's text when it is a string, recording nothing.
-func (n *Node) scalarString() (string, bool) {
+// ScalarString returns the node's text when it is a string, recording nothing.
+func (n *Node) ScalarString() (string, bool) {
 	if n.y.Kind == yaml.ScalarNode && n.y.ShortTag() == "!!str" {
 		return n.y.Value, true
 	}
 	return "", false
 }
 
-// peekFields returns the fields of an object without checking them or
+// PeekFields returns the fields of an object without checking them or
 // recording anything; ok is false when the node is not an object.
-func (n *Node) peekFields() (map[string]*Node, bool) {
+func (n *Node) PeekFields() (map[string]*Node, bool) {
 	if n.y.Kind != yaml.MappingNode {
 		return nil, false
 	}

@@ -5,15 +5,16 @@ import (
 	"fmt"
 
 	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/buckets/definition"
 	"github.com/bucketworker/bucket-worker/journeys"
 )
 
 type validateOutput struct {
-	Valid    bool              `json:"valid"`
-	Buckets  []validateBucket  `json:"buckets"`
-	Journeys []validateJourney `json:"journeys"`
-	Errors   []buckets.Error   `json:"errors"`
-	Warnings []buckets.Error   `json:"warnings"`
+	Valid    bool               `json:"valid"`
+	Buckets  []validateBucket   `json:"buckets"`
+	Journeys []validateJourney  `json:"journeys"`
+	Errors   []definition.Error `json:"errors"`
+	Warnings []definition.Error `json:"warnings"`
 }
 
 type validateBucket struct {
@@ -53,11 +54,11 @@ func runValidate(_ context.Context, env *environment, args []string) error {
 		Valid:    len(defs.report.Errors) == 0,
 		Buckets:  []validateBucket{},
 		Journeys: []validateJourney{},
-		Errors:   append([]buckets.Error{}, defs.report.Errors...),
-		Warnings: append([]buckets.Error{}, defs.report.Warnings...),
+		Errors:   append([]definition.Error{}, defs.report.Errors...),
+		Warnings: append([]definition.Error{}, defs.report.Warnings...),
 	}
 	for _, notice := range defs.notices {
-		out.Warnings = append(out.Warnings, buckets.Error{Message: notice})
+		out.Warnings = append(out.Warnings, definition.Error{Message: notice})
 	}
 	for _, b := range defs.buckets {
 		out.Buckets = append(out.Buckets, validateBucket{

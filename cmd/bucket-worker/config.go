@@ -10,7 +10,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
-	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/buckets/definition"
 )
 
 // config is the worker's configuration (contract §12), read once from the
@@ -19,8 +19,8 @@ type config struct {
 	DatabaseURL      string
 	DatabaseMaxConns int
 	DefinitionsDir   string
-	EnabledBuckets   buckets.Selection
-	EnabledJourneys  buckets.Selection
+	EnabledBuckets   definition.Selection
+	EnabledJourneys  definition.Selection
 	ReconcileCron    string
 	ReconcileTimeout time.Duration
 	BackfillTimeout  time.Duration
@@ -82,8 +82,8 @@ func loadConfig(getenv func(string) string, flags globalFlags) (config, error) {
 		DatabaseURL:      firstNonEmpty(flags.databaseURL, env("DATABASE_URL", defaultDatabaseURL)),
 		DatabaseMaxConns: positive("DATABASE_MAX_CONNS", "20"),
 		DefinitionsDir:   firstNonEmpty(flags.definitions, env("DEFINITIONS_DIR", "./definitions")),
-		EnabledBuckets:   buckets.ParseSelection(env("ENABLED_BUCKETS", "*")),
-		EnabledJourneys:  buckets.ParseSelection(env("ENABLED_JOURNEYS", "*")),
+		EnabledBuckets:   definition.ParseSelection(env("ENABLED_BUCKETS", "*")),
+		EnabledJourneys:  definition.ParseSelection(env("ENABLED_JOURNEYS", "*")),
 		ReconcileCron:    env("BUCKET_RECONCILE_CRON", "*/5 * * * *"),
 		ReconcileTimeout: duration("BUCKET_RECONCILE_TIMEOUT", "120s"),
 		BackfillTimeout:  duration("BUCKET_BACKFILL_TIMEOUT", "600s"),

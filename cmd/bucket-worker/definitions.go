@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/buckets/definition"
 	"github.com/bucketworker/bucket-worker/journeys"
 )
 
@@ -16,7 +17,7 @@ type definitions struct {
 	journeys        []*journeys.Journey
 	bucketRegistry  *buckets.Registry
 	journeyRegistry *journeys.Registry
-	report          buckets.Report
+	report          definition.Report
 	// dir is the folder the definitions were read from.
 	dir string
 	// notices are boot warnings outside any file, such as an
@@ -47,7 +48,7 @@ func loadDefinitions(cfg config) (*definitions, error) {
 		for _, r := range rules {
 			for _, prefix := range []string{"bucket:entered:", "bucket:left:"} {
 				if id, ok := strings.CutPrefix(r.Event, prefix); ok && !known[id] {
-					d.report.Warnings = append(d.report.Warnings, buckets.Error{
+					d.report.Warnings = append(d.report.Warnings, definition.Error{
 						File: j.File, Message: fmt.Sprintf("journey %q listens to %q, but no bucket has id %q", j.ID, r.Event, id),
 					})
 				}
