@@ -103,17 +103,6 @@ func MembershipStats(ctx context.Context, idb bun.IDB) (map[string]BucketStats, 
 	return stats, nil
 }
 
-// InsertMemberships inserts membership rows as given.
-func InsertMemberships(ctx context.Context, idb bun.IDB, rows []Membership) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	if _, err := idb.NewInsert().Model(&rows).Exec(ctx); err != nil {
-		return fmt.Errorf("inserting %d memberships: %w", len(rows), err)
-	}
-	return nil
-}
-
 // membersOf is the alias list of the sweeps' member scans: m is the
 // membership, c the user's live contact (absent for a user with none).
 const membersOf = "bucket_memberships AS m LEFT JOIN contacts AS c ON c.external_id = m.user_id AND c.deleted_at IS NULL"

@@ -187,7 +187,7 @@ func TestConformance(t *testing.T) {
 			mem := buckets.MemoryFacts{Properties: buckets.Properties{}}
 			if tc.props != "" {
 				mem.Properties = buckets.DecodeProperties([]byte(tc.props))
-				require.NoError(t, db.InsertContact(ctx, conn, &db.Contact{ExternalID: &user, Properties: json.RawMessage(tc.props)}))
+				require.NoError(t, dbtest.InsertContact(ctx, conn, &db.Contact{ExternalID: &user, Properties: json.RawMessage(tc.props)}))
 			}
 			var rows []db.UserEvent
 			for _, e := range tc.events {
@@ -195,7 +195,7 @@ func TestConformance(t *testing.T) {
 				mem.Events = append(mem.Events, buckets.Event{Name: e.event, OccurredAt: at})
 				rows = append(rows, db.UserEvent{UserID: user, Event: e.event, OccurredAt: at})
 			}
-			require.NoError(t, db.InsertUserEvents(ctx, conn, rows))
+			require.NoError(t, dbtest.InsertUserEvents(ctx, conn, rows))
 
 			inMemory, err := buckets.Evaluate(ctx, criteria, conformanceNow, mem)
 			require.NoError(t, err)

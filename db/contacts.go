@@ -90,14 +90,6 @@ func LockContacts(ctx context.Context, idb bun.IDB, userIDs []string) error {
 	return nil
 }
 
-// InsertContact inserts a contact row as given.
-func InsertContact(ctx context.Context, idb bun.IDB, c *Contact) error {
-	if _, err := idb.NewInsert().Model(c).Returning("id").Exec(ctx); err != nil {
-		return fmt.Errorf("inserting a contact: %w", err)
-	}
-	return nil
-}
-
 // Candidate is a contact the join pass of the sweep may enrol.
 type Candidate struct {
 	ContactID string  `bun:"id"`

@@ -41,13 +41,13 @@ func TestDifferential(t *testing.T) {
 		users[i] = g.user(fmt.Sprintf("diff-%03d", i))
 		ids[i] = users[i].id
 		if users[i].props != "" {
-			require.NoError(t, db.InsertContact(ctx, conn, &db.Contact{ExternalID: &users[i].id, Properties: []byte(users[i].props)}))
+			require.NoError(t, dbtest.InsertContact(ctx, conn, &db.Contact{ExternalID: &users[i].id, Properties: []byte(users[i].props)}))
 		}
 		var rows []db.UserEvent
 		for _, e := range users[i].facts.Events {
 			rows = append(rows, db.UserEvent{UserID: users[i].id, Event: e.Name, OccurredAt: e.OccurredAt})
 		}
-		require.NoError(t, db.InsertUserEvents(ctx, conn, rows))
+		require.NoError(t, dbtest.InsertUserEvents(ctx, conn, rows))
 	}
 
 	sqlVerdicts := func(p db.Predicate) map[string]bool {

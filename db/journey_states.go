@@ -54,14 +54,3 @@ func ExitJourneys(ctx context.Context, idb bun.IDB, userIDs, journeyIDs []string
 	}
 	return rows, nil
 }
-
-// InsertJourneyStates inserts journey state rows as given.
-func InsertJourneyStates(ctx context.Context, idb bun.IDB, rows []JourneyState) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	if _, err := idb.NewInsert().Model(&rows).Exec(ctx); err != nil {
-		return fmt.Errorf("inserting %d journey states: %w", len(rows), err)
-	}
-	return nil
-}

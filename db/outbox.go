@@ -117,15 +117,6 @@ func SummarizeOutbox(ctx context.Context, idb bun.IDB, errorLimit int) (OutboxSu
 	return s, nil
 }
 
-// ListOutbox returns every outbox row in id order (for tests and tools).
-func ListOutbox(ctx context.Context, idb bun.IDB) ([]OutboxEvent, error) {
-	var rows []OutboxEvent
-	if err := idb.NewSelect().Model(&rows).OrderExpr("o.id").Scan(ctx); err != nil {
-		return nil, fmt.Errorf("listing the outbox: %w", err)
-	}
-	return rows, nil
-}
-
 // RetryOutboxNow makes the pending pushes that are backing off due at
 // now, and returns how many: once Hatchet is back, they need not wait out
 // a backoff earned while it was away.

@@ -25,17 +25,6 @@ type UserEvent struct {
 	OccurredAt     time.Time       `bun:"occurred_at,notnull"`
 }
 
-// InsertUserEvents inserts events as given.
-func InsertUserEvents(ctx context.Context, idb bun.IDB, events []UserEvent) error {
-	if len(events) == 0 {
-		return nil
-	}
-	if _, err := idb.NewInsert().Model(&events).Exec(ctx); err != nil {
-		return fmt.Errorf("inserting %d user events: %w", len(events), err)
-	}
-	return nil
-}
-
 // CountUserEvents counts the user's events named event at or after since;
 // a zero since counts them all.
 func CountUserEvents(ctx context.Context, idb bun.IDB, userID, event string, since time.Time) (int64, error) {

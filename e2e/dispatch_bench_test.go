@@ -14,7 +14,6 @@ import (
 	v0 "github.com/hatchet-dev/hatchet/pkg/client"
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 
-	"github.com/bucketworker/bucket-worker/db"
 	"github.com/bucketworker/bucket-worker/db/dbtest"
 	"github.com/bucketworker/bucket-worker/tasks"
 	"github.com/bucketworker/bucket-worker/tasks/benchreport"
@@ -54,7 +53,7 @@ func BenchmarkDispatch(b *testing.B) {
 			'bucket:bench:u' || i || ':left:1', ?0, ?0
 		FROM generate_series(1, ?1) i`, now, n)
 	// The same events for the raw pushes, read once.
-	rows, err := db.ListOutbox(ctx, conn)
+	rows, err := dbtest.ListOutbox(ctx, conn)
 	if err != nil || len(rows) != n {
 		b.Fatalf("%d outbox rows, %v", len(rows), err)
 	}

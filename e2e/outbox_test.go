@@ -34,7 +34,7 @@ func TestOutboxSurvivesTheProcess(t *testing.T) {
 		members = append(members, db.Membership{UserID: "crash-" + string(rune('a'+i)), BucketID: "e2e-crash",
 			Status: db.StatusActive, EnteredAt: now.Add(-3 * time.Hour), EntryCount: 1})
 	}
-	require.NoError(t, db.InsertMemberships(ctx, conn, members))
+	require.NoError(t, dbtest.InsertMemberships(ctx, conn, members))
 	defsDir := definitions(t, map[string]string{"e2e-crash.yaml": "id: e2e-crash\nname: E2E crash\n" +
 		"criteria: {type: event, eventName: app.active, check: exists, within: 1h}\n"})
 

@@ -26,8 +26,8 @@ func TestReconcileThroughHatchet(t *testing.T) {
 
 	// A member whose only event left the one-hour window.
 	now := time.Now()
-	require.NoError(t, db.InsertUserEvents(ctx, conn, []db.UserEvent{{UserID: "e2e-user", Event: "app.active", OccurredAt: now.Add(-2 * time.Hour)}}))
-	require.NoError(t, db.InsertMemberships(ctx, conn, []db.Membership{{UserID: "e2e-user", BucketID: "e2e-window",
+	require.NoError(t, dbtest.InsertUserEvents(ctx, conn, []db.UserEvent{{UserID: "e2e-user", Event: "app.active", OccurredAt: now.Add(-2 * time.Hour)}}))
+	require.NoError(t, dbtest.InsertMemberships(ctx, conn, []db.Membership{{UserID: "e2e-user", BucketID: "e2e-window",
 		Status: db.StatusActive, EnteredAt: now.Add(-3 * time.Hour), EntryCount: 1}}))
 	defsDir := definitions(t, map[string]string{"e2e-window.yaml": "id: e2e-window\nname: E2E window\n" +
 		"criteria: {type: event, eventName: app.active, check: exists, within: 1h}\n"})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bucketworker/bucket-worker/buckets"
 	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/db/dbtest"
 )
 
 func (e *env) backfill(bucketID, mode string) BackfillOutput {
@@ -99,7 +100,7 @@ exitOn: [{event: bucket:left:trial}]
 	v1.contact("trial-and-big", `{"plan":"trial","seats":50}`)
 	v1.contact("big-only", `{"plan":"pro","seats":50}`)
 	v1.backfill("trial", ModeFirstTime)
-	require.NoError(t, db.InsertJourneyStates(v1.ctx, v1.db, []db.JourneyState{
+	require.NoError(t, dbtest.InsertJourneyStates(v1.ctx, v1.db, []db.JourneyState{
 		{UserID: "trial-only", UserEmail: "t@x", JourneyID: "nurture", CurrentNodeID: "n", Status: "waiting"},
 	}))
 

@@ -14,6 +14,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/db/dbtest"
 )
 
 const activeNow = "id: active-now\nname: Active now\nfastExpiry: true\n" +
@@ -22,7 +23,7 @@ const activeNow = "id: active-now\nname: Active now\nfastExpiry: true\n" +
 // armed returns the bucket:arm-expiry payloads in the outbox, by row id.
 func (e *env) armed() map[string]ArmedExpiry {
 	e.t.Helper()
-	rows, err := db.ListOutbox(e.ctx, e.db)
+	rows, err := dbtest.ListOutbox(e.ctx, e.db)
 	require.NoError(e.t, err)
 	out := map[string]ArmedExpiry{}
 	for _, r := range rows {

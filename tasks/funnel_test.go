@@ -10,6 +10,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/db/dbtest"
 )
 
 const recentlyActive = "id: recent\nname: Recent\ncriteria: {type: event, eventName: app.active, check: exists, within: 7d}\n"
@@ -221,7 +222,7 @@ func TestLeaveExitsJourneys(t *testing.T) {
 	e.contact("u", `{}`)
 	e.events("u", "app.active", 30*day, 0) // came back: leaves "dormant"
 	e.member("dormant", "u", 20*day)
-	require.NoError(t, db.InsertJourneyStates(e.ctx, e.db, []db.JourneyState{
+	require.NoError(t, dbtest.InsertJourneyStates(e.ctx, e.db, []db.JourneyState{
 		{UserID: "u", UserEmail: "u@example.com", JourneyID: "winback", CurrentNodeID: "wait", Status: "waiting", HatchetRunID: ptr("run-1")},
 		{UserID: "u", UserEmail: "u@example.com", JourneyID: "other", CurrentNodeID: "wait", Status: "active", HatchetRunID: ptr("run-2")},
 		{UserID: "someone-else", UserEmail: "s@example.com", JourneyID: "winback", CurrentNodeID: "wait", Status: "active"},

@@ -149,7 +149,7 @@ func (e *env) exec(query string, args ...any) {
 // contact creates a live contact for the user with the properties (JSON).
 func (e *env) contact(userID, props string) {
 	e.t.Helper()
-	require.NoError(e.t, db.InsertContact(e.ctx, e.db, &db.Contact{
+	require.NoError(e.t, dbtest.InsertContact(e.ctx, e.db, &db.Contact{
 		ExternalID: &userID, Email: ptr(" " + userID + "@Example.com "), Properties: []byte(props),
 	}))
 }
@@ -161,7 +161,7 @@ func (e *env) events(userID, name string, ages ...time.Duration) {
 	for i, a := range ages {
 		rows[i] = db.UserEvent{UserID: userID, Event: name, OccurredAt: e.clock.Now().Add(-a)}
 	}
-	require.NoError(e.t, db.InsertUserEvents(e.ctx, e.db, rows))
+	require.NoError(e.t, dbtest.InsertUserEvents(e.ctx, e.db, rows))
 }
 
 // member makes the user an active member who entered at now - ago.
@@ -169,7 +169,7 @@ func (e *env) member(bucketID, userID string, ago time.Duration) db.Membership {
 	e.t.Helper()
 	m := db.Membership{UserID: userID, BucketID: bucketID, Status: db.StatusActive,
 		EnteredAt: e.clock.Now().Add(-ago), EntryCount: 1, Source: ptr(SourceEvent)}
-	require.NoError(e.t, db.InsertMemberships(e.ctx, e.db, []db.Membership{m}))
+	require.NoError(e.t, dbtest.InsertMemberships(e.ctx, e.db, []db.Membership{m}))
 	rows := e.memberships(bucketID, userID)
 	return rows[len(rows)-1]
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/db/dbtest"
 )
 
 // ingest runs bucket-ingest's store path with a JSON payload.
@@ -251,7 +252,7 @@ func TestIngestExitsJourneysOfTheEventAndItsTransitions(t *testing.T) {
 	e.contact("u", `{}`)
 	e.events("u", "app.active", 30*day)
 	e.member("dormant", "u", 20*day)
-	require.NoError(t, db.InsertJourneyStates(e.ctx, e.db, []db.JourneyState{
+	require.NoError(t, dbtest.InsertJourneyStates(e.ctx, e.db, []db.JourneyState{
 		{UserID: "u", UserEmail: "u@x", JourneyID: "winback", CurrentNodeID: "n", Status: "active"},
 		{UserID: "u", UserEmail: "u@x", JourneyID: "trial", CurrentNodeID: "n", Status: "active"},
 	}))

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/db/dbtest"
 )
 
 // seedLeavers makes n members of "recent" that the next sweep must leave.
@@ -54,7 +55,7 @@ func TestFailingPushBacksOffAndRetries(t *testing.T) {
 	require.Equal(t, 3, out.Reconciled, "the transitions commit whatever the push does")
 	require.Equal(t, 0, out.Dispatched)
 	require.Equal(t, 3, out.Pending)
-	rows, err := db.ListOutbox(e.ctx, e.db)
+	rows, err := dbtest.ListOutbox(e.ctx, e.db)
 	require.NoError(t, err)
 	for _, r := range rows {
 		require.Equal(t, 1, r.Attempts)
@@ -73,7 +74,7 @@ func TestFailingPushBacksOffAndRetries(t *testing.T) {
 	e.clock.Advance(RetryBase)
 	_, err = Dispatch(e.ctx, e.deps)
 	require.ErrorIs(t, err, errHatchetDown)
-	rows, _ = db.ListOutbox(e.ctx, e.db)
+	rows, _ = dbtest.ListOutbox(e.ctx, e.db)
 	require.Equal(t, 2, rows[0].Attempts)
 	require.Equal(t, e.clock.Now().Add(2*RetryBase), rows[0].AvailableAt.UTC())
 
@@ -81,7 +82,7 @@ func TestFailingPushBacksOffAndRetries(t *testing.T) {
 	e.exec("UPDATE bucket_event_outbox SET attempts = 20, available_at = ?", e.clock.Now())
 	_, err = Dispatch(e.ctx, e.deps)
 	require.ErrorIs(t, err, errHatchetDown)
-	rows, _ = db.ListOutbox(e.ctx, e.db)
+	rows, _ = dbtest.ListOutbox(e.ctx, e.db)
 	require.Equal(t, e.clock.Now().Add(RetryCap), rows[0].AvailableAt.UTC())
 
 	// Hatchet is back: everything goes out, once.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bucketworker/bucket-worker/buckets"
 	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/db/dbtest"
 )
 
 // The race tests run two paths that decide about the same (user, bucket)
@@ -49,8 +50,8 @@ func (e *env) lapsedMembers(bucketID string, users ...string) {
 			EnteredAt: e.clock.Now().Add(-3 * time.Hour), EntryCount: 1, Source: ptr(fixtureSource)})
 		events = append(events, db.UserEvent{UserID: u, Event: "key.action", OccurredAt: e.clock.Now().Add(-2 * time.Hour)})
 	}
-	require.NoError(e.t, db.InsertMemberships(e.ctx, e.db, rows))
-	require.NoError(e.t, db.InsertUserEvents(e.ctx, e.db, events))
+	require.NoError(e.t, dbtest.InsertMemberships(e.ctx, e.db, rows))
+	require.NoError(e.t, dbtest.InsertUserEvents(e.ctx, e.db, events))
 }
 
 func roundUsers(round int, kind string, n int) []string {

@@ -23,8 +23,8 @@ func TestReconcileOutboxAndSwitch(t *testing.T) {
 	env := []string{"DATABASE_URL=" + url, "DEFINITIONS_DIR=../../definitions"}
 	ctx := context.Background()
 	now := time.Now()
-	require.NoError(t, db.InsertUserEvents(ctx, conn, []db.UserEvent{{UserID: "u1", Event: "app.active", OccurredAt: now.Add(-time.Hour)}}))
-	require.NoError(t, db.InsertMemberships(ctx, conn, []db.Membership{
+	require.NoError(t, dbtest.InsertUserEvents(ctx, conn, []db.UserEvent{{UserID: "u1", Event: "app.active", OccurredAt: now.Add(-time.Hour)}}))
+	require.NoError(t, dbtest.InsertMemberships(ctx, conn, []db.Membership{
 		{UserID: "u1", BucketID: "active-now", Status: db.StatusActive, EnteredAt: now.Add(-2 * time.Hour), EntryCount: 1},
 	}))
 
@@ -133,7 +133,7 @@ func TestIngestAndExpireCommands(t *testing.T) {
 	require.Equal(t, "active-now", out.Transitions[0].BucketID)
 	require.Equal(t, "entered", out.Transitions[0].Transition)
 
-	rows, err := db.ListOutbox(context.Background(), conn)
+	rows, err := dbtest.ListOutbox(context.Background(), conn)
 	require.NoError(t, err)
 	var arm string
 	for _, row := range rows {

@@ -193,7 +193,7 @@ func TestMigrateListMembers(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	email, source := "a@example.com", "event"
 	left := now.Add(-time.Hour)
-	require.NoError(t, db.InsertMemberships(ctx, conn, []db.Membership{
+	require.NoError(t, dbtest.InsertMemberships(ctx, conn, []db.Membership{
 		{UserID: "u1", UserEmail: &email, BucketID: "power-users", Status: db.StatusLeft, EnteredAt: now.Add(-2 * time.Hour), LeftAt: &left, EntryCount: 1, Source: &source},
 		{UserID: "u1", UserEmail: &email, BucketID: "power-users", Status: db.StatusActive, EnteredAt: now.Add(-time.Minute), EntryCount: 2, Source: &source},
 		{UserID: "u2", BucketID: "power-users", Status: db.StatusActive, EnteredAt: now, EntryCount: 1, Source: &source},

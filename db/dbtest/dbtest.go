@@ -242,3 +242,56 @@ func randomSuffix() string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// The fixture writers and readers of the tests: rows inserted as given,
+// which no path of the engine writes that way.
+
+// InsertMemberships inserts membership rows as given.
+func InsertMemberships(ctx context.Context, idb bun.IDB, rows []db.Membership) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	if _, err := idb.NewInsert().Model(&rows).Exec(ctx); err != nil {
+		return fmt.Errorf("inserting %d memberships: %w", len(rows), err)
+	}
+	return nil
+}
+
+// InsertUserEvents inserts events as given.
+func InsertUserEvents(ctx context.Context, idb bun.IDB, events []db.UserEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	if _, err := idb.NewInsert().Model(&events).Exec(ctx); err != nil {
+		return fmt.Errorf("inserting %d user events: %w", len(events), err)
+	}
+	return nil
+}
+
+// InsertContact inserts a contact row as given.
+func InsertContact(ctx context.Context, idb bun.IDB, c *db.Contact) error {
+	if _, err := idb.NewInsert().Model(c).Returning("id").Exec(ctx); err != nil {
+		return fmt.Errorf("inserting a contact: %w", err)
+	}
+	return nil
+}
+
+// InsertJourneyStates inserts journey state rows as given.
+func InsertJourneyStates(ctx context.Context, idb bun.IDB, rows []db.JourneyState) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	if _, err := idb.NewInsert().Model(&rows).Exec(ctx); err != nil {
+		return fmt.Errorf("inserting %d journey states: %w", len(rows), err)
+	}
+	return nil
+}
+
+// ListOutbox returns every outbox row in id order.
+func ListOutbox(ctx context.Context, idb bun.IDB) ([]db.OutboxEvent, error) {
+	var rows []db.OutboxEvent
+	if err := idb.NewSelect().Model(&rows).OrderExpr("o.id").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("listing the outbox: %w", err)
+	}
+	return rows, nil
+}
