@@ -117,7 +117,7 @@ func TestExpiryAtARealWindow(t *testing.T) {
 		require.NotEmpty(t, runs, "a bucket-expiry run for %s", u)
 		for _, r := range runs {
 			require.Equal(t, "COMPLETED", r.Status, "%s: %v", u, r.Output)
-			require.Equal(t, tasks.ExpiryArmed, r.Output["status"], "%s: %v", u, r.Output)
+			require.Equal(t, tasks.StatusArmed, r.Output["status"], "%s: %v", u, r.Output)
 		}
 	}
 }

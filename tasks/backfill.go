@@ -198,9 +198,9 @@ func Backfill(ctx context.Context, d *Deps, in BackfillInput) (BackfillOutput, e
 		return fail(err)
 	}
 	if !on {
-		out.Status, out.Reason = "skipped", SkipDisabled
+		out.Status, out.Reason = StatusSkipped, ReasonBucketDisabled
 		if in.JobID != "" {
-			_ = db.FailJob(ctx, d.DB, in.JobID, 0, SkipDisabled, d.Now())
+			_ = db.FailJob(ctx, d.DB, in.JobID, 0, ReasonBucketDisabled, d.Now())
 		}
 		return out, nil
 	}

@@ -18,32 +18,15 @@ import (
 // ExpiryResult is the result of bucket-expiry and of the expire command
 // (contract §10).
 type ExpiryResult struct {
-	// Status is "armed" (the timer waits for its deadline), "left",
-	// "deferred" (minDwell holds the member; the sweep's deferred pass
-	// owns the leave) or "skipped".
+	// Status is StatusArmed (the timer waits for its deadline),
+	// StatusLeft, StatusDeferred (minDwell holds the member; the sweep's
+	// deferred pass owns the leave) or StatusSkipped.
 	Status string `json:"status"`
 	Reason string `json:"reason,omitempty"` // why it skipped
 	RowID  string `json:"rowId,omitempty"`
 	// FiresAt is when an armed timer fires.
 	FiresAt *time.Time `json:"firesAt,omitempty"`
 }
-
-// The statuses of an expiry timer.
-const (
-	ExpiryArmed    = "armed"
-	ExpiryLeft     = "left"
-	ExpiryDeferred = "deferred"
-	ExpirySkipped  = "skipped"
-)
-
-// The reasons an expiry timer leaves nobody.
-const (
-	SkipUnregistered = "bucket_unregistered"
-	SkipDisabled     = "bucket_disabled"
-	SkipDeleted      = "contact_deleted"
-	SkipStillMember  = "still_member"
-	SkipReArmed      = "re_armed_or_already_left"
-)
 
 // The timers' pace in a running worker.
 const (
@@ -52,6 +35,23 @@ const (
 	// ExpiryBatch is how many due timers one transaction fires.
 	ExpiryBatch = 1000
 )
+
+// ArmExpiryEvent is the push that announces an expiry timer; it runs bucket-expiry.
+const ArmExpiryEvent = "bucket:arm-expiry"
+
+// ArmedTimeFormat is how armedExpiresAt is written: RFC 3339 with
+// microseconds, Postgres' precision, so it compares equal to the row.
+const ArmedTimeFormat = "2006-01-02T15:04:05.000000Z07:00"
+
+// ArmExpiryInput is the payload of bucket:arm-expiry.
+type ArmExpiryInput struct {
+	RowID          string `json:"rowId"`
+	BucketID       string `json:"bucketId"`
+	UserID         string `json:"userId"`
+	UserEmail      string `json:"userEmail"`
+	ArmedExpiresAt string `json:"armedExpiresAt"`
+	MsUntilExpiry  int64  `json:"msUntilExpiry"`
+}
 
 // ArmedExpiry is a validated bucket:arm-expiry payload.
 type ArmedExpiry struct {
@@ -63,14 +63,20 @@ type ArmedExpiry struct {
 // ErrInvalidInput and name the field.
 func ParseArmExpiry(payload []byte) (ArmedExpiry, error) {
 	var a ArmedExpiry
-	if _, err := objectFields(payload); err != nil {
+	fields, err := objectFields(payload)
+	if err != nil {
 		return a, fmt.Errorf("%w: the payload %v", ErrInvalidInput, err)
-	}
-	if err := json.Unmarshal(payload, &a.ArmExpiryInput); err != nil {
-		return a, fmt.Errorf("%w: %v", ErrInvalidInput, err)
 	}
 	bad := func(field, format string, args ...any) error {
 		return fmt.Errorf("%w: %s %s", ErrInvalidInput, field, fmt.Sprintf(format, args...))
+	}
+	for _, field := range []string{"rowId", "bucketId", "userId", "userEmail", "armedExpiresAt"} {
+		if problem := jsonTextProblem(fields[field]); problem != "" {
+			return a, bad(field, "%s", problem)
+		}
+	}
+	if err := json.Unmarshal(payload, &a.ArmExpiryInput); err != nil {
+		return a, fmt.Errorf("%w: %v", ErrInvalidInput, err)
 	}
 	if _, err := uuid.Parse(a.RowID); err != nil {
 		return a, bad("rowId", "%q is not a membership row id", a.RowID)
@@ -82,8 +88,11 @@ func ParseArmExpiry(payload []byte) (ArmedExpiry, error) {
 		return a, bad("userId", "is required")
 	}
 	t, err := time.Parse(time.RFC3339Nano, a.ArmedExpiresAt)
-	if err != nil {
+	switch {
+	case err != nil:
 		return a, bad("armedExpiresAt", "%q is not an RFC 3339 time", a.ArmedExpiresAt)
+	case t.Year() < 1:
+		return a, bad("armedExpiresAt", "%q is before the year 1, which Postgres does not store", a.ArmedExpiresAt)
 	}
 	a.ExpiresAt = t
 	return a, nil
@@ -110,7 +119,7 @@ func HandleArm(ctx context.Context, d *Deps, a ArmedExpiry) (ExpiryResult, error
 	if err := db.ArmTimers(ctx, d.DB, []db.ExpiryTimer{a.timer()}); err != nil {
 		return ExpiryResult{}, err
 	}
-	return ExpiryResult{Status: ExpiryArmed, RowID: a.RowID, FiresAt: &a.ExpiresAt}, nil
+	return ExpiryResult{Status: StatusArmed, RowID: a.RowID, FiresAt: &a.ExpiresAt}, nil
 }
 
 // Expire fires one timer now, whatever its deadline — what a timer does at
@@ -213,13 +222,13 @@ func fireTimers(ctx context.Context, tx bun.Tx, d *Deps, timers []db.ExpiryTimer
 		skip := ""
 		switch {
 		case !ok || b.Criteria == nil:
-			skip = SkipUnregistered
+			skip = ReasonBucketUnregistered
 		case !on[bucketID]:
-			skip = SkipDisabled
+			skip = ReasonBucketDisabled
 		}
 		if skip != "" {
 			for _, i := range group {
-				results[i] = ExpiryResult{Status: ExpirySkipped, Reason: skip}
+				results[i] = ExpiryResult{Status: StatusSkipped, Reason: skip}
 			}
 			continue
 		}
@@ -247,11 +256,11 @@ func fireTimers(ctx context.Context, tx bun.Tx, d *Deps, timers []db.ExpiryTimer
 			m, active := rows[t.RowID]
 			switch v := verdicts[t.UserID]; {
 			case v.Erased:
-				results[i] = ExpiryResult{Status: ExpirySkipped, Reason: SkipDeleted}
+				results[i] = ExpiryResult{Status: StatusSkipped, Reason: ReasonContactDeleted}
 			case v.Holds:
-				results[i] = ExpiryResult{Status: ExpirySkipped, Reason: SkipStillMember}
+				results[i] = ExpiryResult{Status: StatusSkipped, Reason: ReasonStillMember}
 			case !active || m.BucketID != b.ID || m.UserID != t.UserID || m.ExpiresAt == nil || !m.ExpiresAt.Equal(t.FiresAt):
-				results[i] = ExpiryResult{Status: ExpirySkipped, Reason: SkipReArmed}
+				results[i] = ExpiryResult{Status: StatusSkipped, Reason: ReasonReArmed}
 			default:
 				leavers = append(leavers, m)
 				leaving = append(leaving, i)
@@ -271,11 +280,11 @@ func fireTimers(ctx context.Context, tx bun.Tx, d *Deps, timers []db.ExpiryTimer
 			m := rows[timers[i].RowID]
 			switch {
 			case left[m.ID]:
-				results[i] = ExpiryResult{Status: ExpiryLeft, RowID: m.ID}
+				results[i] = ExpiryResult{Status: StatusLeft, RowID: m.ID}
 			case heldByMinDwell(b, m.EnteredAt, now):
-				results[i] = ExpiryResult{Status: ExpiryDeferred, RowID: m.ID}
+				results[i] = ExpiryResult{Status: StatusDeferred, RowID: m.ID}
 			default: // the CAS missed
-				results[i] = ExpiryResult{Status: ExpirySkipped, Reason: SkipReArmed}
+				results[i] = ExpiryResult{Status: StatusSkipped, Reason: ReasonReArmed}
 			}
 		}
 	}

@@ -98,24 +98,24 @@ func TestExpiryOutcomes(t *testing.T) {
 	row := e.memberships("active-now", "u")[0]
 	a := e.armed()[row.ID]
 
-	require.Equal(t, ExpiryResult{Status: "skipped", Reason: SkipStillMember}, e.expire(a), "woken early, the event is still in the window")
+	require.Equal(t, ExpiryResult{Status: "skipped", Reason: ReasonStillMember}, e.expire(a), "woken early, the event is still in the window")
 
 	e.clock.Advance(16 * time.Minute)
 	unknown := a
 	unknown.BucketID = "gone"
-	require.Equal(t, ExpiryResult{Status: "skipped", Reason: SkipUnregistered}, e.expire(unknown))
+	require.Equal(t, ExpiryResult{Status: "skipped", Reason: ReasonBucketUnregistered}, e.expire(unknown))
 
 	stale := a
 	stale.ExpiresAt = a.ExpiresAt.Add(-time.Minute) // an older arming of the same row
-	require.Equal(t, ExpiryResult{Status: "skipped", Reason: SkipReArmed}, e.expire(stale))
+	require.Equal(t, ExpiryResult{Status: "skipped", Reason: ReasonReArmed}, e.expire(stale))
 	require.Equal(t, db.StatusActive, e.status("active-now", "u"), "a stale timer leaves nobody")
 
 	require.NoError(t, e.deps.Switch.Set(e.ctx, "active-now", false, t0))
-	require.Equal(t, ExpiryResult{Status: "skipped", Reason: SkipDisabled}, e.expire(a))
+	require.Equal(t, ExpiryResult{Status: "skipped", Reason: ReasonBucketDisabled}, e.expire(a))
 	require.NoError(t, e.deps.Switch.Set(e.ctx, "active-now", true, t0))
 
 	e.exec("UPDATE contacts SET deleted_at = ? WHERE external_id = 'u'", t0)
-	require.Equal(t, ExpiryResult{Status: "skipped", Reason: SkipDeleted}, e.expire(a))
+	require.Equal(t, ExpiryResult{Status: "skipped", Reason: ReasonContactDeleted}, e.expire(a))
 	e.exec("UPDATE contacts SET deleted_at = NULL WHERE external_id = 'u'")
 
 	require.Equal(t, ExpiryResult{Status: "left", RowID: row.ID}, e.expire(a))
@@ -127,7 +127,7 @@ func TestExpiryOutcomes(t *testing.T) {
 	require.Equal(t, "reconcile", props["source"])
 	require.Equal(t, "criteria", props["reason"])
 
-	require.Equal(t, ExpiryResult{Status: "skipped", Reason: SkipReArmed}, e.expire(a), "already left")
+	require.Equal(t, ExpiryResult{Status: "skipped", Reason: ReasonReArmed}, e.expire(a), "already left")
 	require.Len(t, e.transitions("u"), 2)
 }
 
@@ -142,7 +142,7 @@ func TestStaleTimerDoesNotLeaveARejoinedUser(t *testing.T) {
 	e.ingest("app.active", `{"userId":"u"}`)
 	e.clock.Advance(20 * time.Minute) // the new membership's window is over too
 
-	require.Equal(t, ExpiryResult{Status: "skipped", Reason: SkipReArmed}, e.expire(firstArm))
+	require.Equal(t, ExpiryResult{Status: "skipped", Reason: ReasonReArmed}, e.expire(firstArm))
 	rows := e.memberships("active-now", "u")
 	require.Equal(t, db.StatusActive, rows[1].Status, "the first timer never touches the second membership")
 	second := e.armed()[rows[1].ID]
@@ -220,20 +220,20 @@ func TestArmFromAPush(t *testing.T) {
 
 	res, err := HandleArm(e.ctx, e.deps, a)
 	require.NoError(t, err)
-	require.Equal(t, ExpiryArmed, res.Status)
+	require.Equal(t, StatusArmed, res.Status)
 	require.True(t, res.FiresAt.Equal(*row.ExpiresAt))
 	require.Len(t, e.timers(), 1, "armed once")
 
 	e.exec("DELETE FROM bucket_expiry_timers")
 	res, err = HandleArm(e.ctx, e.deps, a)
 	require.NoError(t, err)
-	require.Equal(t, ExpiryArmed, res.Status)
+	require.Equal(t, StatusArmed, res.Status)
 	require.Len(t, e.timers(), 1, "an arm from the push alone is armed")
 
 	e.clock.Advance(16 * time.Minute) // delivered late
 	res, err = HandleArm(e.ctx, e.deps, a)
 	require.NoError(t, err)
-	require.Equal(t, ExpiryResult{Status: ExpiryLeft, RowID: row.ID}, res)
+	require.Equal(t, ExpiryResult{Status: StatusLeft, RowID: row.ID}, res)
 	require.Empty(t, e.timers())
 	require.Equal(t, db.StatusLeft, e.status("active-now", "u"))
 }

@@ -29,9 +29,6 @@ const (
 	ReasonMaxDwell = "maxDwell"
 )
 
-// ArmExpiryEvent is the push that starts a bucket-expiry timer.
-const ArmExpiryEvent = "bucket:arm-expiry"
-
 // Transition is one committed join or leave.
 type Transition struct {
 	BucketID   string `json:"bucketId"`
@@ -335,20 +332,6 @@ func armExpiry(b *buckets.Bucket, m db.Membership, now time.Time) (db.OutboxEven
 		IdempotencyKey: &key, CreatedAt: now, AvailableAt: now}, nil
 }
 
-// ArmedTimeFormat is how armedExpiresAt is written: RFC 3339 with
-// microseconds, Postgres' precision, so it compares equal to the row.
-const ArmedTimeFormat = "2006-01-02T15:04:05.000000Z07:00"
-
-// ArmExpiryInput is the payload of bucket:arm-expiry.
-type ArmExpiryInput struct {
-	RowID          string `json:"rowId"`
-	BucketID       string `json:"bucketId"`
-	UserID         string `json:"userId"`
-	UserEmail      string `json:"userEmail"`
-	ArmedExpiresAt string `json:"armedExpiresAt"`
-	MsUntilExpiry  int64  `json:"msUntilExpiry"`
-}
-
 // transact runs one batch of transitions in a transaction and, once it
 // committed, does what the outcome leaves to do (Deps.afterCommit). A
 // transaction that Postgres aborted to break a deadlock between two paths
@@ -397,13 +380,4 @@ func (d *Deps) afterCommit(ctx context.Context, out *Outcome) {
 	if err := d.Hatchet.CancelRuns(ctx, runs); err != nil {
 		d.Logger.WarnContext(ctx, "cancelling the runs of exited journeys", slog.Int("runs", len(runs)), slog.Any("error", err))
 	}
-}
-
-func ptr[T any](v T) *T { return &v }
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }

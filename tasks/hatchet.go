@@ -31,10 +31,6 @@ const (
 	ReconcileConcurrency = "'bucket-reconcile'"
 )
 
-// ErrInvalidInput marks an input no retry can fix; its task run fails
-// without retrying.
-var ErrInvalidInput = errors.New("invalid input")
-
 // WorkerOptions are the registration settings of the worker's tasks.
 type WorkerOptions struct {
 	Name             string
@@ -56,7 +52,10 @@ type WorkerOptions struct {
 func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Worker, error) {
 	reconcile := client.NewStandaloneTask(TaskReconcile,
 		func(ctx hatchet.Context, raw any) (ReconcileOutput, error) {
-			payload, _ := json.Marshal(raw)
+			payload, err := json.Marshal(raw)
+			if err != nil {
+				return taskResult(ReconcileOutput{}, fmt.Errorf("%w: %v", ErrInvalidInput, err))
+			}
 			in, err := ParseReconcileInput(payload)
 			if err != nil {
 				return taskResult(ReconcileOutput{}, err)

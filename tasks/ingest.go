@@ -1,7 +1,6 @@
 package tasks
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,9 +9,11 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/uptrace/bun"
 
+	"github.com/bucketworker/bucket-worker/buckets"
 	"github.com/bucketworker/bucket-worker/db"
 )
 
@@ -38,27 +39,53 @@ const reservedPrefix = "bucket:"
 
 // IngestEvent is one validated bucket-ingest payload and its event name.
 type IngestEvent struct {
-	Event             string
-	UserID            string
-	UserEmail         *string
-	Properties        map[string]any // nil when absent
-	ContactProperties map[string]any // nil when absent
-	OccurredAt        *time.Time
-	IdempotencyKey    *string
+	Event     string
+	UserID    string
+	UserEmail *string
+	// Properties and ContactProperties are the objects as sent, stored as
+	// they are, and decoded as Hogsend reads them (buckets.DecodeJSON);
+	// nil when absent.
+	Properties            map[string]any
+	PropertiesJSON        json.RawMessage
+	ContactProperties     map[string]any
+	ContactPropertiesJSON json.RawMessage
+	OccurredAt            *time.Time
+	IdempotencyKey        *string
 }
 
+// The limits of an ingested event (contract §7).
+const (
+	// MaxKeyBytes bounds userId and idempotencyKey.
+	MaxKeyBytes = 512
+	// MaxClockSkew is how far ahead of the worker's clock an occurredAt may
+	// be; a later one is clamped to the ingest time.
+	MaxClockSkew = 10 * time.Minute
+)
+
 // ParseIngestPayload validates a bucket-ingest payload (contract §7):
-// userId a non-empty string; userEmail and idempotencyKey strings;
-// properties and contactProperties objects; occurredAt an RFC 3339 time.
-// Other keys are ignored. Errors wrap ErrInvalidInput and name the field.
+// userId a non-empty string of at most MaxKeyBytes; userEmail a string;
+// idempotencyKey a non-empty string of at most MaxKeyBytes outside the
+// namespaces of transitions (bucket:) and retries (hatchet-run:);
+// properties and contactProperties objects; occurredAt an RFC 3339 time
+// Postgres can store. Every string must be UTF-8 without NUL, which
+// decoding would hide. Other keys are ignored. Errors wrap ErrInvalidInput
+// and name the field.
 func ParseIngestPayload(event string, payload []byte) (IngestEvent, error) {
 	ev := IngestEvent{Event: event}
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("%w: %s %s", ErrInvalidInput, field, fmt.Sprintf(format, args...))
+	}
+	if problem := stringProblem(event); problem != "" {
+		return ev, bad("the event name", "%s", problem)
+	}
 	fields, err := objectFields(payload)
 	if err != nil {
 		return ev, fmt.Errorf("%w: the payload %v", ErrInvalidInput, err)
 	}
-	bad := func(field, format string, args ...any) error {
-		return fmt.Errorf("%w: %s %s", ErrInvalidInput, field, fmt.Sprintf(format, args...))
+	for _, field := range []string{"userId", "userEmail", "idempotencyKey", "occurredAt", "properties", "contactProperties"} {
+		if problem := jsonTextProblem(fields[field]); problem != "" {
+			return ev, bad(field, "%s", problem)
+		}
 	}
 	str := func(field string) (*string, error) {
 		raw, ok := fields[field]
@@ -71,24 +98,17 @@ func ParseIngestPayload(event string, payload []byte) (IngestEvent, error) {
 		}
 		return &s, nil
 	}
-	object := func(field string) (map[string]any, error) {
+	object := func(field string) (map[string]any, json.RawMessage, error) {
 		raw, ok := fields[field]
 		if !ok || string(raw) == "null" {
-			return nil, nil
+			return nil, nil, nil
 		}
-		obj, err := objectFields(raw)
-		if err != nil {
-			return nil, bad(field, "must be a JSON object, not %s", raw)
+		v, err := buckets.DecodeJSON(raw)
+		obj, isObject := v.(map[string]any)
+		if err != nil || !isObject {
+			return nil, nil, bad(field, "must be a JSON object, not %s", raw)
 		}
-		out := make(map[string]any, len(obj))
-		for k, v := range obj {
-			var value any
-			if err := json.Unmarshal(v, &value); err != nil {
-				return nil, bad(field, "%q: %v", k, err)
-			}
-			out[k] = value
-		}
-		return out, nil
+		return obj, raw, nil
 	}
 
 	user, err := str("userId")
@@ -97,6 +117,8 @@ func ParseIngestPayload(event string, payload []byte) (IngestEvent, error) {
 		return ev, err
 	case user == nil || strings.TrimSpace(*user) == "":
 		return ev, bad("userId", "is required and must not be empty")
+	case len(*user) > MaxKeyBytes:
+		return ev, bad("userId", "has %d bytes; at most %d are allowed", len(*user), MaxKeyBytes)
 	}
 	ev.UserID = *user
 	if ev.UserEmail, err = str("userEmail"); err != nil {
@@ -105,13 +127,20 @@ func ParseIngestPayload(event string, payload []byte) (IngestEvent, error) {
 	if ev.IdempotencyKey, err = str("idempotencyKey"); err != nil {
 		return ev, err
 	}
-	if ev.IdempotencyKey != nil && *ev.IdempotencyKey == "" {
-		return ev, bad("idempotencyKey", "must not be empty")
+	if k := ev.IdempotencyKey; k != nil {
+		switch {
+		case *k == "":
+			return ev, bad("idempotencyKey", "must not be empty (leave it out to store the event without one)")
+		case len(*k) > MaxKeyBytes:
+			return ev, bad("idempotencyKey", "has %d bytes; at most %d are allowed", len(*k), MaxKeyBytes)
+		case strings.HasPrefix(*k, reservedPrefix), strings.HasPrefix(*k, runKeyPrefix):
+			return ev, bad("idempotencyKey", "%q is in a namespace of the worker's own (%s…, %s…)", *k, reservedPrefix, runKeyPrefix)
+		}
 	}
-	if ev.Properties, err = object("properties"); err != nil {
+	if ev.Properties, ev.PropertiesJSON, err = object("properties"); err != nil {
 		return ev, err
 	}
-	if ev.ContactProperties, err = object("contactProperties"); err != nil {
+	if ev.ContactProperties, ev.ContactPropertiesJSON, err = object("contactProperties"); err != nil {
 		return ev, err
 	}
 	at, err := str("occurredAt")
@@ -120,26 +149,32 @@ func ParseIngestPayload(event string, payload []byte) (IngestEvent, error) {
 	}
 	if at != nil {
 		t, err := time.Parse(time.RFC3339Nano, *at)
-		if err != nil {
+		switch {
+		case err != nil:
 			return ev, bad("occurredAt", "%q is not an RFC 3339 time", *at)
+		case t.Year() < 1:
+			return ev, bad("occurredAt", "%q is before the year 1, which Postgres does not store", *at)
 		}
 		ev.OccurredAt = &t
 	}
 	return ev, nil
 }
 
-// objectFields decodes a JSON object into its raw fields.
-func objectFields(data []byte) (map[string]json.RawMessage, error) {
-	data = bytes.TrimSpace(data)
-	if len(data) == 0 || data[0] != '{' {
-		return nil, errors.New("must be a JSON object")
+// stringProblem is jsonTextProblem for a string as given: not UTF-8, or
+// holding NUL.
+func stringProblem(s string) string {
+	switch {
+	case !utf8.ValidString(s):
+		return "is not valid UTF-8"
+	case strings.ContainsRune(s, 0):
+		return "holds a NUL character"
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(data, &fields); err != nil {
-		return nil, fmt.Errorf("is not valid JSON: %v", err)
-	}
-	return fields, nil
+	return ""
 }
+
+// runKeyPrefix starts the key of an event stored by a Hatchet run without
+// a key of its own: hatchet-run:<workflow run id>.
+const runKeyPrefix = "hatchet-run:"
 
 // IngestRequest is one event to ingest.
 type IngestRequest struct {
@@ -159,6 +194,9 @@ type IngestOutput struct {
 	Transitions []Transition `json:"transitions"`
 	// Exited lists the journeys the event and its transitions ended.
 	Exited []string `json:"exited"`
+	// ClampedOccurredAt is true when occurredAt was more than MaxClockSkew
+	// ahead and the event was stored as happening now.
+	ClampedOccurredAt bool `json:"clampedOccurredAt,omitempty"`
 }
 
 // HandleIngest is bucket-ingest: a push with the event key and payload.
@@ -186,7 +224,7 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 	ev := req.Event
 	out := IngestOutput{Transitions: []Transition{}, Exited: []string{}}
 	if strings.HasPrefix(ev.Event, reservedPrefix) {
-		out.Status, out.Reason = "ignored", "reserved_prefix"
+		out.Status, out.Reason = StatusIgnored, ReasonReservedPrefix
 		return out, nil
 	}
 	candidates, err := switchedOn(ctx, d, d.Buckets.Candidates(ev.Event, slices.Sorted(maps.Keys(ev.ContactProperties))))
@@ -208,7 +246,7 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 			u, erased, err = liveSubject(ctx, tx, ev.UserID, deref(ev.UserEmail))
 		}
 		if err != nil || erased {
-			out.Status, out.Reason = ignoredIf(erased, "contact_deleted")
+			out.Status, out.Reason = ignoredIf(erased, ReasonContactDeleted)
 			return Outcome{}, err
 		}
 		transitions, err := evaluateUser(ctx, tx, d, u, candidates, SourceEvent, now)
@@ -222,6 +260,7 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 		return out, fmt.Errorf("ingesting %q for user %q: %w", ev.Event, ev.UserID, err)
 	}
 	out.Stored = req.Mode == IngestStore && out.Status == ""
+	out.ClampedOccurredAt = out.Stored && clamped(ev, now)
 	out.Transitions = append(out.Transitions, outcome.Transitions...)
 	for _, s := range outcome.Exited {
 		if !slices.Contains(out.Exited, s.JourneyID) {
@@ -237,28 +276,21 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 // having written nothing, when the user is erased.
 func storeEvent(ctx context.Context, tx bun.IDB, d *Deps, req IngestRequest, now time.Time) (*db.Contact, []db.JourneyState, error) {
 	ev := req.Event
-	patch := db.ContactPatch{UserID: ev.UserID, Email: ev.UserEmail, Now: now}
-	if ev.ContactProperties != nil {
-		patch.Properties, _ = json.Marshal(ev.ContactProperties)
-	}
-	contact, err := db.UpsertContact(ctx, tx, patch)
+	contact, err := db.UpsertContact(ctx, tx, db.ContactPatch{UserID: ev.UserID, Email: ev.UserEmail,
+		Properties: ev.ContactPropertiesJSON, Now: now})
 	if err != nil || contact == nil {
 		return nil, nil, err
 	}
 	key := ev.IdempotencyKey
 	if key == nil && req.RunID != "" {
-		key = ptr("hatchet-run:" + req.RunID)
+		key = ptr(runKeyPrefix + req.RunID)
 	}
-	props := json.RawMessage(`{}`)
-	if ev.Properties != nil {
-		props, _ = json.Marshal(ev.Properties)
-	}
-	occurred := now
-	if ev.OccurredAt != nil {
-		occurred = *ev.OccurredAt
+	props := ev.PropertiesJSON
+	if props == nil {
+		props = json.RawMessage(`{}`)
 	}
 	stored, err := db.InsertUserEvent(ctx, tx, &db.UserEvent{UserID: ev.UserID, Event: ev.Event, Properties: props,
-		IdempotencyKey: key, Source: ptr("ingest"), OccurredAt: occurred})
+		IdempotencyKey: key, Source: ptr("ingest"), OccurredAt: occurredAt(ev, now)})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -269,9 +301,25 @@ func storeEvent(ctx context.Context, tx bun.IDB, d *Deps, req IngestRequest, now
 	return contact, exited, err
 }
 
+// occurredAt is when the event is stored as having happened: its
+// occurredAt, or now when it has none or one more than MaxClockSkew ahead
+// (a device with a wrong clock must neither lose its event nor stay in
+// every window for good).
+func occurredAt(ev IngestEvent, now time.Time) time.Time {
+	if ev.OccurredAt == nil || clamped(ev, now) {
+		return now
+	}
+	return *ev.OccurredAt
+}
+
+// clamped reports whether the event's occurredAt is too far ahead.
+func clamped(ev IngestEvent, now time.Time) bool {
+	return ev.OccurredAt != nil && ev.OccurredAt.Sub(now) > MaxClockSkew
+}
+
 func ignoredIf(cond bool, reason string) (status, why string) {
 	if cond {
-		return "ignored", reason
+		return StatusIgnored, reason
 	}
 	return "", ""
 }

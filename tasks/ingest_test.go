@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -233,13 +235,64 @@ func TestInvalidPayloadsWriteNothing(t *testing.T) {
 		{`{"userId":"u","idempotencyKey":""}`, "idempotencyKey"},
 		{`[1,2]`, "payload"},
 		{`"u"`, "payload"},
+		// The input rules of contract §7: what decoding or Postgres would
+		// silently change or refuse is refused here, naming the field.
+		{"{\"userId\":\"c\xff\"}", "userId is not valid UTF-8"},
+		{`{"userId":"c\u0000d"}`, "userId holds a NUL character"},
+		{`{"userId":"c\ud800"}`, "userId holds half of a UTF-16 surrogate pair"},
+		{`{"userId":"c\udc00x"}`, "userId holds half of a UTF-16 surrogate pair"},
+		{`{"userId":"` + strings.Repeat("u", MaxKeyBytes+1) + `"}`, "userId has 513 bytes; at most 512"},
+		{"{\"userId\":\"u\",\"userEmail\":\"a\xfe@x\"}", "userEmail is not valid UTF-8"},
+		{`{"userId":"u","userEmail":"a\u0000@x"}`, "userEmail holds a NUL"},
+		{`{"userId":"u","idempotencyKey":"k\u0000"}`, "idempotencyKey holds a NUL"},
+		{`{"userId":"u","idempotencyKey":"` + strings.Repeat("k", MaxKeyBytes+1) + `"}`, "idempotencyKey has 513 bytes"},
+		{`{"userId":"u","idempotencyKey":"bucket:recent:v:entered:1"}`, "idempotencyKey \"bucket:recent:v:entered:1\" is in a namespace of the worker's own"},
+		{`{"userId":"u","idempotencyKey":"hatchet-run:6f1c2a4e"}`, "idempotencyKey \"hatchet-run:6f1c2a4e\" is in a namespace"},
+		{`{"userId":"u","properties":{"plan":"a\u0000"}}`, "properties holds a NUL"},
+		{`{"userId":"u","properties":{"a\u0000":1}}`, "properties holds a NUL"},
+		{`{"userId":"u","contactProperties":{"p":["\ud83d"]}}`, "contactProperties holds half of a UTF-16 surrogate pair"},
+		{"{\"userId\":\"u\",\"contactProperties\":{\"p\":\"\xc3\"}}", "contactProperties is not valid UTF-8"},
+		{`{"userId":"u","occurredAt":"0000-06-01T00:00:00Z"}`, "occurredAt \"0000-06-01T00:00:00Z\" is before the year 1"},
 	} {
 		_, err := HandleIngest(e.ctx, e.deps, IngestStore, "app.active", []byte(tc.payload), "")
 		require.ErrorIs(t, err, ErrInvalidInput, tc.payload)
 		require.ErrorContains(t, err, tc.field, tc.payload)
 	}
+	for _, event := range []string{"app.active\xff", "app\x00active"} {
+		_, err := HandleIngest(e.ctx, e.deps, IngestStore, event, []byte(`{"userId":"u"}`), "")
+		require.ErrorIs(t, err, ErrInvalidInput, event)
+		require.ErrorContains(t, err, "the event name", event)
+	}
 	require.Equal(t, 0, e.count("SELECT count(*) FROM user_events"))
 	require.Equal(t, 0, e.count("SELECT count(*) FROM contacts"))
+}
+
+// TestInputThatDecodingWouldChange: valid payloads that a careless decode
+// would alter are stored as sent — a genuine U+FFFD, an escaped surrogate
+// pair, numbers beyond the double range or integer precision — and a
+// time far ahead is clamped to the ingest time.
+func TestInputThatDecodingWouldChange(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
+	out := e.ingest("app.active", `{"userId":"c\ufffd","properties":{"big":1e309,"id":9007199254740993,"smile":"\ud83d\ude00"},`+
+		`"contactProperties":{"big":1e309}}`)
+	require.True(t, out.Stored)
+	require.False(t, out.ClampedOccurredAt)
+	var same bool
+	require.NoError(t, e.db.NewRaw("SELECT properties = ?::jsonb FROM user_events WHERE user_id = ?",
+		`{"big":1e309,"id":9007199254740993,"smile":"😀"}`, "c\ufffd").Scan(e.ctx, &same))
+	require.True(t, same, "the properties are stored exactly as sent")
+	require.Equal(t, math.Inf(1), e.contactProps("c\ufffd")["big"], "read as Hogsend reads it")
+
+	out = e.ingest("app.active", `{"userId":"skewed","occurredAt":"9999-12-31T00:00:00Z"}`)
+	require.True(t, out.Stored)
+	require.True(t, out.ClampedOccurredAt)
+	var at time.Time
+	require.NoError(t, e.db.NewRaw("SELECT occurred_at FROM user_events WHERE user_id = 'skewed'").Scan(e.ctx, &at))
+	require.True(t, at.Equal(e.clock.Now()), "stored as happening now: %s", at)
+
+	out = e.ingest("app.active", `{"userId":"a-little-ahead","occurredAt":"`+e.clock.Now().Add(MaxClockSkew).Format(time.RFC3339Nano)+`"}`)
+	require.False(t, out.ClampedOccurredAt, "up to MaxClockSkew ahead is kept")
 }
 
 func TestIngestExitsJourneysOfTheEventAndItsTransitions(t *testing.T) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -13,52 +12,22 @@ import (
 // event for a user and applies the transitions it causes.
 func runIngest(ctx context.Context, env *environment, args []string) error {
 	fs := env.newFlagSet("ingest")
-	event := fs.String("event", "", "event name (required)")
-	user := fs.String("user", "", "user id (required)")
-	email := fs.String("email", "", "the user's email")
-	properties := fs.String("properties", "", "event properties, a JSON object")
-	contactProps := fs.String("contact-properties", "", "contact properties to merge, a JSON object")
-	occurredAt := fs.String("occurred-at", "", "when it happened, RFC 3339 (default now)")
-	key := fs.String("idempotency-key", "", "store the event once under this key")
+	ev := newEventFlags(fs)
 	asJSON := fs.Bool("json", false, "print one JSON document")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *event == "" {
-		return usageError{"--event is required"}
+	event, raw, err := ev.payload()
+	if err != nil {
+		return err
 	}
-	payload := map[string]any{"userId": *user}
-	set := func(field, value string, isJSON bool) error {
-		switch {
-		case value == "":
-		case isJSON:
-			var v any
-			if err := json.Unmarshal([]byte(value), &v); err != nil {
-				return usageError{fmt.Sprintf("--%s: not JSON: %v", flagName(field), err)}
-			}
-			payload[field] = v
-		default:
-			payload[field] = value
-		}
-		return nil
-	}
-	for _, err := range []error{
-		set("userEmail", *email, false), set("properties", *properties, true),
-		set("contactProperties", *contactProps, true), set("occurredAt", *occurredAt, false),
-		set("idempotencyKey", *key, false),
-	} {
-		if err != nil {
-			return err
-		}
-	}
-	raw, _ := json.Marshal(payload)
 
 	e, closeEngine, err := openEngine(ctx, env, false)
 	if err != nil {
 		return err
 	}
 	defer closeEngine()
-	out, err := tasks.HandleIngest(ctx, e.deps, tasks.IngestStore, *event, raw, "")
+	out, err := tasks.HandleIngest(ctx, e.deps, tasks.IngestStore, event, raw, "")
 	if err != nil {
 		return usageIfInvalid(err)
 	}
@@ -70,6 +39,8 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 		fmt.Fprintf(env.stdout, "%s: %s\n", out.Status, out.Reason)
 	case !out.Stored:
 		fmt.Fprintln(env.stdout, "not stored: an event with this idempotency key is already stored")
+	case out.ClampedOccurredAt:
+		fmt.Fprintf(env.stdout, "stored, as happening now: --occurred-at is more than %s ahead\n", tasks.MaxClockSkew)
 	default:
 		fmt.Fprintln(env.stdout, "stored")
 	}
@@ -86,22 +57,8 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	return nil
 }
 
-// flagName turns a payload field into its flag: contactProperties →
-// contact-properties.
-func flagName(field string) string {
-	var b strings.Builder
-	for _, r := range field {
-		if r >= 'A' && r <= 'Z' {
-			b.WriteByte('-')
-			r += 'a' - 'A'
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-// runExpire is what a bucket-expiry timer does when it wakes, in-process
-// and without the sleep.
+// runExpire fires the expiry timer of one bucket:arm-expiry payload now,
+// in-process, whatever its deadline.
 func runExpire(ctx context.Context, env *environment, args []string) error {
 	fs := env.newFlagSet("expire")
 	payload := fs.String("payload", "", "the bucket:arm-expiry payload, a JSON object (required)")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,12 +153,24 @@ func TestIngestAndExpireCommands(t *testing.T) {
 		{"ingest", "--event", "app.active"},
 		{"ingest", "--user", "u1"},
 		{"ingest", "--event", "app.active", "--user", "u1", "--occurred-at", "noon"},
+		// The input rules of contract §7, on the command line.
+		{"ingest", "--event", "app.active", "--user", "c\xff"},
+		{"ingest", "--event", "app\xfe", "--user", "u1"},
+		{"ingest", "--event", "app.active", "--user", strings.Repeat("u", 513)},
+		{"ingest", "--event", "app.active", "--user", "u1", "--idempotency-key", ""},
+		{"ingest", "--event", "app.active", "--user", "u1", "--idempotency-key", "bucket:active-now:u1:entered:9"},
+		{"ingest", "--event", "app.active", "--user", "u1", "--properties", `{"a":"\u0000"}`},
+		{"ingest", "--event", "app.active", "--user", "u1", "--occurred-at", "0000-01-01T00:00:00Z"},
 		{"expire", "--payload", `{"rowId":"nope"}`},
 		{"expire"},
 	} {
 		r := runBinary(t, env, args...)
 		require.Equal(t, 2, r.code, "%v: %s", args, r.stderr)
+		require.Equal(t, 1, strings.Count(strings.TrimSpace(r.stderr), "\n")+1, "one line: %q", r.stderr)
 	}
+	var stored int
+	require.NoError(t, conn.NewRaw("SELECT count(*) FROM user_events WHERE source = 'ingest'").Scan(context.Background(), &stored))
+	require.Equal(t, 1, stored, "no invalid ingest stored anything")
 	r = runBinary(t, env, "ingest", "--event", "bucket:left:x", "--user", "u1")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "reserved_prefix")
