@@ -1,7 +1,6 @@
 package db
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -99,8 +98,11 @@ func (c *compiler) property(p *buckets.PropertyCondition) string {
 		if _, number := p.Value.(float64); number {
 			return compare("=")
 		}
-		b, _ := json.Marshal(p.Value) // a string or a bool
-		return fmt.Sprintf("coalesce((%s -> %s) = %s::jsonb, false)", props, key(), c.arg(string(b)))
+		cast := "text"
+		if _, isBool := p.Value.(bool); isBool {
+			cast = "boolean"
+		}
+		return fmt.Sprintf("coalesce((%s -> %s) = to_jsonb(%s::%s), false)", props, key(), c.arg(p.Value), cast)
 	}
 	switch p.Operator {
 	case buckets.PropExists:

@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
@@ -39,14 +42,50 @@ func Open(ctx context.Context, url string) (*bun.DB, error) {
 	return db, nil
 }
 
-// newConnector parses the URL; the driver panics on a malformed one.
-func newConnector(url string) (c *pgdriver.Connector, err error) {
+// ErrInvalidURL is returned by Open for a database URL it cannot use.
+var ErrInvalidURL = errors.New("invalid database URL")
+
+// newConnector parses the URL. A malformed one is an ErrInvalidURL error
+// that shows the URL with its password masked, never the password (the
+// driver panics on some, with the URL in the message).
+func newConnector(dsn string) (c *pgdriver.Connector, err error) {
+	mask := func(msg string) string { return msg }
+	u, perr := url.Parse(dsn)
+	if perr != nil {
+		var ue *url.Error
+		if errors.As(perr, &ue) {
+			perr = ue.Err
+		}
+		return nil, fmt.Errorf("%w %s: %v", ErrInvalidURL, maskedURL(dsn), perr)
+	}
+	if password, ok := u.User.Password(); ok && password != "" {
+		mask = func(msg string) string { return strings.ReplaceAll(msg, password, "xxxxx") }
+	}
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("invalid database URL: %v", r)
+			err = fmt.Errorf("%w %s: %s", ErrInvalidURL, maskedURL(dsn), mask(fmt.Sprint(r)))
 		}
 	}()
-	return pgdriver.NewConnector(pgdriver.WithReadTimeout(0), pgdriver.WithDSN(url)), nil
+	return pgdriver.NewConnector(pgdriver.WithReadTimeout(0), pgdriver.WithDSN(dsn)), nil
+}
+
+// passwordParam matches a password query parameter's value.
+var passwordParam = regexp.MustCompile(`([?&]password=)[^&#]*`)
+
+// maskedURL is the URL with its password replaced by xxxxx: the user
+// info's, everything between the first colon after the scheme and the
+// last @ (a malformed URL may hold anything there), and a password query
+// parameter's.
+func maskedURL(dsn string) string {
+	if scheme := strings.Index(dsn, "://"); scheme >= 0 {
+		rest := dsn[scheme+3:]
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			if colon := strings.Index(rest[:at], ":"); colon >= 0 {
+				dsn = dsn[:scheme+3] + rest[:colon+1] + "xxxxx" + rest[at:]
+			}
+		}
+	}
+	return passwordParam.ReplaceAllString(dsn, "${1}xxxxx")
 }
 
 // IsDeadlock reports whether err is Postgres aborting a transaction to

@@ -91,11 +91,10 @@ func SetJobStatus(ctx context.Context, idb bun.IDB, id, status string, processed
 
 // FailJob marks a job failed with errors [{row, error}].
 func FailJob(ctx context.Context, idb bun.IDB, id string, row int, cause string, now time.Time) error {
-	errs, _ := json.Marshal([]map[string]any{{"row": row, "error": cause}})
 	_, err := idb.NewUpdate().TableExpr("import_jobs AS ij").
 		Set("status = 'failed'").
 		Set("failed_rows = failed_rows + 1").
-		Set("errors = ?", string(errs)).
+		Set("errors = jsonb_build_array(jsonb_build_object('row', ?::int, 'error', ?::text))", row, cause).
 		Set("updated_at = ?", now).
 		Where("ij.id = ?", id).
 		Exec(ctx)
@@ -109,10 +108,10 @@ func FailJob(ctx context.Context, idb bun.IDB, id string, row int, cause string,
 // jobs not updated since before: a run that died with its worker would
 // otherwise keep its bucket's join pass closed for good.
 func AbandonStaleBackfills(ctx context.Context, idb bun.IDB, before, now time.Time) (int, error) {
-	errs, _ := json.Marshal([]map[string]any{{"row": 0, "error": "abandoned: no progress since " + before.UTC().Format(time.RFC3339)}})
 	res, err := idb.NewUpdate().TableExpr("import_jobs AS ij").
 		Set("status = 'failed'").
-		Set("errors = ?", string(errs)).
+		Set("errors = jsonb_build_array(jsonb_build_object('row', 0, 'error', ?::text))",
+			"abandoned: no progress since "+before.UTC().Format(time.RFC3339)).
 		Set("updated_at = ?", now).
 		Where("ij.format IN (?, ?)", FormatBackfill, FormatReeval).
 		Where("ij.status IN ('pending', 'processing')").

@@ -67,9 +67,9 @@ func JobFormat(mode string) string {
 // EnqueueBackfills runs the diff of contract §8 for every enabled bucket the
 // runtime switch leaves on and, for each that needs it and has no open
 // job, records a job and enqueues a bucket-backfill run without waiting. It
-// first fails the jobs that made no progress for twice staleAfter. Replicas
-// running it at once enqueue one job per bucket.
-func EnqueueBackfills(ctx context.Context, d *Deps, staleAfter time.Duration) ([]BackfillInput, error) {
+// first fails the dead jobs (abandonDeadJobs). Replicas running it at once
+// enqueue one job per bucket.
+func EnqueueBackfills(ctx context.Context, d *Deps) ([]BackfillInput, error) {
 	if d.EnqueueBackfill == nil {
 		return nil, nil
 	}
@@ -80,14 +80,8 @@ func EnqueueBackfills(ctx context.Context, d *Deps, staleAfter time.Duration) ([
 		if err := db.LockBackfillEnqueue(ctx, tx); err != nil {
 			return err
 		}
-		if staleAfter > 0 {
-			n, err := db.AbandonStaleBackfills(ctx, tx, now.Add(-2*staleAfter), now)
-			if err != nil {
-				return err
-			}
-			if n > 0 {
-				d.Logger.WarnContext(ctx, "backfill jobs abandoned", slog.Int("jobs", n))
-			}
+		if err := abandonDeadJobs(ctx, tx, d, now); err != nil {
+			return err
 		}
 		configs, err := db.BucketConfigs(ctx, tx)
 		if err != nil {
@@ -131,6 +125,24 @@ func EnqueueBackfills(ctx context.Context, d *Deps, staleAfter time.Duration) ([
 	return enqueued, errors.Join(errs...)
 }
 
+// abandonDeadJobs fails the backfill jobs that made no progress for twice
+// the backfill timeout (contract §8): their run died with its worker or
+// its command, and would keep the bucket's join pass closed and every
+// later backfill of it refused for good.
+func abandonDeadJobs(ctx context.Context, tx bun.Tx, d *Deps, now time.Time) error {
+	if d.BackfillTimeout <= 0 {
+		return nil
+	}
+	n, err := db.AbandonStaleBackfills(ctx, tx, now.Add(-2*d.BackfillTimeout), now)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		d.Logger.WarnContext(ctx, "dead backfill jobs abandoned", slog.Int("jobs", n))
+	}
+	return nil
+}
+
 // ErrBackfillOpen is returned for a bucket that already has a pending or
 // processing backfill job: there is one at a time.
 var ErrBackfillOpen = errors.New("a backfill of the bucket is pending or processing")
@@ -143,8 +155,12 @@ func RecordBackfill(ctx context.Context, d *Deps, bucketID, mode string) (Backfi
 		if err := db.LockBackfillEnqueue(ctx, tx); err != nil {
 			return err
 		}
+		now := d.Now()
+		if err := abandonDeadJobs(ctx, tx, d, now); err != nil {
+			return err
+		}
 		var err error
-		in, err = recordJob(ctx, tx, bucketID, mode, d.Now())
+		in, err = recordJob(ctx, tx, bucketID, mode, now)
 		return err
 	})
 	if err != nil {
@@ -200,7 +216,9 @@ func Backfill(ctx context.Context, d *Deps, in BackfillInput) (BackfillOutput, e
 	if !on {
 		out.Status, out.Reason = StatusSkipped, ReasonBucketDisabled
 		if in.JobID != "" {
-			_ = db.FailJob(ctx, d.DB, in.JobID, 0, ReasonBucketDisabled, d.Now())
+			if err := db.FailJob(ctx, d.DB, in.JobID, 0, ReasonBucketDisabled, d.Now()); err != nil {
+				return out, fmt.Errorf("backfilling bucket %q: %w", in.BucketID, err)
+			}
 		}
 		return out, nil
 	}
@@ -210,7 +228,7 @@ func Backfill(ctx context.Context, d *Deps, in BackfillInput) (BackfillOutput, e
 			return fail(err)
 		}
 	}
-	if err := backfillBucket(ctx, d, b, in.Mode, now, &out); err != nil {
+	if err := backfillBucket(ctx, d, b, in, now, &out); err != nil {
 		return fail(err)
 	}
 	if err := db.SetCriteriaHash(ctx, d.DB, b.ID, b.CriteriaHash, d.Now()); err != nil {
@@ -227,8 +245,19 @@ func Backfill(ctx context.Context, d *Deps, in BackfillInput) (BackfillOutput, e
 	return out, nil
 }
 
-func backfillBucket(ctx context.Context, d *Deps, b *buckets.Bucket, mode string, now time.Time, out *BackfillOutput) error {
-	if mode == ModeReeval {
+func backfillBucket(ctx context.Context, d *Deps, b *buckets.Bucket, in BackfillInput, now time.Time, out *BackfillOutput) error {
+	// The job records its progress as it goes, so that a long backfill is
+	// never taken for a dead one.
+	var mu sync.Mutex
+	lastProgress := time.Now()
+	progressed := func() error {
+		if in.JobID == "" || time.Since(lastProgress) < time.Second {
+			return nil
+		}
+		lastProgress = time.Now()
+		return db.SetJobStatus(ctx, d.DB, in.JobID, db.JobProcessing, out.Joined+out.Left, d.Now())
+	}
+	if in.Mode == ModeReeval {
 		members, err := db.CriteriaLeavers(ctx, d.DB, b, now)
 		if err != nil {
 			return err
@@ -241,6 +270,9 @@ func backfillBucket(ctx context.Context, d *Deps, b *buckets.Bucket, mode string
 				return err
 			}
 			out.Left += len(res.Transitions)
+			if err := progressed(); err != nil {
+				return err
+			}
 		}
 	}
 	candidates, err := db.JoinCandidates(ctx, d.DB, b, now, absenceLegEvents(b))
@@ -250,7 +282,6 @@ func backfillBucket(ctx context.Context, d *Deps, b *buckets.Bucket, mode string
 	// The chunks are independent (each user is in one), so backfillWriters
 	// transactions write them at once; the first error stops the rest.
 	chunks := make(chan []db.Candidate)
-	var mu sync.Mutex
 	var errs []error
 	var wg sync.WaitGroup
 	for range backfillWriters {
@@ -265,6 +296,9 @@ func backfillBucket(ctx context.Context, d *Deps, b *buckets.Bucket, mode string
 				})
 				mu.Lock()
 				out.Joined += len(res.Transitions)
+				if err == nil {
+					err = progressed()
+				}
 				if err != nil {
 					errs = append(errs, err)
 				}

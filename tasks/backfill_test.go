@@ -130,7 +130,7 @@ exitOn: [{event: bucket:left:trial}]
 		enqueued = append(enqueued, in)
 		return nil
 	}
-	inputs, err := EnqueueBackfills(v2.ctx, v2.deps, time.Hour)
+	inputs, err := EnqueueBackfills(v2.ctx, v2.deps)
 	require.NoError(t, err)
 	require.Len(t, inputs, 1)
 	require.Equal(t, ModeReeval, inputs[0].Mode)
@@ -162,7 +162,7 @@ exitOn: [{event: bucket:left:trial}]
 	require.Equal(t, 2, job.ProcessedRows)
 	configs, _ := db.BucketConfigs(v2.ctx, v2.db)
 	require.Equal(t, v2.bucket("trial").CriteriaHash, *configs["trial"].CriteriaHash)
-	again, err := EnqueueBackfills(v2.ctx, v2.deps, time.Hour)
+	again, err := EnqueueBackfills(v2.ctx, v2.deps)
 	require.NoError(t, err)
 	require.Empty(t, again, "up to date")
 }
@@ -210,7 +210,7 @@ func TestConcurrentBootsEnqueueOneJobPerBucket(t *testing.T) {
 		for _, replica := range replicas {
 			wg.Go(func() {
 				<-start
-				_, err := EnqueueBackfills(replica.ctx, replica.deps, time.Hour)
+				_, err := EnqueueBackfills(replica.ctx, replica.deps)
 				require.NoError(t, err)
 			})
 		}
@@ -227,7 +227,7 @@ func TestStaleBackfillJobIsReplaced(t *testing.T) {
 	dead, err := db.CreateBackfillJob(e.ctx, e.db, "trial", db.FormatBackfill, db.JobProcessing, t0.Add(-3*time.Hour))
 	require.NoError(t, err)
 	e.deps.EnqueueBackfill = func(context.Context, BackfillInput) error { return nil }
-	inputs, err := EnqueueBackfills(e.ctx, e.deps, time.Hour)
+	inputs, err := EnqueueBackfills(e.ctx, e.deps)
 	require.NoError(t, err)
 	require.Len(t, inputs, 1, "a job with no progress for twice the timeout is dead; a new one replaces it")
 	require.Equal(t, db.JobFailed, e.job(dead.ID).Status)
@@ -261,14 +261,14 @@ func TestFailedEnqueueIsRetriedByTheNextDiff(t *testing.T) {
 		}
 		return nil
 	}
-	inputs, err := EnqueueBackfills(e.ctx, e.deps, time.Hour)
+	inputs, err := EnqueueBackfills(e.ctx, e.deps)
 	require.ErrorIs(t, err, errHatchetDown)
 	require.Len(t, inputs, 1, "the other bucket's run is still enqueued")
 	require.Equal(t, "power", inputs[0].BucketID)
 	require.Equal(t, 1, e.count("SELECT count(*) FROM import_jobs WHERE file_name = 'trial' AND status = 'failed'"))
 
 	e.deps.EnqueueBackfill = func(context.Context, BackfillInput) error { return nil }
-	inputs, err = EnqueueBackfills(e.ctx, e.deps, time.Hour)
+	inputs, err = EnqueueBackfills(e.ctx, e.deps)
 	require.NoError(t, err)
 	require.Len(t, inputs, 1)
 	require.Equal(t, "trial", inputs[0].BucketID)

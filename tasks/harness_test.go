@@ -129,6 +129,8 @@ func newEnvOn(t testing.TB, conn *bun.DB, files defs) *env {
 		Now:      e.clock.Now,
 		Switch:   NewRuntimeSwitch(conn, 0),
 		Hatchet:  e.hatchet,
+		// A backfill job with no progress for two hours is dead.
+		BackfillTimeout: time.Hour,
 	}
 	e.deps.Dispatcher = NewDispatcher(e.deps)
 	return e

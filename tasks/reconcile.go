@@ -97,7 +97,7 @@ func Reconcile(ctx context.Context, d *Deps, in ReconcileInput) (ReconcileOutput
 			selected = append(selected, b)
 		}
 	}
-	if _, err := EnqueueBackfills(ctx, d, d.BackfillTimeout); err != nil {
+	if _, err := EnqueueBackfills(ctx, d); err != nil {
 		d.Logger.ErrorContext(ctx, "enqueueing backfills", slog.Any("error", err))
 	}
 	var deadline time.Time
@@ -139,12 +139,27 @@ type sweep struct {
 	dispatched int
 }
 
-// transact runs one transaction of the sweep (see transact) and counts the
-// pushes it sent.
+// BatchTimeout bounds each batch of a sweep — one set-based query, or one
+// transaction of transitions: a batch stuck behind a lock or a runaway
+// plan fails its bucket, and the sweep goes on with the next (River's job
+// cleaner bounds its batches the same way).
+const BatchTimeout = 2 * time.Minute
+
+// transact runs one transaction of the sweep (see transact), bounded by
+// BatchTimeout, and counts the pushes it sent.
 func (s *sweep) transact(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) (Outcome, error)) (Outcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, BatchTimeout)
+	defer cancel()
 	out, err := transact(ctx, s.d, fn)
 	s.dispatched += out.Dispatched
 	return out, err
+}
+
+// query runs one set-based query of the sweep, bounded by BatchTimeout.
+func query[T any](ctx context.Context, fn func(ctx context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, BatchTimeout)
+	defer cancel()
+	return fn(ctx)
 }
 
 func (s *sweep) run(ctx context.Context) BucketSweep {
@@ -195,7 +210,9 @@ func (s *sweep) passes(ctx context.Context) error {
 		}
 	}
 	if !b.MaxDwell.IsZero() {
-		members, err := db.DwellExpired(ctx, s.d.DB, b.ID, s.now)
+		members, err := query(ctx, func(ctx context.Context) ([]db.Membership, error) {
+			return db.DwellExpired(ctx, s.d.DB, b.ID, s.now)
+		})
 		if err != nil {
 			return fmt.Errorf("TTL leaves: %w", err)
 		}
@@ -204,7 +221,9 @@ func (s *sweep) passes(ctx context.Context) error {
 		}
 	}
 	if !b.MinDwell.IsZero() {
-		members, err := db.DeferredLeavers(ctx, s.d.DB, b, s.now)
+		members, err := query(ctx, func(ctx context.Context) ([]db.Membership, error) {
+			return db.DeferredLeavers(ctx, s.d.DB, b, s.now)
+		})
 		if err != nil {
 			return fmt.Errorf("deferred leaves: %w", err)
 		}
@@ -223,7 +242,9 @@ func (s *sweep) passes(ctx context.Context) error {
 // last_evaluated_at.
 func (s *sweep) criteriaLeaves(ctx context.Context) error {
 	if _, single := s.b.Criteria.(*buckets.EventCondition); single || s.dryRun {
-		members, err := db.CriteriaLeavers(ctx, s.d.DB, s.b, s.now)
+		members, err := query(ctx, func(ctx context.Context) ([]db.Membership, error) {
+			return db.CriteriaLeavers(ctx, s.d.DB, s.b, s.now)
+		})
 		if err != nil {
 			return err
 		}
@@ -302,7 +323,9 @@ func (s *sweep) joins(ctx context.Context) error {
 	if len(s.b.EventNames) == 0 {
 		return nil // nobody can clear the everFired floor
 	}
-	candidates, err := db.JoinCandidates(ctx, s.d.DB, s.b, s.now, s.b.EventNames)
+	candidates, err := query(ctx, func(ctx context.Context) ([]db.Candidate, error) {
+		return db.JoinCandidates(ctx, s.d.DB, s.b, s.now, s.b.EventNames)
+	})
 	if err != nil {
 		return err
 	}

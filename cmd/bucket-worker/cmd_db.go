@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -17,8 +18,22 @@ func openDatabase(ctx context.Context, env *environment) (config, *bun.DB, error
 	if err != nil {
 		return cfg, nil, err
 	}
-	conn, err := db.Open(ctx, cfg.DatabaseURL)
+	conn, err := connect(ctx, cfg)
 	return cfg, conn, err
+}
+
+// connect opens the database of the configuration; a malformed URL is an
+// error naming the variable.
+func connect(ctx context.Context, cfg config) (*bun.DB, error) {
+	conn, err := db.Open(ctx, cfg.DatabaseURL)
+	if errors.Is(err, db.ErrInvalidURL) {
+		return nil, fmt.Errorf("DATABASE_URL (or --database-url): %w", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	conn.SetMaxOpenConns(cfg.DatabaseMaxConns)
+	return conn, nil
 }
 
 // runMigrate applies the migrations and exits.

@@ -40,10 +40,21 @@ func runReconcile(ctx context.Context, env *environment, args []string) error {
 		return usageIfInvalid(err)
 	}
 	if *asJSON {
-		return writeJSON(env.stdout, out)
+		if err := writeJSON(env.stdout, out); err != nil {
+			return err
+		}
+	} else if err := printSweep(env, out, *dryRun); err != nil {
+		return err
 	}
+	if failed := failedBuckets(out); failed != "" {
+		return fmt.Errorf("reconciling %s failed (see its error in the output)", failed)
+	}
+	return nil
+}
+
+func printSweep(env *environment, out tasks.ReconcileOutput, dryRun bool) error {
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	if *dryRun {
+	if dryRun {
 		fmt.Fprintln(tw, "BUCKET\tWOULD-LEAVE\tWOULD-JOIN\tMS\tNOTE\tSAMPLE")
 		for _, b := range out.Buckets {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\n", b.BucketID, deref(b.WouldLeave), deref(b.WouldJoin),
@@ -59,12 +70,9 @@ func runReconcile(ctx context.Context, env *environment, args []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if !*dryRun {
+	if !dryRun {
 		fmt.Fprintf(env.stdout, "left %d, joined %d; pushed %d, %d pending in the outbox\n",
 			out.Reconciled, out.Joined, out.Dispatched, out.Pending)
-	}
-	if failed := failedBuckets(out); failed != "" {
-		return fmt.Errorf("reconciling %s failed (see the NOTE column)", failed)
 	}
 	return nil
 }
@@ -247,22 +255,25 @@ func runBackfill(ctx context.Context, env *environment, args []string) error {
 		}
 		in.Mode = tasks.BackfillMode(b, configs)
 	}
-	out := tasks.BackfillOutput{BucketID: b.ID, Mode: "none", Status: "up_to_date"}
+	out := tasks.BackfillOutput{BucketID: b.ID, Mode: "none", Status: tasks.StatusUpToDate}
+	var failed error
 	if in.Mode != "" {
 		if in, err = tasks.RecordBackfill(ctx, e.deps, b.ID, in.Mode); err != nil {
 			return err
 		}
-		if out, err = tasks.Backfill(ctx, e.deps, in); err != nil {
-			return err
-		}
+		// A failed backfill still prints what it did, then exits 1.
+		out, failed = tasks.Backfill(ctx, e.deps, in)
 	}
 	if *asJSON {
-		return writeJSON(env.stdout, out)
+		if err := writeJSON(env.stdout, out); err != nil {
+			return err
+		}
+		return failed
 	}
 	fmt.Fprintf(env.stdout, "bucket %s: %s (%s)", out.BucketID, out.Status, out.Mode)
 	if out.Reason != "" {
 		fmt.Fprintf(env.stdout, ": %s", out.Reason)
 	}
 	fmt.Fprintf(env.stdout, "; joined %d silently, left %d\n", out.Joined, out.Left)
-	return nil
+	return failed
 }

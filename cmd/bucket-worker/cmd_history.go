@@ -74,7 +74,9 @@ func runHistory(ctx context.Context, env *environment, args []string) error {
 	fmt.Fprintln(tw, "\nOCCURRED\tEVENT\tKEY\tSOURCE\tREASON\tPUSH")
 	for _, e := range out.Events {
 		var props struct{ Source, Reason string }
-		_ = json.Unmarshal(e.Properties, &props)
+		if err := json.Unmarshal(e.Properties, &props); err != nil {
+			props.Source = "?" // not a transition's properties
+		}
 		push := "pending"
 		if e.Dispatched {
 			push = "dispatched"

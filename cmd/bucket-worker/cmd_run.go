@@ -125,7 +125,7 @@ func serve(ctx context.Context, e *engine, opts tasks.WorkerOptions) (stop func(
 	// Hatchet it does not exist before); until a backfill completes, the
 	// first-deploy guard keeps the bucket's join pass closed. A failure
 	// here is retried by the next sweep.
-	if _, err := tasks.EnqueueBackfills(ctx, e.deps, e.cfg.BackfillTimeout); err != nil {
+	if _, err := tasks.EnqueueBackfills(ctx, e.deps); err != nil {
 		e.logger.ErrorContext(ctx, "enqueueing backfills", slog.Any("error", err))
 	}
 	return stop, nil

@@ -8,7 +8,6 @@ import (
 
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 
-	"github.com/bucketworker/bucket-worker/db"
 	"github.com/bucketworker/bucket-worker/tasks"
 )
 
@@ -51,11 +50,10 @@ func openEngine(ctx context.Context, env *environment, needHatchet bool) (e *eng
 		return nil, nil, fmt.Errorf("%d invalid definition(s) in %s (see bucket-worker validate)", len(defs.report.Errors), cfg.DefinitionsDir)
 	}
 
-	conn, err := db.Open(ctx, cfg.DatabaseURL)
+	conn, err := connect(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	conn.SetMaxOpenConns(cfg.DatabaseMaxConns)
 	e = &engine{cfg: cfg, defs: defs, logger: logger, deps: &tasks.Deps{
 		DB:              conn,
 		Buckets:         defs.bucketRegistry,

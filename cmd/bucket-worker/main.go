@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -32,7 +33,7 @@ func commands() []command {
 		{"reconcile", "[--bucket ID]... [--dry-run] [--json]", "one reconcile sweep in-process; pushes go out when Hatchet is configured", runReconcile},
 		{"ingest", "--event E --user U [--email E] [--properties JSON] [--contact-properties JSON] [--occurred-at T] [--idempotency-key K] [--json]",
 			"store one event in-process and apply the joins and leaves it causes", runIngest},
-		{"expire", "--payload JSON [--json]", "what a bucket-expiry timer does on waking, in-process, without the sleep", runExpire},
+		{"expire", "--payload JSON [--json]", "fire the expiry timer of one bucket:arm-expiry payload now, in-process", runExpire},
 		{"backfill", "--bucket ID [--mode auto|first-time|reeval] [--json]",
 			"materialize a bucket's members without emitting joins, or re-evaluate it after a criteria change", runBackfill},
 		{"outbox", "[--flush] [--json]", "pending pushes, their age and last errors; --flush dispatches them", runOutbox},
@@ -102,7 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		if cmd.name != rest[0] {
 			continue
 		}
-		err := cmd.run(ctx, env, rest[1:])
+		err := runCommand(ctx, cmd, env, rest[1:])
 		var usage usageError
 		switch {
 		case err == nil:
@@ -120,6 +121,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	fmt.Fprintf(stderr, "bucket-worker: unknown command %q\n", rest[0])
 	printUsage(stderr)
 	return 2
+}
+
+// runCommand runs the command, turning a panic into a one-line error (with
+// the stack on stderr only at LOG_LEVEL=debug): a failure never prints a
+// Go panic trace (contract §11).
+func runCommand(ctx context.Context, cmd command, env *environment, args []string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if env.getenv("LOG_LEVEL") == "debug" || env.flags.logLevel == "debug" {
+				fmt.Fprintf(env.stderr, "%s\n", debug.Stack())
+			}
+			err = fmt.Errorf("internal error: %v (LOG_LEVEL=debug shows where)", r)
+		}
+	}()
+	return cmd.run(ctx, env, args)
 }
 
 func printUsage(w io.Writer) {
