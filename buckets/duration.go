@@ -84,19 +84,23 @@ func (d Duration) Std() time.Duration {
 	return time.Duration(d.Hours)*time.Hour + time.Duration(d.Minutes)*time.Minute + time.Duration(d.Seconds)*time.Second
 }
 
-// String writes the canonical form compactly, such as "168h" or "1h30m".
+// String writes the duration for people, in whole days, hours, minutes
+// and seconds, largest first: 720h is "30d", 90m "1h30m", 36h "1d12h". It
+// parses back to the same length.
 func (d Duration) String() string {
 	if d.IsZero() {
 		return ""
 	}
+	rest := int64(d.Std() / time.Second)
 	var b strings.Builder
-	for _, part := range []struct {
-		v    int64
-		unit string
-	}{{d.Hours, "h"}, {d.Minutes, "m"}, {d.Seconds, "s"}} {
-		if part.v != 0 {
-			b.WriteString(strconv.FormatInt(part.v, 10))
-			b.WriteString(part.unit)
+	for _, unit := range []struct {
+		seconds int64
+		name    string
+	}{{86400, "d"}, {3600, "h"}, {60, "m"}, {1, "s"}} {
+		if n := rest / unit.seconds; n > 0 {
+			b.WriteString(strconv.FormatInt(n, 10))
+			b.WriteString(unit.name)
+			rest -= n * unit.seconds
 		}
 	}
 	return b.String()

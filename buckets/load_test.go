@@ -54,7 +54,7 @@ func TestLoadReportsEveryError(t *testing.T) {
 		{File: "buckets/a-unknown-key.yaml", Path: "criteria.withn", Message: `unknown key "withn"`},
 		{File: "buckets/b-durations.yaml", Path: "[0].criteria.within", Message: `invalid duration "2w"`},
 		{File: "buckets/b-durations.yaml", Path: "[1].criteria.within", Message: "duration must be greater than zero"},
-		{File: "buckets/b-durations.yaml", Path: "[2].maxDwell", Message: "maxDwell (12h) must not be shorter than minDwell (48h)"},
+		{File: "buckets/b-durations.yaml", Path: "[2].maxDwell", Message: "maxDwell (12h) must not be shorter than minDwell (2d)"},
 		{File: "buckets/c-ids.yaml", Path: "[0].id", Message: `invalid id "has:colon"`},
 		{File: "buckets/d-dup.json", Path: "id", Message: `duplicate bucket id "dup" (first defined in buckets/c-ids.yaml)`},
 		{File: "buckets/e-conditions.yaml", Path: "[0].criteria", Message: "email_engagement conditions are not allowed in bucket criteria"},

@@ -130,7 +130,7 @@ func TestValidateBrokenDefinitions(t *testing.T) {
 		`a composite needs at least one condition`,
 		`criteria must be bounded`,
 		`kind:"manual" buckets are not implemented`,
-		`maxDwell (12h) must not be shorter than minDwell (48h)`,
+		`maxDwell (12h) must not be shorter than minDwell (2d)`,
 		`must be a number with operator "gt"`,
 		`fastExpiry needs an event leg with within`,
 		`give entryLimit or its older name reentry, not both`,
