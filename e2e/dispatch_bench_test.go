@@ -75,7 +75,7 @@ func BenchmarkDispatch(b *testing.B) {
 		exec("VACUUM ANALYZE bucket_event_outbox")
 		b.StartTimer()
 		start := time.Now()
-		pushed, err := tasks.Dispatch(ctx, d)
+		pushed, err := tasks.Dispatch(ctx, d, tasks.WorkerPushTimeout)
 		if err != nil || pushed != n {
 			b.Fatalf("dispatched %d of %d: %v", pushed, n, err)
 		}

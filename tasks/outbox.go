@@ -20,26 +20,32 @@ const (
 	// RetryBase·2^attempts, at most RetryCap.
 	RetryBase = time.Second
 	RetryCap  = 5 * time.Minute
-	// PushTimeout bounds one bulk push: an unreachable Hatchet fails it
-	// after this long, and its rows back off (contract §11).
-	PushTimeout = 5 * time.Second
+	// CommandPushTimeout bounds a bulk push of a command: an unreachable
+	// Hatchet fails it after this long and its rows stay pending (contract
+	// §11).
+	CommandPushTimeout = 5 * time.Second
+	// WorkerPushTimeout bounds a bulk push of a running worker's
+	// dispatcher: a busy Hatchet may take several seconds for 1 000 events,
+	// and a push cut short is pushed again.
+	WorkerPushTimeout = time.Minute
 )
 
 // ErrNoHatchet is returned by Dispatch when no Hatchet server is configured.
 var ErrNoHatchet = errors.New("no Hatchet server is configured")
 
 // Dispatch pushes the pending outbox rows that are due to Hatchet, in id
-// order and in bulk, until none is left, and returns how many it pushed.
+// order and in bulk, each push bounded by timeout, until none is left, and
+// returns how many it pushed.
 // Each batch is claimed with FOR UPDATE SKIP LOCKED, so replicas share the
 // work. A failed push is recorded on its rows, which back off and are
 // retried later; Dispatch then returns the error.
-func Dispatch(ctx context.Context, d *Deps) (int, error) {
+func Dispatch(ctx context.Context, d *Deps, timeout time.Duration) (int, error) {
 	if d.Hatchet == nil {
 		return 0, ErrNoHatchet
 	}
 	total := 0
 	for {
-		n, err := dispatchBatch(ctx, d)
+		n, err := dispatchBatch(ctx, d, timeout)
 		total += n
 		if err != nil || n < DispatchBatch {
 			return total, err
@@ -47,7 +53,7 @@ func Dispatch(ctx context.Context, d *Deps) (int, error) {
 	}
 }
 
-func dispatchBatch(ctx context.Context, d *Deps) (int, error) {
+func dispatchBatch(ctx context.Context, d *Deps, timeout time.Duration) (int, error) {
 	var pushed int
 	var pushErr error
 	err := d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
@@ -60,7 +66,7 @@ func dispatchBatch(ctx context.Context, d *Deps) (int, error) {
 		for i, r := range rows {
 			ids[i] = r.ID
 		}
-		pushCtx, cancel := context.WithTimeout(ctx, PushTimeout)
+		pushCtx, cancel := context.WithTimeout(ctx, timeout)
 		pushErr = d.Hatchet.Push(pushCtx, rows)
 		cancel()
 		if pushErr != nil {
@@ -112,7 +118,7 @@ func (p *Dispatcher) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if n, err := Dispatch(ctx, p.d); err != nil && ctx.Err() == nil {
+		if n, err := Dispatch(ctx, p.d, WorkerPushTimeout); err != nil && ctx.Err() == nil {
 			p.d.Logger.WarnContext(ctx, "dispatching the outbox", slog.Int("pushed", n), slog.Any("error", err))
 		} else if n > 0 {
 			p.d.Logger.DebugContext(ctx, "outbox dispatched", slog.Int("pushed", n))
@@ -143,7 +149,7 @@ func (p *Dispatcher) flush(ctx context.Context) int {
 	if p.gaveUp.Load() {
 		return 0
 	}
-	n, err := Dispatch(ctx, p.d)
+	n, err := Dispatch(ctx, p.d, CommandPushTimeout)
 	if err != nil && ctx.Err() == nil && !p.gaveUp.Swap(true) {
 		p.d.Logger.WarnContext(ctx, "Hatchet did not take the pushes: they stay pending in the outbox "+
 			"(bucket-worker outbox --flush, or a running worker, sends them)", slog.Any("error", err))

@@ -31,10 +31,10 @@ func TestCrashBetweenCommitAndDispatchLosesNothing(t *testing.T) {
 
 	// A later dispatch (a restarted worker) pushes each exactly once.
 	e.deps.Hatchet = e.hatchet
-	n, err := Dispatch(e.ctx, e.deps)
+	n, err := Dispatch(e.ctx, e.deps, CommandPushTimeout)
 	require.NoError(t, err)
 	require.Equal(t, 2500, n)
-	n, err = Dispatch(e.ctx, e.deps)
+	n, err = Dispatch(e.ctx, e.deps, CommandPushTimeout)
 	require.NoError(t, err)
 	require.Zero(t, n)
 	keys := e.hatchet.pushedKeys()
@@ -66,13 +66,13 @@ func TestFailingPushBacksOffAndRetries(t *testing.T) {
 
 	// Not due yet: no attempt.
 	calls := e.hatchet.calls
-	_, err = Dispatch(e.ctx, e.deps)
+	_, err = Dispatch(e.ctx, e.deps, CommandPushTimeout)
 	require.NoError(t, err)
 	require.Equal(t, calls, e.hatchet.calls)
 
 	// Due, still failing: the backoff doubles.
 	e.clock.Advance(RetryBase)
-	_, err = Dispatch(e.ctx, e.deps)
+	_, err = Dispatch(e.ctx, e.deps, CommandPushTimeout)
 	require.ErrorIs(t, err, errHatchetDown)
 	rows, _ = dbtest.ListOutbox(e.ctx, e.db)
 	require.Equal(t, 2, rows[0].Attempts)
@@ -80,7 +80,7 @@ func TestFailingPushBacksOffAndRetries(t *testing.T) {
 
 	// Many failures later the backoff is capped.
 	e.exec("UPDATE bucket_event_outbox SET attempts = 20, available_at = ?", e.clock.Now())
-	_, err = Dispatch(e.ctx, e.deps)
+	_, err = Dispatch(e.ctx, e.deps, CommandPushTimeout)
 	require.ErrorIs(t, err, errHatchetDown)
 	rows, _ = dbtest.ListOutbox(e.ctx, e.db)
 	require.Equal(t, e.clock.Now().Add(RetryCap), rows[0].AvailableAt.UTC())
@@ -88,7 +88,7 @@ func TestFailingPushBacksOffAndRetries(t *testing.T) {
 	// Hatchet is back: everything goes out, once.
 	e.hatchet.setFail(nil)
 	e.clock.Advance(RetryCap)
-	n, err := Dispatch(e.ctx, e.deps)
+	n, err := Dispatch(e.ctx, e.deps, CommandPushTimeout)
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
 	require.Len(t, e.hatchet.pushedKeys(), 3)
@@ -108,7 +108,7 @@ func TestConcurrentDispatchersShareTheOutbox(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			_, err := Dispatch(e.ctx, e.deps)
+			_, err := Dispatch(e.ctx, e.deps, CommandPushTimeout)
 			require.NoError(t, err)
 		})
 	}

@@ -149,7 +149,7 @@ func runOutbox(ctx context.Context, env *environment, args []string) error {
 	var out outboxOutput
 	var flushErr error
 	if *flush {
-		n, err := tasks.Dispatch(ctx, e.deps)
+		n, err := tasks.Dispatch(ctx, e.deps, tasks.CommandPushTimeout)
 		out.Dispatched, flushErr = &n, err
 	}
 	summary, err := db.SummarizeOutbox(ctx, e.deps.DB, 10)
