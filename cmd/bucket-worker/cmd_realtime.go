@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
+
+	v0 "github.com/hatchet-dev/hatchet/pkg/client"
 
 	"github.com/bucketworker/bucket-worker/tasks"
 )
@@ -117,5 +120,50 @@ func runForget(ctx context.Context, env *environment, args []string) error {
 	}
 	fmt.Fprintf(env.stdout, "user %s forgotten: %d contact(s), %d membership(s) soft-deleted, nothing emitted\n",
 		out.UserID, out.Contacts, out.Memberships)
+	return nil
+}
+
+// pushTimeout bounds a push: an unreachable Hatchet fails it after this
+// long (contract §11).
+const pushTimeout = 5 * time.Second
+
+// runPush pushes one event to Hatchet as a producer would — the
+// bucket-ingest payload of contract §7, checked by the same rules first —
+// so that a running worker ingests it.
+func runPush(ctx context.Context, env *environment, args []string) error {
+	fs := env.newFlagSet("push")
+	ev := newEventFlags(fs)
+	asJSON := fs.Bool("json", false, "print one JSON document")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	event, payload, err := ev.payload()
+	if err != nil {
+		return err
+	}
+	if strings.HasPrefix(event, "bucket:") {
+		return usageError{fmt.Sprintf("--event %q: bucket:* events are the worker's own; bucket-ingest ignores them", event)}
+	}
+	parsed, err := tasks.ParseIngestPayload(event, payload)
+	if err != nil {
+		return usageIfInvalid(err)
+	}
+	client, _, err := connectHatchet(env.getenv)
+	if err != nil {
+		return err
+	}
+	pushCtx, cancel := context.WithTimeout(ctx, pushTimeout)
+	defer cancel()
+	meta := map[string]string{"userId": parsed.UserID}
+	if parsed.IdempotencyKey != nil {
+		meta["idempotencyKey"] = *parsed.IdempotencyKey
+	}
+	if err := client.Events().Push(pushCtx, event, payload, v0.WithEventMetadata(meta)); err != nil {
+		return fmt.Errorf("pushing %q to Hatchet: %w", event, err)
+	}
+	if *asJSON {
+		return writeJSON(env.stdout, map[string]any{"pushed": true, "event": event, "userId": parsed.UserID})
+	}
+	fmt.Fprintf(env.stdout, "pushed %s for %s\n", event, parsed.UserID)
 	return nil
 }

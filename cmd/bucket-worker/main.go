@@ -33,6 +33,8 @@ func commands() []command {
 		{"reconcile", "[--bucket ID]... [--dry-run] [--json]", "one reconcile sweep in-process; pushes go out when Hatchet is configured", runReconcile},
 		{"ingest", "--event E --user U [--email E] [--properties JSON] [--contact-properties JSON] [--occurred-at T] [--idempotency-key K] [--json]",
 			"store one event in-process and apply the joins and leaves it causes", runIngest},
+		{"push", "--event E --user U [--email E] [--properties JSON] [--contact-properties JSON] [--occurred-at T] [--idempotency-key K] [--json]",
+			"push one event to Hatchet as a producer would, for a running worker to ingest", runPush},
 		{"expire", "--payload JSON [--json]", "fire the expiry timer of one bucket:arm-expiry payload now, in-process", runExpire},
 		{"backfill", "--bucket ID [--mode auto|first-time|reeval] [--json]",
 			"materialize a bucket's members without emitting joins, or re-evaluate it after a criteria change", runBackfill},
