@@ -6,14 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
-	"os"
 	"slices"
 	"testing"
 	"time"
 
 	v0 "github.com/hatchet-dev/hatchet/pkg/client"
-	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
@@ -23,7 +20,8 @@ import (
 )
 
 // The slow tier (build tags e2e and slow; .ci/run runs it): expiry timers
-// at production-like windows against the real Hatchet.
+// at production-like windows against a real Hatchet of the test's own, so
+// that their load does not slow the other tests down.
 
 // expiryLateness is how long after its deadline a timer may fire.
 const expiryLateness = 30 * time.Second
@@ -34,29 +32,6 @@ func membership(t *testing.T, conn *bun.DB, bucketID, userID string) db.Membersh
 	require.NoError(t, err)
 	require.NotEmpty(t, rows, "user %s has no membership of %s", userID, bucketID)
 	return rows[0]
-}
-
-// runsOf lists the runs of a task whose additional metadata has userId,
-// with their status and output.
-func runsOf(t *testing.T, taskName, userID string, since time.Time) []struct {
-	Status string         `json:"status"`
-	Output map[string]any `json:"output"`
-} {
-	t.Helper()
-	client, err := hatchet.NewClient()
-	require.NoError(t, err)
-	id, err := client.Workflows().GetId(context.Background(), taskName)
-	require.NoError(t, err)
-	var page struct {
-		Rows []struct {
-			Status string         `json:"status"`
-			Output map[string]any `json:"output"`
-		} `json:"rows"`
-	}
-	q := url.Values{"since": {since.UTC().Format(time.RFC3339)}, "only_tasks": {"true"}, "include_payloads": {"true"},
-		"workflow_ids": {id.String()}, "additional_metadata": {"userId:" + userID}}
-	hatchetAPI(t, "/api/v1/stable/tenants/"+os.Getenv("HATCHET_TENANT_ID")+"/workflow-runs?"+q.Encode(), &page)
-	return page.Rows
 }
 
 // TestExpiryAtARealWindow arms timers on a six-minute window, longer than
@@ -71,9 +46,9 @@ func TestExpiryAtARealWindow(t *testing.T) {
 	defer cancel()
 	defsDir := definitions(t, map[string]string{"e2e-six.yaml": "id: e2e-six\nname: E2E six minutes\nfastExpiry: true\n" +
 		"criteria: {type: event, eventName: e2e.seen, check: exists, within: 6m}\n"})
-	client, err := hatchet.NewClient()
-	require.NoError(t, err)
-	w := startWorker(t, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+defsDir)
+	stack := newOwnStack(t)
+	client := stack.client()
+	w := startWorker(t, append([]string{"DATABASE_URL=" + dbURL, "DEFINITIONS_DIR=" + defsDir}, stack.hatchetVars()...)...)
 	start := time.Now()
 
 	for _, u := range []string{"on-time", "late-arm"} {
@@ -87,10 +62,10 @@ func TestExpiryAtARealWindow(t *testing.T) {
 	// The late arm: only its push arms it, two minutes after the join. The
 	// join's own arm run has completed before its timer is taken away.
 	require.Eventually(t, func() bool {
-		runs := runsOf(t, tasks.TaskExpiry, "late-arm", start)
+		runs := stack.runsOf(tasks.TaskExpiry, "late-arm", start)
 		return len(runs) == 1 && runs[0].Status == "COMPLETED"
 	}, time.Minute, time.Second)
-	_, err = conn.NewRaw("DELETE FROM bucket_expiry_timers WHERE row_id = ?", late.ID).Exec(ctx)
+	_, err := conn.NewRaw("DELETE FROM bucket_expiry_timers WHERE row_id = ?", late.ID).Exec(ctx)
 	require.NoError(t, err)
 	time.Sleep(2 * time.Minute)
 	require.NoError(t, client.Events().Push(ctx, tasks.ArmExpiryEvent, tasks.ArmExpiryInput{
@@ -113,7 +88,7 @@ func TestExpiryAtARealWindow(t *testing.T) {
 
 	// The expiry runs completed: the join's arm, and the late one.
 	for _, u := range []string{"on-time", "late-arm"} {
-		runs := runsOf(t, tasks.TaskExpiry, u, start)
+		runs := stack.runsOf(tasks.TaskExpiry, u, start)
 		require.NotEmpty(t, runs, "a bucket-expiry run for %s", u)
 		for _, r := range runs {
 			require.Equal(t, "COMPLETED", r.Status, "%s: %v", u, r.Output)
@@ -142,9 +117,9 @@ func TestTenThousandTimers(t *testing.T) {
 		"e2e-meanwhile.yaml": "id: e2e-meanwhile\nname: E2E meanwhile\n" +
 			"criteria: {type: event, eventName: e2e.meanwhile, check: exists}\n",
 	})
-	client, err := hatchet.NewClient()
-	require.NoError(t, err)
-	w := startWorker(t, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+defsDir)
+	stack := newOwnStack(t)
+	client := stack.client()
+	w := startWorker(t, append([]string{"DATABASE_URL=" + dbURL, "DEFINITIONS_DIR=" + defsDir}, stack.hatchetVars()...)...)
 
 	count := func(query string, args ...any) int {
 		var c int

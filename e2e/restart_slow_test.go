@@ -3,103 +3,19 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"maps"
-	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	v0 "github.com/hatchet-dev/hatchet/pkg/client"
-	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bucketworker/bucket-worker/db"
 	"github.com/bucketworker/bucket-worker/db/dbtest"
 )
-
-// ownStack is a Hatchet server of the test's own — its own ports,
-// database and folder — started and stopped with scripts/stack, so that
-// restarting it disturbs nothing else.
-type ownStack struct {
-	t   *testing.T
-	env []string
-}
-
-func newOwnStack(t *testing.T) *ownStack {
-	s := &ownStack{t: t, env: append(os.Environ(),
-		"STACK_DIR="+t.TempDir(), "HATCHET_DB=hatchet_e2e_restart",
-		"HATCHET_API_PORT=18180", "HATCHET_GRPC_PORT=17177", "HATCHET_HEALTH_PORT=18833",
-		"HATCHET_FRONTEND_PORT=18181", "HATCHET_RUNTIME_PORT=18182")}
-	s.run("reset")
-	t.Cleanup(func() { s.run("down") })
-	return s
-}
-
-func (s *ownStack) run(verb string) {
-	s.t.Helper()
-	cmd := exec.Command("../scripts/stack", verb)
-	cmd.Env = s.env
-	out, err := cmd.CombinedOutput()
-	require.NoError(s.t, err, "scripts/stack %s: %s", verb, out)
-}
-
-// workerEnv is the environment the stack wrote for a worker.
-func (s *ownStack) workerEnv() map[string]string {
-	s.t.Helper()
-	dir := ""
-	for _, kv := range s.env {
-		if v, ok := strings.CutPrefix(kv, "STACK_DIR="); ok {
-			dir = v
-		}
-	}
-	f, err := os.Open(filepath.Join(dir, "worker.env"))
-	require.NoError(s.t, err)
-	defer f.Close()
-	env := map[string]string{}
-	scanner := bufio.NewScanner(f)
-	for scanner.Scan() {
-		if k, v, ok := strings.Cut(scanner.Text(), "="); ok && !strings.HasPrefix(k, "#") {
-			env[k] = v
-		}
-	}
-	return env
-}
-
-func (s *ownStack) hatchetVars() []string {
-	env := s.workerEnv()
-	return []string{"HATCHET_CLIENT_TOKEN=" + env["HATCHET_CLIENT_TOKEN"], "HATCHET_API_URL=" + env["HATCHET_API_URL"]}
-}
-
-func (s *ownStack) client() *hatchet.Client {
-	s.t.Helper()
-	c, err := hatchet.NewClient(v0.WithToken(s.workerEnv()["HATCHET_CLIENT_TOKEN"]))
-	require.NoError(s.t, err)
-	return c
-}
-
-// pushedEvents counts the events of the key that reached the stack's
-// Hatchet, by their idempotency key.
-func (s *ownStack) pushedEvents(key string) map[string]int {
-	s.t.Helper()
-	env := s.workerEnv()
-	var page struct {
-		Rows []struct {
-			AdditionalMetadata map[string]string `json:"additionalMetadata"`
-		} `json:"rows"`
-	}
-	hatchetAPIOf(s.t, env["HATCHET_API_URL"], env["HATCHET_CLIENT_TOKEN"],
-		"/api/v1/stable/tenants/"+env["HATCHET_TENANT_ID"]+"/events?limit=1000&keys="+url.QueryEscape(key), &page)
-	out := map[string]int{}
-	for _, r := range page.Rows {
-		out[r.AdditionalMetadata["idempotencyKey"]]++
-	}
-	return out
-}
 
 // TestHatchetRestarts stops and starts the worker's Hatchet: on the same
 // database the worker keeps running and serves again; a command run
@@ -214,4 +130,42 @@ func TestHatchetRestarts(t *testing.T) {
 	require.Zero(t, pending, "every push left the outbox")
 	require.Equal(t, map[string]int{"bucket:e2e-restart:before:entered:1": 1, "bucket:e2e-restart:while-down:entered:1": 1,
 		"bucket:e2e-restart:after:entered:1": 1, "bucket:e2e-restart:fresh:entered:1": 1}, pushed, "each join reached Hatchet once")
+}
+
+// TestStackKeepsItsState: scripts/stack up twice, down, up again keeps
+// Hatchet's database and token; the running worker serves again, and a
+// timer armed before the restart fires.
+func TestStackKeepsItsState(t *testing.T) {
+	conn, dbURL := dbtest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	stack := newOwnStack(t)
+	token := stack.workerEnv()["HATCHET_CLIENT_TOKEN"]
+	stack.run("up")
+	require.Equal(t, token, stack.workerEnv()["HATCHET_CLIENT_TOKEN"], "a second up changes nothing")
+
+	defsDir := definitions(t, map[string]string{"e2e-tick.yaml": "id: e2e-tick\nname: E2E tick\nfastExpiry: true\n" +
+		"criteria: {type: event, eventName: e2e.tick, check: exists, within: 90s}\n"})
+	w := startWorker(t, append([]string{"DATABASE_URL=" + dbURL, "DEFINITIONS_DIR=" + defsDir}, stack.hatchetVars()...)...)
+	require.NoError(t, stack.client().Events().Push(ctx, "e2e.tick", map[string]any{"userId": "ticker"}))
+	require.Eventually(t, func() bool { return status(t, conn, "e2e-tick", "ticker") == db.StatusActive },
+		time.Minute, 200*time.Millisecond, w.Logs())
+	var armed int
+	require.NoError(t, conn.NewRaw("SELECT count(*) FROM bucket_expiry_timers").Scan(ctx, &armed))
+	require.Equal(t, 1, armed)
+	deadline := *membership(t, conn, "e2e-tick", "ticker").ExpiresAt
+
+	stack.run("down")
+	require.Eventually(t, func() bool { return strings.Contains(w.Logs(), "Hatchet is away") }, 15*time.Second, 200*time.Millisecond)
+	stack.run("up")
+	require.Equal(t, token, stack.workerEnv()["HATCHET_CLIENT_TOKEN"], "the token survives down and up")
+	require.Eventually(t, func() bool { return strings.Contains(w.Logs(), "Hatchet is back") }, time.Minute, 200*time.Millisecond, w.Logs())
+
+	require.Eventually(t, func() bool { return status(t, conn, "e2e-tick", "ticker") == db.StatusLeft },
+		time.Until(deadline)+expiryLateness, time.Second, "the timer armed before the restart fires\n%s", w.Logs())
+	require.Nil(t, w.cmd.ProcessState, "the worker kept running")
+	// The worker is connected again: it takes a new event.
+	require.NoError(t, stack.client().Events().Push(ctx, "e2e.tick", map[string]any{"userId": "after"}))
+	require.Eventually(t, func() bool { return status(t, conn, "e2e-tick", "after") == db.StatusActive },
+		3*time.Minute, time.Second, w.Logs())
 }
