@@ -42,9 +42,9 @@ type Bucket struct {
 	EntryPeriod        Duration
 	MinDwell           Duration
 	MaxDwell           Duration
-	TimeBased          bool // explicit, or inferred from a windowed event leg
+	TimeBased          bool // explicit, or inferred from a windowed event leg or a relative date
 	ReconcileEvery     Duration
-	ReconcileJoins     bool // explicit, or inferred for the absence shapes
+	ReconcileJoins     bool // explicit, or inferred for the absence and relative-date shapes
 	FastExpiry         bool
 	SyncToPostHog      bool
 	PostHogPropertyKey string
@@ -64,6 +64,12 @@ type Bucket struct {
 	// ArmsExpiry is true when joins arm a bucket-expiry timer: fastExpiry
 	// with a positive windowed leg.
 	ArmsExpiry bool
+	// DateJoins is true for criteria of relative dates and plain property
+	// legs only (contract §3.6): their sweep joins need no event.
+	DateJoins bool
+	// DateExpiry are the legs whose end in time sets a join's expires_at,
+	// for relative-date criteria without event windows (contract §3.6).
+	DateExpiry []*PropertyCondition
 	// EventNames and PropertyNames are every event and property the
 	// criteria reference, in order of first appearance.
 	EventNames    []string
@@ -253,6 +259,7 @@ func aliasedKey(fields map[string]*definition.Node, key, alias string) (used str
 func (b *Bucket) analyse(explicitTimeBased, explicitJoins bool) {
 	b.CriteriaHash = CriteriaHash(b.Criteria)
 	var firstWindow, firstPositiveWindow Duration
+	relativeDates := false
 	events, props := map[string]bool{}, map[string]bool{}
 	Walk(b.Criteria, func(_ string, c Condition) {
 		switch c := c.(type) {
@@ -271,6 +278,7 @@ func (b *Bucket) analyse(explicitTimeBased, explicitJoins bool) {
 				firstPositiveWindow = c.Within
 			}
 		case *PropertyCondition:
+			relativeDates = relativeDates || c.Operator.IsRelativeDate()
 			if !props[c.Property] {
 				props[c.Property] = true
 				b.PropertyNames = append(b.PropertyNames, c.Property)
@@ -288,9 +296,68 @@ func (b *Bucket) analyse(explicitTimeBased, explicitJoins bool) {
 	b.ArmsExpiry = b.FastExpiry && !firstPositiveWindow.IsZero()
 
 	b.Absence, b.AbsenceEvent, b.AbsenceWindow = absenceShape(b.Criteria)
-	if !explicitJoins {
-		b.ReconcileJoins = b.Absence != NoAbsenceShape
+	b.DateJoins = dateShape(b.Criteria)
+	if relativeDates {
+		b.TimeBased = true // the clock alone moves users in and out
+		if firstWindow.IsZero() {
+			b.DateExpiry = dateExpiryLegs(b.Criteria)
+		}
 	}
+	if !explicitJoins {
+		b.ReconcileJoins = b.Absence != NoAbsenceShape || b.DateJoins
+	}
+}
+
+// dateShape recognises the criteria whose sweep joins need no event
+// (contract §3.6): a single relative-date leg, or an and of relative-date
+// and plain property legs with at least one relative date.
+func dateShape(c Condition) bool {
+	if p, ok := c.(*PropertyCondition); ok {
+		return p.Operator.IsRelativeDate()
+	}
+	comp, ok := c.(*Composite)
+	if !ok || comp.Operator != And {
+		return false
+	}
+	relative := false
+	for _, child := range comp.Conditions {
+		p, ok := child.(*PropertyCondition)
+		if !ok {
+			return false
+		}
+		relative = relative || p.Operator.IsRelativeDate()
+	}
+	return relative
+}
+
+// dateExpiryLegs are the within_next and within_last legs that must hold
+// for the criteria to hold — the root, or a child of a root and — whose
+// end sets a join's expires_at (contract §3.6).
+func dateExpiryLegs(c Condition) []*PropertyCondition {
+	legs := []Condition{c}
+	if comp, ok := c.(*Composite); ok && comp.Operator == And {
+		legs = comp.Conditions
+	}
+	var out []*PropertyCondition
+	for _, leg := range legs {
+		if p, ok := leg.(*PropertyCondition); ok && (p.Operator == PropWithinNext || p.Operator == PropWithinLast) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// SingleLeg reports whether the criteria are one leg that the set-based
+// sweep leaves handle (contract §6.2): an event leg, with or without where
+// or an aggregate, or a relative-date leg.
+func (b *Bucket) SingleLeg() bool {
+	switch c := b.Criteria.(type) {
+	case *EventCondition:
+		return true
+	case *PropertyCondition:
+		return c.Operator.IsRelativeDate()
+	}
+	return false
 }
 
 func (b *Bucket) hasWindow() bool {

@@ -30,6 +30,25 @@ const (
 	PropNotExists PropertyOperator = "not_exists"
 )
 
+// The relative-date operators of contract §3.6: the property holds a time,
+// compared with the clock.
+const (
+	PropWithinLast PropertyOperator = "within_last"
+	PropBeforeLast PropertyOperator = "before_last"
+	PropWithinNext PropertyOperator = "within_next"
+	PropAfterNext  PropertyOperator = "after_next"
+)
+
+// IsRelativeDate reports whether the operator compares a time property
+// with the clock (contract §3.6).
+func (op PropertyOperator) IsRelativeDate() bool {
+	switch op {
+	case PropWithinLast, PropBeforeLast, PropWithinNext, PropAfterNext:
+		return true
+	}
+	return false
+}
+
 // EventCheck is what an event condition asks of the user's events.
 type EventCheck string
 
@@ -39,6 +58,24 @@ const (
 	CheckNotExists EventCheck = "not_exists"
 	CheckCount     EventCheck = "count"
 )
+
+// The aggregate checks of contract §3.5: they read a numeric property of
+// the events instead of counting them.
+const (
+	CheckSum EventCheck = "sum"
+	CheckAvg EventCheck = "avg"
+	CheckMin EventCheck = "min"
+	CheckMax EventCheck = "max"
+)
+
+// IsAggregate reports whether the check aggregates a numeric property.
+func (c EventCheck) IsAggregate() bool {
+	switch c {
+	case CheckSum, CheckAvg, CheckMin, CheckMax:
+		return true
+	}
+	return false
+}
 
 // CountOperator compares an event count with a value.
 type CountOperator string
@@ -63,23 +100,39 @@ const (
 	Or  LogicOperator = "or"
 )
 
-// PropertyCondition tests one top-level key of the contact's properties.
+// PropertyCondition tests one top-level key of the contact's properties
+// (or, in an event leg's where, of the event's).
 type PropertyCondition struct {
 	Property string
 	Operator PropertyOperator
-	// Value is a string, a float64 or a bool; nil for exists/not_exists.
+	// Value is a string, a float64 or a bool; nil for exists/not_exists
+	// and the relative-date operators.
 	Value any
+	// Span is the duration of a relative-date operator.
+	Span Duration
 }
 
-// EventCondition tests how often the user fired an event, optionally only
-// within a trailing window.
+// EventCondition tests the user's events named EventName, optionally only
+// within a trailing window and only those passing Where: how many there
+// are, or an aggregate of their numeric Property.
 type EventCondition struct {
 	EventName string
 	Check     EventCheck
 	Operator  CountOperator
-	Value     int64 // meaningful when Operator is set
+	Value     int64 // the count compared with, when Check is count and Operator set
 	Within    Duration
+	// Where keeps only the events whose own properties satisfy every
+	// condition (contract §3.5); nil counts every event.
+	Where []*PropertyCondition
+	// Property is the event property an aggregate check reads, and
+	// Threshold the number it is compared with.
+	Property  string
+	Threshold float64
 }
+
+// Filtered reports whether the leg needs the events' properties: it has a
+// where or aggregates.
+func (c *EventCondition) Filtered() bool { return len(c.Where) > 0 || c.Check.IsAggregate() }
 
 // Composite joins conditions with and/or.
 type Composite struct {
@@ -88,8 +141,18 @@ type Composite struct {
 }
 
 func (c *PropertyCondition) canonical() jsonObject {
-	obj := jsonObject{"type": "property", "property": c.Property, "operator": string(c.Operator)}
-	if c.Value != nil {
+	obj := c.canonicalFilter()
+	obj["type"] = "property"
+	return obj
+}
+
+// canonicalFilter is the condition without its type, as a where holds it.
+func (c *PropertyCondition) canonicalFilter() jsonObject {
+	obj := jsonObject{"property": c.Property, "operator": string(c.Operator)}
+	switch {
+	case c.Operator.IsRelativeDate():
+		obj["value"] = c.Span.canonical()
+	case c.Value != nil:
 		obj["value"] = c.Value
 	}
 	return obj
@@ -97,12 +160,24 @@ func (c *PropertyCondition) canonical() jsonObject {
 
 func (c *EventCondition) canonical() jsonObject {
 	obj := jsonObject{"type": "event", "eventName": c.EventName, "check": string(c.Check)}
-	if c.Operator != CountAny {
+	switch {
+	case c.Check.IsAggregate():
+		obj["property"] = c.Property
+		obj["operator"] = string(c.Operator)
+		obj["value"] = c.Threshold
+	case c.Operator != CountAny:
 		obj["operator"] = string(c.Operator)
 		obj["value"] = c.Value
 	}
 	if !c.Within.IsZero() {
 		obj["within"] = c.Within.canonical()
+	}
+	if len(c.Where) > 0 {
+		where := make([]any, len(c.Where))
+		for i, w := range c.Where {
+			where[i] = w.canonicalFilter()
+		}
+		obj["where"] = where
 	}
 	return obj
 }
@@ -120,17 +195,30 @@ func (c *Composite) canonical() jsonObject {
 func String(c Condition) string {
 	switch c := c.(type) {
 	case *PropertyCondition:
-		if c.Value == nil {
+		switch {
+		case c.Operator.IsRelativeDate():
+			return fmt.Sprintf("%s %s %s", c.Property, c.Operator, c.Span)
+		case c.Value == nil:
 			return c.Property + " " + string(c.Operator)
 		}
 		return fmt.Sprintf("%s %s %s", c.Property, c.Operator, stableJSON(c.Value))
 	case *EventCondition:
 		s := c.EventName + " " + string(c.Check)
-		if c.Operator != CountAny {
+		switch {
+		case c.Check.IsAggregate():
+			s += fmt.Sprintf("(%s) %s %s", c.Property, c.Operator, jsNumber(c.Threshold))
+		case c.Operator != CountAny:
 			s += fmt.Sprintf(" %s %d", c.Operator, c.Value)
 		}
 		if !c.Within.IsZero() {
 			s += " within " + c.Within.String()
+		}
+		if len(c.Where) > 0 {
+			parts := make([]string, len(c.Where))
+			for i, w := range c.Where {
+				parts[i] = String(w)
+			}
+			s += " where [" + strings.Join(parts, ", ") + "]"
 		}
 		return s
 	case *Composite:
@@ -209,7 +297,7 @@ func (d *criteriaDecoder) condition(n *definition.Node, depth int) (Condition, b
 	}
 	switch typ {
 	case "property":
-		c, ok := decodePropertyCondition(n)
+		c, ok := decodePropertyCondition(n, true)
 		return c, ok
 	case "event":
 		return decodeEventCondition(n)
@@ -228,13 +316,16 @@ func (d *criteriaDecoder) condition(n *definition.Node, depth int) (Condition, b
 	}
 }
 
-// DecodePropertyCondition reads a property condition; journeys use it for
-// their where clauses. The type key is optional there.
+// DecodePropertyCondition reads a property condition of §3.1; journeys use
+// it for their where clauses. The type key is optional there.
 func DecodePropertyCondition(n *definition.Node) (*PropertyCondition, bool) {
-	return decodePropertyCondition(n)
+	return decodePropertyCondition(n, false)
 }
 
-func decodePropertyCondition(n *definition.Node) (*PropertyCondition, bool) {
+// decodePropertyCondition reads a property condition; relative dates
+// (contract §3.6) only where relative says they may be: in criteria, not
+// in a where, which has no clock of its own.
+func decodePropertyCondition(n *definition.Node, relative bool) (*PropertyCondition, bool) {
 	fields, ok := n.Fields("type", "property", "operator", "value")
 	if !ok {
 		return nil, false
@@ -286,15 +377,32 @@ func decodePropertyCondition(n *definition.Node) (*PropertyCondition, bool) {
 				valid = false
 			}
 		}
+	case PropWithinLast, PropBeforeLast, PropWithinNext, PropAfterNext:
+		switch {
+		case !relative:
+			fields["operator"].Errorf("relative-date operator %q is allowed on a criteria leg only, not in a where", op)
+			valid = false
+		case !hasValue:
+			n.Errorf("value is required with operator %q: a duration such as 3d", op)
+			return nil, false
+		default:
+			d, ok := decodeDuration(valueNode)
+			valid = valid && ok
+			c.Span = d
+		}
 	default:
-		fields["operator"].Errorf("unknown property operator %q: use eq, neq, gt, gte, lt, lte, contains, exists or not_exists", op)
+		ops := "eq, neq, gt, gte, lt, lte, contains, exists or not_exists"
+		if relative {
+			ops = "eq, neq, gt, gte, lt, lte, contains, exists, not_exists, within_last, before_last, within_next or after_next"
+		}
+		fields["operator"].Errorf("unknown property operator %q: use %s", op, ops)
 		valid = false
 	}
 	return c, valid
 }
 
 func decodeEventCondition(n *definition.Node) (Condition, bool) {
-	fields, ok := n.Fields("type", "eventName", "check", "operator", "value", "within")
+	fields, ok := n.Fields("type", "eventName", "check", "operator", "value", "within", "where", "property")
 	if !ok {
 		return nil, false
 	}
@@ -315,33 +423,67 @@ func decodeEventCondition(n *definition.Node) (Condition, bool) {
 	c.Check = EventCheck(check)
 	if checkOK {
 		switch c.Check {
-		case CheckExists, CheckNotExists, CheckCount:
+		case CheckExists, CheckNotExists, CheckCount, CheckSum, CheckAvg, CheckMin, CheckMax:
 		default:
-			fields["check"].Errorf("unknown event check %q: use exists, not_exists or count", check)
-			valid = false
+			fields["check"].Errorf("unknown event check %q: use exists, not_exists, count, sum, avg, min or max", check)
+			return nil, false
 		}
 	} else {
-		valid = false
+		return nil, false
 	}
 	opNode, hasOp := fields["operator"]
 	valueNode, hasValue := fields["value"]
-	if (hasOp || hasValue) && checkOK && c.Check != CheckCount {
-		n.Errorf("operator and value go with check \"count\" only")
-		valid = false
-	} else if hasOp != hasValue {
-		n.Errorf("operator and value must be given together")
-		valid = false
-	} else if hasOp {
+	propNode, hasProp := fields["property"]
+	operator := func() {
 		op, ok := opNode.String()
 		c.Operator = CountOperator(op)
 		switch c.Operator {
 		case CountGt, CountGte, CountLt, CountLte, CountEq:
 		default:
 			if ok {
-				opNode.Errorf("unknown count operator %q: use gt, gte, lt, lte or eq", op)
+				opNode.Errorf("unknown comparison %q: use gt, gte, lt, lte or eq", op)
 			}
 			valid = false
 		}
+	}
+	switch {
+	case c.Check.IsAggregate():
+		if !hasProp {
+			n.Errorf("property is required with check %q: the numeric event property it reads", check)
+			valid = false
+		} else if p, ok := propNode.String(); !ok {
+			valid = false
+		} else if p == "" {
+			propNode.Errorf("must not be empty")
+			valid = false
+		} else {
+			c.Property = p
+		}
+		if !hasOp || !hasValue {
+			n.Errorf("operator and value are required with check %q", check)
+			return nil, false
+		}
+		operator()
+		v, ok := valueNode.Scalar()
+		if f, isNumber := v.(float64); ok && isNumber {
+			c.Threshold = f
+		} else {
+			if ok {
+				valueNode.Errorf("must be a number with check %q", check)
+			}
+			valid = false
+		}
+	case hasProp:
+		propNode.Errorf("property goes with check sum, avg, min or max only")
+		valid = false
+	case (hasOp || hasValue) && c.Check != CheckCount:
+		n.Errorf("operator and value go with check \"count\" or an aggregate only")
+		valid = false
+	case hasOp != hasValue:
+		n.Errorf("operator and value must be given together")
+		valid = false
+	case hasOp:
+		operator()
 		v, ok := valueNode.Int()
 		switch {
 		case !ok:
@@ -356,6 +498,23 @@ func decodeEventCondition(n *definition.Node) (Condition, bool) {
 		d, ok := decodeDuration(w)
 		valid = valid && ok
 		c.Within = d
+	}
+	if w, ok := fields["where"]; ok {
+		items, ok := w.List()
+		switch {
+		case !ok:
+			valid = false
+		case len(items) == 0:
+			w.Errorf("where needs at least one condition; leave it out to take every event")
+			valid = false
+		}
+		for _, item := range items {
+			f, ok := decodePropertyCondition(item, false)
+			valid = valid && ok
+			if ok {
+				c.Where = append(c.Where, f)
+			}
+		}
 	}
 	return c, valid
 }
@@ -418,6 +577,8 @@ func unbounded(c Condition, path string) (string, bool) {
 			return path, c.Within.IsZero()
 		case CheckCount:
 			return path, c.Within.IsZero() && countAcceptsZero(c.Operator, c.Value)
+		case CheckSum: // like a count: with nothing known the sum is 0
+			return path, c.Within.IsZero() && compareNumber(0, c.Operator, c.Threshold)
 		}
 		return path, false
 	case *Composite:

@@ -16,6 +16,10 @@ type Facts interface {
 	// CountEvents counts the user's events named name that occurred at or
 	// after since; a zero since counts them all.
 	CountEvents(ctx context.Context, name string, since time.Time) (int64, error)
+	// EventProperties returns the properties of those events, one entry
+	// per event (empty for an event without properties), for the legs that
+	// filter or aggregate them.
+	EventProperties(ctx context.Context, name string, since time.Time) ([]Properties, error)
 }
 
 // Evaluate reports whether the criteria hold for the user described by f at
@@ -41,9 +45,9 @@ type LeafTrace struct {
 	// present, and its value (nil for JSON null).
 	Present bool
 	Value   any
-	// Count and Cutoff are what an event leg read: the matching events at
-	// or after Cutoff (the zero time without a window).
-	Count  int64
+	// Tally and Cutoff are what an event leg read: its events at or after
+	// Cutoff (the zero time without a window).
+	Tally  EventTally
 	Cutoff time.Time
 	Result bool
 }
@@ -73,20 +77,20 @@ func evaluate(ctx context.Context, c Condition, path string, now time.Time, f Fa
 	switch c := c.(type) {
 	case *PropertyCondition:
 		v, present := f.Property(c.Property)
-		result := c.Holds(v, present)
+		result := c.Holds(v, present, now)
 		if trace != nil {
 			trace.Leaves = append(trace.Leaves, LeafTrace{Path: path, Condition: c, Present: present, Value: v, Result: result})
 		}
 		return result, nil
 	case *EventCondition:
 		cutoff := c.Cutoff(now)
-		n, err := f.CountEvents(ctx, c.EventName, cutoff)
+		tally, err := c.tally(ctx, f, cutoff)
 		if err != nil {
-			return false, fmt.Errorf("counting %q events: %w", c.EventName, err)
+			return false, err
 		}
-		result := c.HoldsForCount(n)
+		result := c.HoldsFor(tally)
 		if trace != nil {
-			trace.Leaves = append(trace.Leaves, LeafTrace{Path: path, Condition: c, Count: n, Cutoff: cutoff, Result: result})
+			trace.Leaves = append(trace.Leaves, LeafTrace{Path: path, Condition: c, Tally: tally, Cutoff: cutoff, Result: result})
 		}
 		return result, nil
 	case *Composite:
@@ -131,15 +135,80 @@ func (c *EventCondition) Cutoff(now time.Time) time.Time {
 	return now.Add(-c.Within.Std())
 }
 
-// HoldsForCount reports whether count matching events satisfy the check.
-func (c *EventCondition) HoldsForCount(count int64) bool {
+// tally reads what the leg needs of the user's events since cutoff: a
+// count, or, for a leg that filters or aggregates, their properties.
+func (c *EventCondition) tally(ctx context.Context, f Facts, cutoff time.Time) (EventTally, error) {
+	if !c.Filtered() {
+		n, err := f.CountEvents(ctx, c.EventName, cutoff)
+		if err != nil {
+			return EventTally{}, fmt.Errorf("counting %q events: %w", c.EventName, err)
+		}
+		return EventTally{InWindow: n, Count: n}, nil
+	}
+	events, err := f.EventProperties(ctx, c.EventName, cutoff)
+	if err != nil {
+		return EventTally{}, fmt.Errorf("reading %q events: %w", c.EventName, err)
+	}
+	return c.Tally(events), nil
+}
+
+// Tally is what the leg reads of the properties of the events in its
+// window: how many pass where and, for an aggregate, the values of the
+// property among those.
+func (c *EventCondition) Tally(events []Properties) EventTally {
+	t := EventTally{InWindow: int64(len(events))}
+next:
+	for _, props := range events {
+		for _, w := range c.Where {
+			v, present := props.Property(w.Property)
+			if !w.Holds(v, present, time.Time{}) {
+				continue next
+			}
+		}
+		t.Count++
+		if !c.Check.IsAggregate() {
+			continue
+		}
+		if v, ok := props[c.Property].(float64); ok {
+			t.add(v)
+		}
+	}
+	return t
+}
+
+// HoldsFor reports whether the tally of the leg's events satisfies the check.
+func (c *EventCondition) HoldsFor(t EventTally) bool {
 	switch c.Check {
 	case CheckExists:
-		return count > 0
+		return t.Count > 0
 	case CheckNotExists:
-		return count == 0
+		return t.Count == 0
 	case CheckCount:
-		return compareCount(count, c.Operator, c.Value)
+		return compareCount(t.Count, c.Operator, c.Value)
+	case CheckSum:
+		return t.sum.compare(c.Operator, exactOf(c.Threshold), 1)
+	case CheckAvg:
+		return t.Fed > 0 && t.sum.compare(c.Operator, exactOf(c.Threshold), t.Fed)
+	case CheckMin:
+		return t.Fed > 0 && compareNumber(t.Min, c.Operator, c.Threshold)
+	case CheckMax:
+		return t.Fed > 0 && compareNumber(t.Max, c.Operator, c.Threshold)
+	}
+	return false
+}
+
+func compareNumber(a float64, op CountOperator, b float64) bool {
+	switch op {
+	case CountGt:
+		return a > b
+	case CountGte:
+		return a >= b
+	case CountLt:
+		return a < b
+	case CountLte:
+		return a <= b
+	case CountEq:
+		return a == b
 	}
 	return false
 }
@@ -162,11 +231,16 @@ func compareCount(count int64, op CountOperator, value int64) bool {
 	return false
 }
 
-// Holds reports whether the condition holds for the property's actual value.
+// Holds reports whether the condition holds for the property's actual
+// value at the instant now, which only the relative dates read.
 // Comparisons are JSON-type-strict: 1 is not "1", true is not "true", and 1
-// equals 1.0. Numbers are float64, as encoding/json decodes them.
-func (c *PropertyCondition) Holds(actual any, present bool) bool {
+// equals 1.0. Numbers are float64, as DecodeJSON decodes them.
+func (c *PropertyCondition) Holds(actual any, present bool, now time.Time) bool {
 	exists := present && actual != nil
+	if c.Operator.IsRelativeDate() {
+		t, ok := ParseTime(actual)
+		return ok && c.HoldsAt(t, now)
+	}
 	switch c.Operator {
 	case PropExists:
 		return exists
@@ -229,6 +303,7 @@ func (p Properties) Property(name string) (any, bool) {
 type Event struct {
 	Name       string
 	OccurredAt time.Time
+	Properties Properties // nil for none
 }
 
 // MemoryFacts holds everything about one user in memory. It is the reference
@@ -250,4 +325,15 @@ func (m MemoryFacts) CountEvents(_ context.Context, name string, since time.Time
 		}
 	}
 	return n, nil
+}
+
+// EventProperties implements Facts.
+func (m MemoryFacts) EventProperties(_ context.Context, name string, since time.Time) ([]Properties, error) {
+	var out []Properties
+	for _, e := range m.Events {
+		if e.Name == name && !e.OccurredAt.Before(since) {
+			out = append(out, e.Properties)
+		}
+	}
+	return out, nil
 }

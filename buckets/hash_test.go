@@ -55,6 +55,23 @@ func TestCanonicalJSON(t *testing.T) {
 	require.Equal(t, `{"operator":"eq","property":"na\"me`+"\u2028"+`<","type":"property","value":"a\nb\u0001"}`, CanonicalJSON(p))
 }
 
+// The fields of contract §3.5 and §3.6 hash canonically: a where in its
+// written order, each condition canonical without a type, an aggregate's
+// property a plain key, a relative date's duration canonical.
+func TestCanonicalJSONOfFiltersAggregatesAndDates(t *testing.T) {
+	t.Parallel()
+	c := mustCriteria(t, `{"type":"event","eventName":"purchase","check":"sum","property":"amount","operator":"gte","value":100.0,"within":"30d",
+		"where":[{"type":"property","property":"plan","operator":"eq","value":"pro"},{"property":"coupon","operator":"not_exists"}]}`)
+	require.Equal(t, `{"check":"sum","eventName":"purchase","operator":"gte","property":"amount","type":"event","value":100,"where":[{"operator":"eq","property":"plan","value":"pro"},{"operator":"not_exists","property":"coupon"}],"within":{"hours":720}}`, CanonicalJSON(c))
+	swapped := mustCriteria(t, `{"type":"event","eventName":"purchase","check":"sum","property":"amount","operator":"gte","value":100,"within":"30d",
+		"where":[{"property":"coupon","operator":"not_exists"},{"property":"plan","operator":"eq","value":"pro"}]}`)
+	require.NotEqual(t, CriteriaHash(c), CriteriaHash(swapped), "a where hashes in its written order")
+
+	d := mustCriteria(t, `{"type":"property","property":"trial_ends_at","operator":"within_next","value":"3d"}`)
+	require.Equal(t, `{"operator":"within_next","property":"trial_ends_at","type":"property","value":{"hours":72}}`, CanonicalJSON(d))
+	require.Equal(t, CriteriaHash(d), CriteriaHash(mustCriteria(t, `{"type":"property","property":"trial_ends_at","operator":"within_next","value":{"hours":72}}`)))
+}
+
 func TestJSNumber(t *testing.T) {
 	t.Parallel()
 	cases := map[float64]string{

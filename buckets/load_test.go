@@ -21,7 +21,7 @@ func TestLoadExamples(t *testing.T) {
 	for _, b := range bs {
 		byID[b.ID] = b
 	}
-	require.Len(t, byID, 4)
+	require.Len(t, byID, 7)
 
 	power := byID["power-users"]
 	require.True(t, power.TimeBased)
@@ -44,6 +44,20 @@ func TestLoadExamples(t *testing.T) {
 	require.False(t, trial.TimeBased)
 	require.Equal(t, buckets.Duration{Hours: 336}, trial.MaxDwell)
 	require.Equal(t, []string{"plan", "trial_days_left", "trial_ending", "converted"}, trial.PropertyNames)
+
+	ending := byID["trial-ending-soon"]
+	require.True(t, ending.TimeBased, "a relative date is time-based")
+	require.True(t, ending.ReconcileJoins, "relative dates and plain property legs join in the sweep")
+	require.True(t, ending.DateJoins)
+
+	pro := byID["pro-buyers"]
+	require.True(t, pro.SingleLeg())
+	require.False(t, pro.ReconcileJoins)
+	require.Equal(t, []string{"purchase"}, pro.EventNames)
+
+	spenders := byID["big-spenders"]
+	require.True(t, spenders.SingleLeg())
+	require.Equal(t, buckets.CheckSum, spenders.Criteria.(*buckets.EventCondition).Check)
 }
 
 // Every problem of every file is reported at once, each with file and path.
@@ -98,6 +112,31 @@ func TestLoadFileShapes(t *testing.T) {
 		{"value null", fstest.MapFS{"buckets/x.yaml": {Data: []byte("{id: a, name: A, criteria: {type: property, property: p, operator: eq, value: null}}")}}, "criteria.value: must be a string, a number or a boolean", 0},
 		{"negative count", fstest.MapFS{"buckets/x.yaml": {Data: []byte("{id: a, name: A, criteria: {type: event, eventName: e, check: count, operator: gt, value: -1}}")}}, "criteria.value: must not be negative", 0},
 		{"repeated key", fstest.MapFS{"buckets/x.yaml": {Data: []byte("{id: a, id: b, name: A, criteria: {type: property, property: p, operator: exists}}")}}, "buckets/x.yaml: id: repeated key", 0},
+
+		// Event filters, aggregates and relative dates (contract §3.5, §3.6).
+		{"where and aggregate", bucketFile("{type: event, eventName: purchase, check: sum, property: amount, operator: gte, value: 99.5, within: 30d, where: [{property: plan, operator: eq, value: pro}]}"), "", 1},
+		{"empty where", bucketFile("{type: event, eventName: e, check: count, operator: gte, value: 1, within: 1d, where: []}"), "buckets/x.yaml: criteria.where: where needs at least one condition", 0},
+		{"where not a list", bucketFile("{type: event, eventName: e, check: exists, where: {property: p, operator: exists}}"), "buckets/x.yaml: criteria.where: must be a list", 0},
+		{"where with an unknown key", bucketFile("{type: event, eventName: e, check: exists, where: [{property: p, operator: exists, within: 1d}]}"), "buckets/x.yaml: criteria.where[0].within: unknown key", 0},
+		{"where with a bad operator", bucketFile("{type: event, eventName: e, check: exists, where: [{property: p, operator: like, value: x}]}"), `buckets/x.yaml: criteria.where[0].operator: unknown property operator "like"`, 0},
+		{"where with a relative date", bucketFile("{type: event, eventName: e, check: exists, where: [{property: at, operator: within_last, value: 1d}]}"), `criteria.where[0].operator: relative-date operator "within_last" is allowed on a criteria leg only`, 0},
+		{"where neq does not change boundedness", bucketFile("{type: event, eventName: e, check: exists, where: [{property: p, operator: neq, value: 1}]}"), "", 1},
+		{"property on count", bucketFile("{type: event, eventName: e, check: count, property: amount, operator: gte, value: 1, within: 1d}"), "buckets/x.yaml: criteria.property: property goes with check sum, avg, min or max only", 0},
+		{"property on exists", bucketFile("{type: event, eventName: e, check: exists, property: amount}"), "criteria.property: property goes with check sum, avg, min or max only", 0},
+		{"sum without property", bucketFile("{type: event, eventName: e, check: sum, operator: gte, value: 1, within: 1d}"), `buckets/x.yaml: criteria: property is required with check "sum"`, 0},
+		{"sum with a string value", bucketFile("{type: event, eventName: e, check: sum, property: amount, operator: gte, value: \"100\", within: 1d}"), `buckets/x.yaml: criteria.value: must be a number with check "sum"`, 0},
+		{"avg without operator", bucketFile("{type: event, eventName: e, check: avg, property: amount, value: 3}"), `criteria: operator and value are required with check "avg"`, 0},
+		{"max with a bad comparison", bucketFile("{type: event, eventName: e, check: max, property: amount, operator: neq, value: 3}"), `criteria.operator: unknown comparison "neq"`, 0},
+		{"unknown check", bucketFile("{type: event, eventName: e, check: median, property: amount, operator: gt, value: 3}"), `criteria.check: unknown event check "median": use exists, not_exists, count, sum, avg, min or max`, 0},
+		{"unbounded sum lt", bucketFile("{type: event, eventName: e, check: sum, property: amount, operator: lt, value: 100}"), "criteria must be bounded: criteria can match users with no data", 0},
+		{"unbounded sum eq 0", bucketFile("{type: event, eventName: e, check: sum, property: amount, operator: eq, value: 0}"), "criteria must be bounded", 0},
+		{"windowed sum lt is bounded", bucketFile("{type: event, eventName: e, check: sum, property: amount, operator: lt, value: 100, within: 30d}"), "", 1},
+		{"sum gt without window is bounded", bucketFile("{type: event, eventName: e, check: sum, property: amount, operator: gt, value: 0}"), "", 1},
+		{"avg lt without window is bounded", bucketFile("{type: event, eventName: e, check: avg, property: amount, operator: lt, value: 100}"), "", 1},
+		{"relative date", bucketFile("{type: property, property: trial_ends_at, operator: within_next, value: 3d}"), "", 1},
+		{"relative date without duration", bucketFile("{type: property, property: trial_ends_at, operator: within_next}"), `buckets/x.yaml: criteria: value is required with operator "within_next": a duration such as 3d`, 0},
+		{"relative date with a number", bucketFile("{type: property, property: trial_ends_at, operator: before_last, value: 3}"), "buckets/x.yaml: criteria.value:", 0},
+		{"relative date with a bad duration", bucketFile("{type: property, property: trial_ends_at, operator: after_next, value: 3w}"), `buckets/x.yaml: criteria.value: invalid duration "3w"`, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -113,6 +152,11 @@ func TestLoadFileShapes(t *testing.T) {
 			require.Len(t, bs, tc.wantN)
 		})
 	}
+}
+
+// bucketFile is a definitions folder with one bucket of the criteria.
+func bucketFile(criteria string) fstest.MapFS {
+	return fstest.MapFS{"buckets/x.yaml": {Data: []byte("{id: a, name: A, criteria: " + criteria + "}")}}
 }
 
 func TestShapeInference(t *testing.T) {
@@ -155,6 +199,46 @@ func TestShapeInference(t *testing.T) {
 		require.Equal(t, "fastExpiry", report.Warnings[0].Path)
 		require.False(t, bs[0].ArmsExpiry)
 		require.Equal(t, buckets.Duration{Hours: 168}, bs[0].ExpiryWindow)
+	})
+	t.Run("a relative date is time-based and joins in the sweep", func(t *testing.T) {
+		b := load(t, "{id: a, name: A, criteria: {type: property, property: trial_ends_at, operator: within_next, value: 3d}}")
+		require.True(t, b.TimeBased)
+		require.True(t, b.DateJoins)
+		require.True(t, b.ReconcileJoins)
+		require.True(t, b.SingleLeg())
+		require.Len(t, b.DateExpiry, 1)
+		require.Equal(t, []string{"trial_ends_at"}, b.PropertyNames)
+	})
+	t.Run("relative date and plain property legs join in the sweep", func(t *testing.T) {
+		b := load(t, "{id: a, name: A, criteria: {type: composite, operator: and, conditions: [{type: property, property: plan, operator: eq, value: trial}, {type: property, property: trial_ends_at, operator: within_next, value: 3d}, {type: property, property: seen_at, operator: before_last, value: 1d}]}}")
+		require.True(t, b.DateJoins)
+		require.True(t, b.ReconcileJoins)
+		require.False(t, b.SingleLeg())
+		require.Len(t, b.DateExpiry, 1, "only within_next and within_last end by the clock")
+	})
+	t.Run("a relative date beside an event leg joins only when asked", func(t *testing.T) {
+		b := load(t, "{id: a, name: A, criteria: {type: composite, operator: and, conditions: [{type: event, eventName: e, check: exists}, {type: property, property: trial_ends_at, operator: within_next, value: 3d}]}}")
+		require.True(t, b.TimeBased)
+		require.False(t, b.DateJoins)
+		require.False(t, b.ReconcileJoins)
+		require.Len(t, b.DateExpiry, 1)
+	})
+	t.Run("a relative date under an or sets no expiry", func(t *testing.T) {
+		b := load(t, "{id: a, name: A, criteria: {type: composite, operator: or, conditions: [{type: property, property: vip, operator: eq, value: true}, {type: property, property: trial_ends_at, operator: within_next, value: 3d}]}}")
+		require.False(t, b.DateJoins)
+		require.Empty(t, b.DateExpiry)
+	})
+	t.Run("an event window sets the expiry, not a date", func(t *testing.T) {
+		b := load(t, "{id: a, name: A, criteria: {type: composite, operator: and, conditions: [{type: event, eventName: e, check: exists, within: 2d}, {type: property, property: trial_ends_at, operator: within_next, value: 3d}]}}")
+		require.Equal(t, buckets.Duration{Hours: 48}, b.ExpiryWindow)
+		require.Empty(t, b.DateExpiry)
+	})
+	t.Run("a filtered or aggregated event leg is a single leg", func(t *testing.T) {
+		b := load(t, "{id: a, name: A, criteria: {type: event, eventName: purchase, check: avg, property: amount, operator: gte, value: 10, within: 30d, where: [{property: plan, operator: eq, value: pro}]}}")
+		require.True(t, b.SingleLeg())
+		require.True(t, b.TimeBased)
+		require.Equal(t, []string{"purchase"}, b.EventNames)
+		require.Empty(t, b.PropertyNames, "where reads the event's properties, not the contact's")
 	})
 	t.Run("reentry alias and defaults", func(t *testing.T) {
 		b := load(t, "{id: a, name: A, reentry: once, reentryPeriod: 1d, criteria: {type: property, property: p, operator: exists}}")

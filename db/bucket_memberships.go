@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -218,6 +219,10 @@ type NewMemberships struct {
 	// criteria no longer hold at Now (with the contact's properties) does
 	// not join. It closes the gap between choosing joiners and inserting.
 	If buckets.Condition
+	// DateExpiry, when ExpiresAt is nil, sets each row's expires_at to the
+	// earliest end of these relative-date legs for the user's contact
+	// (contract §3.6).
+	DateExpiry []*buckets.PropertyCondition
 }
 
 // JoinMemberships inserts an active membership for each user, with epoch
@@ -235,26 +240,31 @@ func JoinMemberships(ctx context.Context, idb bun.IDB, n NewMemberships) ([]Memb
 	for i, u := range n.Users {
 		ids[i], emails[i] = u.UserID, u.Email
 	}
+	subject := Subject{
+		UserID:     "u.user_id",
+		Properties: "(SELECT c.properties FROM contacts AS c WHERE c.external_id = u.user_id AND c.deleted_at IS NULL)",
+	}
 	cond := Predicate{SQL: "true"}
 	if n.If != nil {
-		cond = CompileCriteria(n.If, n.Now, Subject{
-			UserID:     "u.user_id",
-			Properties: "(SELECT c.properties FROM contacts AS c WHERE c.external_id = u.user_id AND c.deleted_at IS NULL)",
-		})
+		cond = CompileCriteria(n.If, n.Now, subject)
+	}
+	expires := Predicate{SQL: "?::timestamptz", Args: []any{n.ExpiresAt}}
+	if n.ExpiresAt == nil && len(n.DateExpiry) > 0 {
+		expires = compileDateExpiry(n.DateExpiry, subject.Properties)
 	}
 	var rows []Membership
 	err := idb.NewRaw(`
 		INSERT INTO bucket_memberships AS m (user_id, user_email, bucket_id, status, entered_at, expires_at,
 			max_dwell_at, last_evaluated_at, entry_count, source, created_at, updated_at)
-		SELECT u.user_id, nullif(lower(btrim(u.email)), ''), ?, 'active', ?, ?, ?, ?,
+		SELECT u.user_id, nullif(lower(btrim(u.email)), ''), ?, 'active', ?, `+expires.SQL+`, ?, ?,
 			1 + (SELECT count(*) FILTER (WHERE p.bucket_id = ?) FROM bucket_memberships AS p WHERE p.user_id = u.user_id),
 			?, ?, ?
 		FROM unnest(?::text[], ?::text[]) AS u(user_id, email)
 		WHERE `+cond.SQL+`
 		ON CONFLICT DO NOTHING
 		RETURNING m.id, m.user_id, m.user_email, m.entered_at, m.entry_count, m.expires_at, m.max_dwell_at`,
-		append([]any{n.BucketID, n.Now, n.ExpiresAt, n.MaxDwellAt, n.Now, n.BucketID, n.Source, n.Now, n.Now,
-			pgdialect.Array(ids), pgdialect.Array(emails)}, cond.Args...)...,
+		slices.Concat([]any{n.BucketID, n.Now}, expires.Args, []any{n.MaxDwellAt, n.Now, n.BucketID, n.Source, n.Now, n.Now,
+			pgdialect.Array(ids), pgdialect.Array(emails)}, cond.Args)...,
 	).Scan(ctx, &rows)
 	if err != nil {
 		return nil, fmt.Errorf("inserting %d memberships of bucket %q: %w", len(n.Users), n.BucketID, err)

@@ -2,6 +2,8 @@ package db
 
 import (
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -61,9 +63,9 @@ func (c *compiler) condition(cond buckets.Condition) string {
 	switch cond := cond.(type) {
 	case *buckets.PropertyCondition:
 		if c.negate {
-			return "NOT (" + c.property(cond) + ")"
+			return "NOT (" + c.property(cond, c.subject.Properties) + ")"
 		}
-		return c.property(cond)
+		return c.property(cond, c.subject.Properties)
 	case *buckets.EventCondition:
 		return c.event(cond)
 	case *buckets.Composite:
@@ -80,13 +82,13 @@ func (c *compiler) condition(cond buckets.Condition) string {
 	panic(fmt.Sprintf("db: unknown condition type %T", cond))
 }
 
-// property compiles a property leg. Comparisons follow JSON types: strings
-// and booleans by jsonb equality, which is type-strict; numbers as doubles
-// (bucket_worker_double, contract §3.1), so 5.0000000000000001 = 5 as in
-// Go and JavaScript. Ordering and contains apply only to numbers and
-// strings, and a leg on any other type is false, never NULL.
-func (c *compiler) property(p *buckets.PropertyCondition) string {
-	props := c.subject.Properties
+// property compiles a property leg over the properties document props.
+// Comparisons follow JSON types: strings and booleans by jsonb equality,
+// which is type-strict; numbers as doubles (bucket_worker_double, contract
+// §3.1), so 5.0000000000000001 = 5 as in Go and JavaScript. Ordering and
+// contains apply only to numbers and strings, and a leg on any other type
+// is false, never NULL.
+func (c *compiler) property(p *buckets.PropertyCondition, props string) string {
 	key := func() string { return c.arg(p.Property) }
 	exists := func() string {
 		return fmt.Sprintf("coalesce(jsonb_typeof(%s -> %s) <> 'null', false)", props, key())
@@ -118,17 +120,95 @@ func (c *compiler) property(p *buckets.PropertyCondition) string {
 	case buckets.PropContains:
 		return fmt.Sprintf("CASE WHEN jsonb_typeof(%s -> %s) = 'string' THEN strpos(%s ->> %s, %s) > 0 ELSE false END",
 			props, key(), props, key(), c.arg(p.Value))
+	case buckets.PropWithinLast, buckets.PropBeforeLast, buckets.PropWithinNext, buckets.PropAfterNext:
+		return c.relativeDate(p, props)
 	}
 	panic(fmt.Sprintf("db: unknown property operator %q", p.Operator))
 }
 
-// event compiles an event leg as a correlated subquery on user_events,
-// which the (user_id, event, occurred_at) index answers.
-func (c *compiler) event(e *buckets.EventCondition) string {
-	where := fmt.Sprintf("e.user_id = %s AND e.event = %s", c.subject.UserID, c.arg(e.EventName))
-	if cutoff := e.Cutoff(c.now); !cutoff.IsZero() {
-		where += " AND e.occurred_at >= " + c.arg(cutoff)
+// relativeDate compiles a relative-date leg (contract §3.6): the property
+// read as a time by bucket_worker_time, in the leg's window at now. It is
+// led by a necessary test on the text's leading date, cheap enough that
+// the planner runs it first: whatever its offset, a time in the window is
+// written with a date at most a day outside the window's dates.
+func (c *compiler) relativeDate(p *buckets.PropertyCondition, props string) string {
+	from, to := p.DateWindow(c.now)
+	written := func(op string, date time.Time) string {
+		return fmt.Sprintf("left(%s ->> %s, 10) COLLATE \"C\" %s %s", props, c.arg(p.Property), op, c.arg(writtenDate(date)))
 	}
+	exact := func(op string, t time.Time) string {
+		return fmt.Sprintf("bucket_worker_time(%s -> %s) %s %s", props, c.arg(p.Property), op, c.arg(t))
+	}
+	var parts []string
+	if !from.IsZero() {
+		parts = append(parts, written(">=", from.AddDate(0, 0, -1)))
+	}
+	if !to.IsZero() {
+		parts = append(parts, written("<=", to.AddDate(0, 0, 1)))
+	}
+	if !from.IsZero() {
+		op := ">="
+		if p.Operator == buckets.PropAfterNext {
+			op = ">"
+		}
+		parts = append(parts, exact(op, from))
+	}
+	if !to.IsZero() {
+		op := "<="
+		if p.Operator == buckets.PropBeforeLast {
+			op = "<"
+		}
+		parts = append(parts, exact(op, to))
+	}
+	return "coalesce(" + strings.Join(parts, " AND ") + ", false)"
+}
+
+// compileDateExpiry is the earliest time at which one of the
+// relative-date legs stops holding for the properties props, when nothing
+// changes (buckets.PropertyCondition.DateExpiry): NULL when none does.
+func compileDateExpiry(legs []*buckets.PropertyCondition, props string) Predicate {
+	c := &compiler{}
+	ends := make([]string, 0, len(legs))
+	for _, p := range legs {
+		end := fmt.Sprintf("bucket_worker_time(%s -> %s)", props, c.arg(p.Property))
+		if p.Operator == buckets.PropWithinLast {
+			end = fmt.Sprintf("(%s + %s::interval)", end, c.arg(fmt.Sprintf("%d seconds", int64(p.Span.Std()/time.Second))))
+		}
+		ends = append(ends, end)
+	}
+	return Predicate{SQL: "LEAST(" + strings.Join(ends, ", ") + ")", Args: c.args}
+}
+
+// writtenDate is the date of t as a relative-date property writes it,
+// clamped to the years it can write.
+func writtenDate(t time.Time) string {
+	switch {
+	case t.Year() < 1:
+		return "0000-00-00"
+	case t.Year() > 9999:
+		return "9999-99-99"
+	}
+	return t.UTC().Format("2006-01-02")
+}
+
+// event compiles an event leg as a correlated subquery on user_events,
+// which the (user_id, event, occurred_at) index answers; a where filters
+// the rows, an aggregate reads its property of those (contract §3.5).
+func (c *compiler) event(e *buckets.EventCondition) string {
+	// The rows' filter is compiled apart: an aggregate writes it after
+	// arguments of its own.
+	rows := &compiler{now: c.now, subject: c.subject}
+	where := fmt.Sprintf("e.user_id = %s AND e.event = %s", c.subject.UserID, rows.arg(e.EventName))
+	if cutoff := e.Cutoff(c.now); !cutoff.IsZero() {
+		where += " AND e.occurred_at >= " + rows.arg(cutoff)
+	}
+	for _, w := range e.Where {
+		where += " AND " + rows.property(w, "e.properties")
+	}
+	if e.Check.IsAggregate() {
+		return c.aggregate(e, where, rows.args)
+	}
+	c.args = append(c.args, rows.args...)
 	exists := "EXISTS (SELECT 1 FROM user_events AS e WHERE " + where + ")"
 	positive := e.Check == buckets.CheckExists || e.Check == buckets.CheckCount && e.Operator == buckets.CountAny
 	switch {
@@ -142,6 +222,46 @@ func (c *compiler) event(e *buckets.EventCondition) string {
 		op = negatedCountOperators[e.Operator]
 	}
 	return fmt.Sprintf("(SELECT count(*) FROM user_events AS e WHERE %s) %s %s", where, op, c.arg(e.Value))
+}
+
+// aggregate compiles sum, avg, min and max over the events of where. Sums
+// and averages add each value's shortest decimal (float8 printed, as
+// buckets does) exactly as numerics and compare exactly, infinities
+// included; a sum of both infinities is NaN and false. min and max compare
+// doubles. With no value, sum is 0 and the others are false.
+func (c *compiler) aggregate(e *buckets.EventCondition, where string, whereArgs []any) string {
+	var agg, test string
+	op := countOperators[e.Operator]
+	switch e.Check {
+	case buckets.CheckSum:
+		agg = "coalesce(sum(x::text::numeric), 0) AS s"
+		test = fmt.Sprintf("s <> 'NaN' AND s %s %s::numeric", op, c.arg(numericText(e.Threshold)))
+	case buckets.CheckAvg:
+		agg = "sum(x::text::numeric) AS s, count(x) AS n"
+		test = fmt.Sprintf("s <> 'NaN' AND s %s %s::numeric * n", op, c.arg(numericText(e.Threshold)))
+	case buckets.CheckMin, buckets.CheckMax:
+		agg = fmt.Sprintf("%s(x) AS s", e.Check)
+		test = fmt.Sprintf("s %s %s::float8", op, c.arg(e.Threshold))
+	}
+	values := fmt.Sprintf("SELECT bucket_worker_double(e.properties -> %s) AS x FROM user_events AS e WHERE %s", c.arg(e.Property), where)
+	c.args = append(c.args, whereArgs...)
+	sql := fmt.Sprintf("coalesce((SELECT %s FROM (SELECT %s FROM (%s) AS v) AS a), false)", test, agg, values)
+	if c.negate {
+		return "NOT " + sql
+	}
+	return sql
+}
+
+// numericText writes a double as the numeric the compiler compares sums
+// with: its shortest decimal, or an infinity.
+func numericText(f float64) string {
+	switch {
+	case math.IsInf(f, 1):
+		return "Infinity"
+	case math.IsInf(f, -1):
+		return "-Infinity"
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
 }
 
 var (

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -152,6 +153,139 @@ var conformanceCases = []conformanceCase{
 		`{"a":1,"b":1}`, []ago{{"x", day}, {"x", 3 * day}}, false},
 }
 
+// fired is an event of a case with its properties ("" for none).
+type fired struct {
+	event string
+	ago   time.Duration
+	props string
+}
+
+// richCase is a conformance case whose events carry properties.
+type richCase struct {
+	name     string
+	criteria string
+	props    string
+	events   []fired
+	want     bool
+}
+
+// purchases is one purchase a day ago per properties document.
+func purchases(docs ...string) []fired {
+	out := make([]fired, len(docs))
+	for i, doc := range docs {
+		out[i] = fired{"purchase", day, doc}
+	}
+	return out
+}
+
+// countWhere is purchase count gte n within 30d where the conditions.
+func countWhere(n int, where string) string {
+	return fmt.Sprintf(`{"type":"event","eventName":"purchase","check":"count","operator":"gte","value":%d,"within":"30d","where":[%s]}`, n, where)
+}
+
+// aggregate is purchase <check>(amount) <op> <value> within 30d.
+func aggregate(check, op, value string) string {
+	return fmt.Sprintf(`{"type":"event","eventName":"purchase","check":%q,"property":"amount","operator":%q,"value":%s,"within":"30d"}`, check, op, value)
+}
+
+// relative is the property t <op> <duration>.
+func relative(op, span string) string {
+	return fmt.Sprintf(`{"type":"property","property":"t","operator":%q,"value":%q}`, op, span)
+}
+
+// richCases hold the event filters, aggregates and relative dates of
+// contract §3.5 and §3.6. The clock is conformanceNow,
+// 2026-11-29T12:00:00.123456Z.
+var richCases = []richCase{
+	// where filters the events counted.
+	{"where eq counts matching events", countWhere(2, `{"property":"plan","operator":"eq","value":"pro"}`), `{}`, purchases(`{"plan":"pro"}`, `{"plan":"pro","amount":5}`), true},
+	{"where eq skips other events", countWhere(2, `{"property":"plan","operator":"eq","value":"pro"}`), `{}`, purchases(`{"plan":"pro"}`, `{"plan":"basic"}`), false},
+	{"where on events without properties", countWhere(1, `{"property":"plan","operator":"exists"}`), `{}`, purchases(``, `{}`), false},
+	{"where neq keeps absent keys", countWhere(1, `{"property":"plan","operator":"neq","value":"pro"}`), `{}`, purchases(`{"plan":"pro"}`, ``), true},
+	{"where neq drops the value", countWhere(1, `{"property":"plan","operator":"neq","value":"pro"}`), `{}`, purchases(`{"plan":"pro"}`), false},
+	{"where not_exists keeps null", countWhere(1, `{"property":"coupon","operator":"not_exists"}`), `{}`, purchases(`{"coupon":null}`), true},
+	{"where not_exists drops present", countWhere(1, `{"property":"coupon","operator":"not_exists"}`), `{}`, purchases(`{"coupon":""}`), false},
+	{"where is type-strict", countWhere(1, `{"property":"seats","operator":"eq","value":1}`), `{}`, purchases(`{"seats":"1"}`), false},
+	{"where numbers are doubles", countWhere(1, `{"property":"seats","operator":"eq","value":5}`), `{}`, purchases(`{"seats":5.0000000000000001}`), true},
+	{"where reads the event, not the contact", countWhere(1, `{"property":"plan","operator":"eq","value":"pro"}`), `{"plan":"pro"}`, purchases(`{"plan":"basic"}`), false},
+	{"where on properties that are not an object", countWhere(1, `{"property":"plan","operator":"not_exists"}`), `{}`, purchases(`[1]`), true},
+	{"where and window", countWhere(1, `{"property":"plan","operator":"eq","value":"pro"}`), `{}`, []fired{{"purchase", 31 * day, `{"plan":"pro"}`}, {"purchase", day, `{"plan":"basic"}`}}, false},
+	{"where with every condition", countWhere(1, `{"property":"plan","operator":"eq","value":"pro"},{"property":"amount","operator":"gt","value":10}`), `{}`, purchases(`{"plan":"pro","amount":5}`, `{"plan":"basic","amount":50}`), false},
+	{"exists where", `{"type":"event","eventName":"purchase","check":"exists","where":[{"property":"plan","operator":"contains","value":"pro"}]}`, `{}`, purchases(`{"plan":"pro-annual"}`), true},
+	{"not_exists where, other events only", `{"type":"event","eventName":"purchase","check":"not_exists","within":"7d","where":[{"property":"plan","operator":"eq","value":"pro"}]}`, `{}`, purchases(`{"plan":"basic"}`), true},
+	{"not_exists where, a match", `{"type":"event","eventName":"purchase","check":"not_exists","within":"7d","where":[{"property":"plan","operator":"eq","value":"pro"}]}`, `{}`, purchases(`{"plan":"pro"}`), false},
+
+	// Aggregates: sum, avg, min and max of a numeric event property.
+	{"sum reaches", aggregate("sum", "gte", "100"), `{}`, purchases(`{"amount":60}`, `{"amount":40}`), true},
+	{"sum falls short", aggregate("sum", "gte", "100"), `{}`, purchases(`{"amount":60}`, `{"amount":39.99}`), false},
+	{"sum mixes integers and floats", aggregate("sum", "eq", "3.5"), `{}`, purchases(`{"amount":1}`, `{"amount":2.5}`), true},
+	{"sum is exact over the doubles' decimals", aggregate("sum", "eq", "0.3"), `{}`, purchases(`{"amount":0.1}`, `{"amount":0.2}`), true},
+	{"sum reads each value as a double", aggregate("sum", "eq", "9007199254740992"), `{}`, purchases(`{"amount":9007199254740993}`), true},
+	{"sum ignores values that are not numbers", aggregate("sum", "lt", "1"), `{}`, purchases(`{"amount":"100"}`, `{"amount":null}`, `{"amount":true}`, `{}`), true},
+	{"sum of nothing is 0", aggregate("sum", "eq", "0"), `{}`, nil, true},
+	{"sum of nothing is 0, gt", aggregate("sum", "gt", "0"), `{}`, nil, false},
+	{"sum with Infinity", aggregate("sum", "gt", "1e308"), `{}`, purchases(`{"amount":1e309}`, `{"amount":5}`), true},
+	{"sum of both infinities is no number, gte", aggregate("sum", "gte", "0"), `{}`, purchases(`{"amount":1e309}`, `{"amount":-1e309}`), false},
+	{"sum of both infinities is no number, lt", aggregate("sum", "lt", "0"), `{}`, purchases(`{"amount":1e309}`, `{"amount":-1e309}`), false},
+	{"sum of large values does not overflow", aggregate("sum", "gt", "1.7976931348623157e308"), `{}`, purchases(`{"amount":1e308}`, `{"amount":1e308}`), true},
+	{"sum window", aggregate("sum", "gte", "100"), `{}`, []fired{{"purchase", 31 * day, `{"amount":100}`}, {"purchase", day, `{"amount":1}`}}, false},
+	{"sum with where", `{"type":"event","eventName":"purchase","check":"sum","property":"amount","operator":"gte","value":100,"within":"30d","where":[{"property":"plan","operator":"eq","value":"pro"}]}`,
+		`{}`, purchases(`{"plan":"pro","amount":60}`, `{"plan":"basic","amount":60}`), false},
+	{"avg reaches", aggregate("avg", "gte", "10"), `{}`, purchases(`{"amount":5}`, `{"amount":15}`), true},
+	{"avg falls short", aggregate("avg", "gte", "10"), `{}`, purchases(`{"amount":5}`, `{"amount":14}`), false},
+	{"avg is exact", aggregate("avg", "eq", "0.1"), `{}`, purchases(`{"amount":0.1}`, `{"amount":0.1}`, `{"amount":0.1}`), true},
+	{"avg counts only numbers", aggregate("avg", "eq", "4"), `{}`, purchases(`{"amount":4}`, `{"amount":"40"}`), true},
+	{"avg of nothing is false", aggregate("avg", "lt", "100"), `{}`, purchases(`{"amount":null}`), false},
+	{"avg with Infinity", aggregate("avg", "eq", "1e309"), `{}`, purchases(`{"amount":2e400}`, `{"amount":1}`), true},
+	{"min", aggregate("min", "lte", "5"), `{}`, purchases(`{"amount":7}`, `{"amount":5}`), true},
+	{"min above", aggregate("min", "lt", "5"), `{}`, purchases(`{"amount":7}`, `{"amount":5}`), false},
+	{"max", aggregate("max", "gt", "100"), `{}`, purchases(`{"amount":100}`, `{"amount":99}`), false},
+	{"max of doubles", aggregate("max", "eq", "5"), `{}`, purchases(`{"amount":5.0000000000000001}`, `{"amount":-1e309}`), true},
+	{"min of nothing is false", aggregate("min", "gte", "0"), `{}`, purchases(`{"amount":"7"}`), false},
+	{"max of nothing is false", aggregate("max", "lte", "0"), `{}`, nil, false},
+
+	// Relative dates, at both bounds of each window.
+	{"within_next inside", relative("within_next", "3d"), `{"t":"2026-12-01T00:00:00Z"}`, nil, true},
+	{"within_next at now", relative("within_next", "3d"), `{"t":"2026-11-29T12:00:00.123456Z"}`, nil, true},
+	{"within_next a microsecond ago", relative("within_next", "3d"), `{"t":"2026-11-29T12:00:00.123455Z"}`, nil, false},
+	{"within_next at the far bound", relative("within_next", "3d"), `{"t":"2026-12-02T12:00:00.123456Z"}`, nil, true},
+	{"within_next a microsecond past the far bound", relative("within_next", "3d"), `{"t":"2026-12-02T12:00:00.123457Z"}`, nil, false},
+	{"within_next drops nanoseconds", relative("within_next", "3d"), `{"t":"2026-12-02T12:00:00.123456999Z"}`, nil, true},
+	{"within_next date only", relative("within_next", "3d"), `{"t":"2026-12-01"}`, nil, true},
+	{"within_next date only is midnight UTC", relative("within_next", "3d"), `{"t":"2026-12-03"}`, nil, false},
+	{"within_next with an offset", relative("within_next", "3d"), `{"t":"2026-12-02T13:00:00+01:00"}`, nil, true},
+	{"within_next with an offset a day ahead", relative("within_next", "3d"), `{"t":"2026-12-03T01:00:00+14:00"}`, nil, true},
+	{"within_next with a negative offset", relative("within_next", "3d"), `{"t":"2026-12-02T07:00:00-05:00"}`, nil, true},
+	{"within_next with a negative offset, out", relative("within_next", "3d"), `{"t":"2026-12-02T08:00:00-05:00"}`, nil, false},
+	{"within_last inside", relative("within_last", "1d"), `{"t":"2026-11-29T00:00:00Z"}`, nil, true},
+	{"within_last at the far bound", relative("within_last", "1d"), `{"t":"2026-11-28T12:00:00.123456Z"}`, nil, true},
+	{"within_last past the far bound", relative("within_last", "1d"), `{"t":"2026-11-28T12:00:00.123455Z"}`, nil, false},
+	{"within_last with an offset a day behind", relative("within_last", "1d"), `{"t":"2026-11-27T23:00:00-14:00"}`, nil, true},
+	{"within_last in the future", relative("within_last", "1d"), `{"t":"2026-11-30"}`, nil, false},
+	{"before_last", relative("before_last", "7d"), `{"t":"2026-11-01"}`, nil, true},
+	{"before_last at the bound", relative("before_last", "7d"), `{"t":"2026-11-22T12:00:00.123456Z"}`, nil, false},
+	{"before_last just before the bound", relative("before_last", "7d"), `{"t":"2026-11-22T12:00:00.123455Z"}`, nil, true},
+	{"after_next", relative("after_next", "30d"), `{"t":"2027-06-01"}`, nil, true},
+	{"after_next at the bound", relative("after_next", "30d"), `{"t":"2026-12-29T12:00:00.123456Z"}`, nil, false},
+	{"after_next just after the bound", relative("after_next", "30d"), `{"t":"2026-12-29T12:00:00.123457Z"}`, nil, true},
+	{"relative date absent", relative("within_next", "3d"), `{}`, nil, false},
+	{"relative date null", relative("before_last", "3d"), `{"t":null}`, nil, false},
+	{"relative date number", relative("before_last", "3d"), `{"t":1764547200}`, nil, false},
+	{"relative date unparsable", relative("before_last", "3d"), `{"t":"last tuesday"}`, nil, false},
+	{"relative date impossible day", relative("before_last", "3d"), `{"t":"2026-02-30"}`, nil, false},
+	{"relative date leap day", relative("before_last", "3d"), `{"t":"2024-02-29"}`, nil, true},
+	{"relative date impossible hour", relative("before_last", "3d"), `{"t":"2026-01-01T24:00:00Z"}`, nil, false},
+	{"relative date leap second", relative("before_last", "3d"), `{"t":"2016-12-31T23:59:60Z"}`, nil, false},
+	{"relative date lower-case separators", relative("before_last", "3d"), `{"t":"2026-01-01t00:00:00z"}`, nil, false},
+	{"relative date without offset", relative("before_last", "3d"), `{"t":"2026-01-01T00:00:00"}`, nil, false},
+	{"relative date with a space", relative("before_last", "3d"), `{"t":"2026-01-01 00:00:00Z"}`, nil, false},
+	{"relative date year 0", relative("before_last", "3d"), `{"t":"0000-01-01"}`, nil, false},
+	{"relative date year 1 ahead of UTC", relative("before_last", "3d"), `{"t":"0001-01-01T00:00:00+01:00"}`, nil, true},
+	{"relative date non-ASCII digits", relative("before_last", "3d"), `{"t":"２０２６-01-01"}`, nil, false},
+	{"relative date and plan", `{"type":"composite","operator":"and","conditions":[` + relative("within_next", "3d") + `,{"type":"property","property":"plan","operator":"eq","value":"trial"}]}`,
+		`{"t":"2026-11-30","plan":"trial"}`, nil, true},
+}
+
 // anchored joins a leaf that alone would be rejected as unbounded with a
 // bounded one that holds for the case's contact (property anchor).
 func anchored(leaf string) string {
@@ -179,7 +313,15 @@ func TestConformance(t *testing.T) {
 	ctx := context.Background()
 	conn, _ := dbtest.New(t)
 
-	for i, tc := range conformanceCases {
+	cases := slices.Clone(richCases)
+	for _, tc := range conformanceCases {
+		rc := richCase{name: tc.name, criteria: tc.criteria, props: tc.props, want: tc.want}
+		for _, e := range tc.events {
+			rc.events = append(rc.events, fired{event: e.event, ago: e.ago})
+		}
+		cases = append(cases, rc)
+	}
+	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			criteria := loadCriteria(t, tc.criteria)
 			user := fmt.Sprintf("conf-%03d", i)
@@ -192,8 +334,14 @@ func TestConformance(t *testing.T) {
 			var rows []db.UserEvent
 			for _, e := range tc.events {
 				at := conformanceNow.Add(-e.ago)
-				mem.Events = append(mem.Events, buckets.Event{Name: e.event, OccurredAt: at})
-				rows = append(rows, db.UserEvent{UserID: user, Event: e.event, OccurredAt: at})
+				ev := buckets.Event{Name: e.event, OccurredAt: at}
+				row := db.UserEvent{UserID: user, Event: e.event, OccurredAt: at}
+				if e.props != "" {
+					ev.Properties = buckets.DecodeProperties([]byte(e.props))
+					row.Properties = json.RawMessage(e.props)
+				}
+				mem.Events = append(mem.Events, ev)
+				rows = append(rows, row)
 			}
 			require.NoError(t, dbtest.InsertUserEvents(ctx, conn, rows))
 
@@ -247,9 +395,10 @@ func requireTraceConsistent(t *testing.T, trace buckets.Trace) {
 	for _, l := range trace.Leaves {
 		switch c := l.Condition.(type) {
 		case *buckets.PropertyCondition:
-			require.Equal(t, c.Holds(l.Value, l.Present), l.Result, "leaf %s", l.Path)
+			require.Equal(t, c.Holds(l.Value, l.Present, conformanceNow), l.Result, "leaf %s", l.Path)
 		case *buckets.EventCondition:
-			require.Equal(t, c.HoldsForCount(l.Count), l.Result, "leaf %s", l.Path)
+			require.Equal(t, c.HoldsFor(l.Tally), l.Result, "leaf %s", l.Path)
+			require.LessOrEqual(t, l.Tally.Count, l.Tally.InWindow, "leaf %s", l.Path)
 			require.Equal(t, c.Cutoff(conformanceNow), l.Cutoff, "leaf %s", l.Path)
 		}
 	}

@@ -66,7 +66,20 @@ func newConnector(dsn string) (c *pgdriver.Connector, err error) {
 			err = fmt.Errorf("%w %s: %s", ErrInvalidURL, maskedURL(dsn), mask(fmt.Sprint(r)))
 		}
 	}()
-	return pgdriver.NewConnector(pgdriver.WithReadTimeout(0), pgdriver.WithDSN(dsn)), nil
+	return pgdriver.NewConnector(pgdriver.WithReadTimeout(0), pgdriver.WithDSN(dsn), shortestFloats), nil
+}
+
+// shortestFloats makes every session print a double as its shortest
+// decimal that reads back as it (Postgres' default, which a server or
+// role setting may change): the compiled sums and averages read event
+// values that way, as buckets does (contract §3.5).
+func shortestFloats(conf *pgdriver.Config) {
+	params := map[string]any{}
+	for k, v := range conf.ConnParams {
+		params[k] = v
+	}
+	params["extra_float_digits"] = "1"
+	conf.ConnParams = params
 }
 
 // passwordParam matches a password query parameter's value.

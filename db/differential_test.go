@@ -2,6 +2,7 @@ package db_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -44,8 +45,8 @@ func TestDifferential(t *testing.T) {
 			require.NoError(t, dbtest.InsertContact(ctx, conn, &db.Contact{ExternalID: &users[i].id, Properties: []byte(users[i].props)}))
 		}
 		var rows []db.UserEvent
-		for _, e := range users[i].facts.Events {
-			rows = append(rows, db.UserEvent{UserID: users[i].id, Event: e.Name, OccurredAt: e.OccurredAt})
+		for j, e := range users[i].facts.Events {
+			rows = append(rows, db.UserEvent{UserID: users[i].id, Event: e.Name, OccurredAt: e.OccurredAt, Properties: users[i].eventProps[j]})
 		}
 		require.NoError(t, dbtest.InsertUserEvents(ctx, conn, rows))
 	}
@@ -122,6 +123,14 @@ var (
 		"1.7976931348623158e308", "1e309", "-1e309", "2e400", "1e-400", "4e-324", "-1e308"}
 	genStrings = []string{`""`, `"pro"`, `"trial"`, `"Pro"`, `"1"`, `"true"`, `"Zürich"`, `"a\"b"`}
 	genOthers  = []string{"true", "false", "null", "{}", `{"plan":"pro"}`, "[]", "[1]"}
+	// genTimes are relative-date values around the windows' bounds at
+	// conformanceNow (2026-11-29T12:00:00.123456Z), and values that are no
+	// time at all.
+	genTimes = []string{`"2026-11-29T12:00:00.123456Z"`, `"2026-11-29T12:00:00.123455Z"`, `"2026-11-29T12:00:00.123457999Z"`,
+		`"2026-11-30T12:00:00.123456Z"`, `"2026-11-28T12:00:00.123456Z"`, `"2026-12-02T12:00:00.123456Z"`, `"2026-12-06T12:00:00.123456Z"`,
+		`"2026-11-22T12:00:00.123456Z"`, `"2026-12-29T12:00:00.123456Z"`, `"2026-10-30T12:00:00.123456Z"`, `"2026-12-01"`, `"2026-11-29"`,
+		`"2026-11-30T01:00:00+13:00"`, `"2026-11-29T07:00:00-05:00"`, `"2026-11-27T23:00:00-14:00"`, `"2026-02-29"`, `"2026-12-01T00:00:00"`, `"soon"`, `"0000-01-01"`, "1764547200", "null"}
+	genSpans = []string{"1m", "1h", "1d", "3d", "7d", "30d"}
 	// genAges are event ages around the windows' cutoffs.
 	genAges = []time.Duration{-time.Hour, 0, time.Second, time.Minute - time.Microsecond, time.Minute,
 		time.Minute + time.Microsecond, time.Hour, 24 * time.Hour, 24*time.Hour + time.Microsecond,
@@ -146,7 +155,16 @@ func (g *generator) condition(depth int) buckets.Condition {
 }
 
 func (g *generator) property() *buckets.PropertyCondition {
-	p := &buckets.PropertyCondition{Property: pick(g, genKeys)}
+	if g.rng.IntN(5) == 0 {
+		return &buckets.PropertyCondition{Property: "t", Span: buckets.MustDuration(pick(g, genSpans)),
+			Operator: pick(g, []buckets.PropertyOperator{buckets.PropWithinLast, buckets.PropBeforeLast, buckets.PropWithinNext, buckets.PropAfterNext})}
+	}
+	return g.filter(genKeys)
+}
+
+// filter is a property condition of §3.1 on one of the keys.
+func (g *generator) filter(keys []string) *buckets.PropertyCondition {
+	p := &buckets.PropertyCondition{Property: pick(g, keys)}
 	p.Operator = pick(g, []buckets.PropertyOperator{buckets.PropEq, buckets.PropNeq, buckets.PropGt, buckets.PropGte,
 		buckets.PropLt, buckets.PropLte, buckets.PropContains, buckets.PropExists, buckets.PropNotExists})
 	switch p.Operator {
@@ -170,7 +188,21 @@ func (g *generator) property() *buckets.PropertyCondition {
 
 func (g *generator) event() *buckets.EventCondition {
 	e := &buckets.EventCondition{EventName: pick(g, genEvents)}
-	e.Check = pick(g, []buckets.EventCheck{buckets.CheckExists, buckets.CheckNotExists, buckets.CheckCount})
+	e.Check = pick(g, []buckets.EventCheck{buckets.CheckExists, buckets.CheckNotExists, buckets.CheckCount,
+		buckets.CheckCount, buckets.CheckSum, buckets.CheckAvg, buckets.CheckMin, buckets.CheckMax})
+	if g.rng.IntN(3) == 0 {
+		for range 1 + g.rng.IntN(2) {
+			e.Where = append(e.Where, g.filter(genEventKeys))
+		}
+	}
+	if e.Check.IsAggregate() {
+		e.Property = pick(g, genEventKeys)
+		e.Operator = pick(g, []buckets.CountOperator{buckets.CountGt, buckets.CountGte, buckets.CountLt, buckets.CountLte, buckets.CountEq})
+		e.Threshold = buckets.Double(pick(g, genNumbers))
+		if g.rng.IntN(2) == 0 {
+			e.Threshold = buckets.Double(pick(g, genSums))
+		}
+	}
 	if e.Check == buckets.CheckCount {
 		e.Operator = pick(g, []buckets.CountOperator{buckets.CountAny, buckets.CountGt, buckets.CountGte,
 			buckets.CountLt, buckets.CountLte, buckets.CountEq})
@@ -184,16 +216,28 @@ func (g *generator) event() *buckets.EventCondition {
 	return e
 }
 
+// genEventKeys are the keys of events' properties, and genSums values
+// that sums and averages of genNumbers reach.
+var (
+	genEventKeys = []string{"plan", "amount"}
+	genSums      = []string{"0", "0.3", "0.6", "3.5", "5", "7.5", "10", "1.5", "1e309", "-1e309", "18014398509481984"}
+)
+
 type generatedUser struct {
 	id    string
 	props string // the contact's properties as stored; "" for no contact
 	facts buckets.MemoryFacts
+	// eventProps are the stored properties of facts.Events, nil for none.
+	eventProps []json.RawMessage
 }
 
 func (g *generator) user(id string) generatedUser {
 	u := generatedUser{id: id, facts: buckets.MemoryFacts{Properties: buckets.Properties{}}}
 	if g.rng.IntN(8) > 0 {
 		var fields []string
+		if g.rng.IntN(3) > 0 {
+			fields = append(fields, `"t":`+pick(g, genTimes))
+		}
 		for _, k := range genKeys {
 			var v string
 			switch g.rng.IntN(5) {
@@ -211,8 +255,22 @@ func (g *generator) user(id string) generatedUser {
 		u.props = "{" + strings.Join(fields, ",") + "}"
 		u.facts.Properties = buckets.DecodeProperties([]byte(u.props))
 	}
-	for range g.rng.IntN(5) {
-		u.facts.Events = append(u.facts.Events, buckets.Event{Name: pick(g, genEvents), OccurredAt: conformanceNow.Add(-pick(g, genAges))})
+	for range g.rng.IntN(6) {
+		e := buckets.Event{Name: pick(g, genEvents), OccurredAt: conformanceNow.Add(-pick(g, genAges))}
+		var doc json.RawMessage
+		if g.rng.IntN(4) > 0 {
+			var fields []string
+			if g.rng.IntN(3) > 0 {
+				fields = append(fields, `"plan":`+pick(g, append([]string{`"pro"`, `"pro"`, `"basic"`}, genOthers...)))
+			}
+			if g.rng.IntN(4) > 0 {
+				fields = append(fields, `"amount":`+pick(g, append([]string{"0.1", "0.2", "2.5", "5", "-2.5", `"5"`, "null"}, genNumbers...)))
+			}
+			doc = json.RawMessage("{" + strings.Join(fields, ",") + "}")
+			e.Properties = buckets.DecodeProperties(doc)
+		}
+		u.facts.Events = append(u.facts.Events, e)
+		u.eventProps = append(u.eventProps, doc)
 	}
 	return u
 }
@@ -220,7 +278,7 @@ func (g *generator) user(id string) generatedUser {
 func (u generatedUser) describeEvents() string {
 	parts := make([]string, len(u.facts.Events))
 	for i, e := range u.facts.Events {
-		parts[i] = fmt.Sprintf("%s@now-%s", e.Name, conformanceNow.Sub(e.OccurredAt))
+		parts[i] = fmt.Sprintf("%s@now-%s%s", e.Name, conformanceNow.Sub(e.OccurredAt), u.eventProps[i])
 	}
 	return "[" + strings.Join(parts, " ") + "]"
 }

@@ -26,3 +26,10 @@ func (f UserFacts) Property(name string) (any, bool) { return f.Properties.Prope
 func (f UserFacts) CountEvents(ctx context.Context, name string, since time.Time) (int64, error) {
 	return CountUserEvents(ctx, f.IDB, f.UserID, name, since)
 }
+
+// EventProperties implements buckets.Facts: the properties of the user's
+// events named name at or after since, decoded as contract §3.1 reads
+// numbers.
+func (f UserFacts) EventProperties(ctx context.Context, name string, since time.Time) ([]buckets.Properties, error) {
+	return UserEventProperties(ctx, f.IDB, f.UserID, name, since)
+}

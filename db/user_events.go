@@ -8,6 +8,8 @@ import (
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
+
+	"github.com/bucketworker/bucket-worker/buckets"
 )
 
 // UserEvent is a row of user_events: one event a user fired, or one
@@ -39,6 +41,29 @@ func CountUserEvents(ctx context.Context, idb bun.IDB, userID, event string, sin
 		return 0, fmt.Errorf("counting %q events of user %q: %w", event, userID, err)
 	}
 	return int64(n), nil
+}
+
+// UserEventProperties returns the properties of the user's events named
+// event at or after since (a zero since takes them all), one per event,
+// decoded as contract §3.1 reads numbers; an event without properties has
+// none.
+func UserEventProperties(ctx context.Context, idb bun.IDB, userID, event string, since time.Time) ([]buckets.Properties, error) {
+	q := idb.NewSelect().TableExpr("user_events AS e").
+		Column("e.properties").
+		Where("e.user_id = ?", userID).
+		Where("e.event = ?", event)
+	if !since.IsZero() {
+		q = q.Where("e.occurred_at >= ?", since)
+	}
+	var docs []json.RawMessage
+	if err := q.Scan(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("reading %q events of user %q: %w", event, userID, err)
+	}
+	out := make([]buckets.Properties, len(docs))
+	for i, doc := range docs {
+		out[i] = buckets.DecodeProperties(doc)
+	}
+	return out, nil
 }
 
 // InsertUserEvent stores one event. With an idempotency key that is

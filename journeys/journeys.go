@@ -6,6 +6,7 @@ package journeys
 import (
 	"io/fs"
 	"slices"
+	"time"
 
 	"github.com/bucketworker/bucket-worker/buckets"
 	"github.com/bucketworker/bucket-worker/buckets/definition"
@@ -26,7 +27,7 @@ func (r Rule) Matches(event string, properties map[string]any) bool {
 	}
 	for _, c := range r.Where {
 		v, present := properties[c.Property]
-		if !c.Holds(v, present) {
+		if !c.Holds(v, present, time.Time{}) { // a where has no relative dates
 			return false
 		}
 	}

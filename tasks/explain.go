@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/bucketworker/bucket-worker/buckets"
@@ -37,9 +38,14 @@ type LeafVerdict struct {
 	Path      string `json:"path"`
 	Type      string `json:"type"` // "property" or "event"
 	Condition string `json:"condition"`
-	// Observed is {present, value, jsonType} for a property leg and
+	// Observed is {present, value, jsonType} for a property leg, with
+	// {time, from, to} for a relative date (the value read as a time, null
+	// when it is none, and the window's bounds now, null when open), and
 	// {count, cutoff, newest} for an event leg (cutoff null without a
-	// window; newest the latest such event, in the window or not).
+	// window; newest the latest such event, in the window or not), with
+	// inWindow for a leg with a where (count is how many of those passed
+	// it) and {aggregate, fed} for sum, avg, min and max (the value
+	// compared, null when there was none, and how many events fed it).
 	Observed map[string]any `json:"observed"`
 	Result   bool           `json:"result"`
 }
@@ -120,15 +126,28 @@ func explainCriteria(ctx context.Context, d *Deps, b *buckets.Bucket, u subject,
 		case *buckets.PropertyCondition:
 			leaf.Type = "property"
 			leaf.Observed = map[string]any{"present": l.Present, "value": l.Value, "jsonType": jsonType(l.Value, l.Present)}
+			if c.Operator.IsRelativeDate() {
+				from, to := c.DateWindow(now)
+				leaf.Observed["time"], leaf.Observed["from"], leaf.Observed["to"] = nil, timeOrNil(from), timeOrNil(to)
+				if t, ok := buckets.ParseTime(l.Value); ok {
+					leaf.Observed["time"] = t
+				}
+			}
 		case *buckets.EventCondition:
 			newest, err := db.LatestUserEvent(ctx, d.DB, ex.UserID, c.EventName)
 			if err != nil {
 				return err
 			}
 			leaf.Type = "event"
-			leaf.Observed = map[string]any{"count": l.Count, "cutoff": nil, "newest": newest}
-			if !l.Cutoff.IsZero() {
-				leaf.Observed["cutoff"] = l.Cutoff
+			leaf.Observed = map[string]any{"count": l.Tally.Count, "cutoff": timeOrNil(l.Cutoff), "newest": newest}
+			if len(c.Where) > 0 {
+				leaf.Observed["inWindow"] = l.Tally.InWindow
+			}
+			if c.Check.IsAggregate() {
+				leaf.Observed["aggregate"], leaf.Observed["fed"] = nil, l.Tally.Fed
+				if v, ok := l.Tally.Aggregate(c.Check); ok && !math.IsNaN(v) {
+					leaf.Observed["aggregate"] = v
+				}
 			}
 		}
 		ex.Leaves = append(ex.Leaves, leaf)
@@ -168,7 +187,7 @@ func explainNext(ctx context.Context, d *Deps, b *buckets.Bucket, now time.Time,
 		if err != nil {
 			return err
 		}
-		fired := false
+		fired := b.DateJoins // relative dates have no everFired floor
 		for _, name := range b.EventNames {
 			at, err := db.LatestUserEvent(ctx, d.DB, ex.UserID, name)
 			if err != nil {
@@ -186,6 +205,14 @@ func explainNext(ctx context.Context, d *Deps, b *buckets.Bucket, now time.Time,
 		}
 	}
 	return nil
+}
+
+// timeOrNil is t, or nil for the zero time (an open bound, no window).
+func timeOrNil(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
 }
 
 func jsonType(v any, present bool) string {

@@ -87,6 +87,7 @@ func join(ctx context.Context, tx bun.IDB, d *Deps, b *buckets.Bucket, users []d
 	if (b.TimeBased || b.FastExpiry) && !b.ExpiryWindow.IsZero() {
 		spec.ExpiresAt = ptr(now.Add(b.ExpiryWindow.Std()))
 	}
+	spec.DateExpiry = b.DateExpiry
 	if !b.MaxDwell.IsZero() {
 		spec.MaxDwellAt = ptr(now.Add(b.MaxDwell.Std()))
 	}

@@ -235,13 +235,14 @@ func (s *sweep) passes(ctx context.Context) error {
 	return nil
 }
 
-// criteriaLeaves is step 1 of contract §6.2. A single event leg is one
-// set-based SHOULD-LEAVE query; any other criteria are evaluated member by
+// criteriaLeaves is step 1 of contract §6.2. A single event leg (where
+// and aggregates included) or relative-date leg is one set-based
+// SHOULD-LEAVE query; any other criteria are evaluated member by
 // member, in batches, until every member was evaluated once or the budget
 // is spent. A dry run uses the set-based query for both: it must not stamp
 // last_evaluated_at.
 func (s *sweep) criteriaLeaves(ctx context.Context) error {
-	if _, single := s.b.Criteria.(*buckets.EventCondition); single || s.dryRun {
+	if s.b.SingleLeg() || s.dryRun {
 		members, err := query(ctx, func(ctx context.Context) ([]db.Membership, error) {
 			return db.CriteriaLeavers(ctx, s.d.DB, s.b, s.now)
 		})
@@ -320,11 +321,17 @@ func (s *sweep) joins(ctx context.Context) error {
 		s.rep.JoinsSkipped = reason
 		return err
 	}
-	if len(s.b.EventNames) == 0 {
+	// The everFired floor: a candidate fired an event of the criteria.
+	// Relative-date criteria have none to fire: the clock alone moves
+	// their contacts in (contract §3.6).
+	everFired := s.b.EventNames
+	if s.b.DateJoins {
+		everFired = nil
+	} else if len(everFired) == 0 {
 		return nil // nobody can clear the everFired floor
 	}
 	candidates, err := query(ctx, func(ctx context.Context) ([]db.Candidate, error) {
-		return db.JoinCandidates(ctx, s.d.DB, s.b, s.now, s.b.EventNames)
+		return db.JoinCandidates(ctx, s.d.DB, s.b, s.now, everFired)
 	})
 	if err != nil {
 		return err

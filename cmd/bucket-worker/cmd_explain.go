@@ -80,15 +80,40 @@ func runExplain(ctx context.Context, env *environment, args []string) error {
 // observed renders what a leaf saw in one line.
 func observed(l tasks.LeafVerdict) string {
 	o := l.Observed
-	if l.Type == "property" {
-		if o["present"] == false {
-			return "absent"
+	stamp := func(v any) string {
+		if t, ok := v.(time.Time); ok {
+			return t.UTC().Format(time.RFC3339)
 		}
-		return fmt.Sprintf("%v (%v)", o["value"], o["jsonType"])
+		return "open"
+	}
+	if l.Type == "property" {
+		s := "absent"
+		if o["present"] != false {
+			s = fmt.Sprintf("%v (%v)", o["value"], o["jsonType"])
+		}
+		if _, relative := o["time"]; relative {
+			if t, ok := o["time"].(time.Time); ok {
+				s += " = " + t.UTC().Format(time.RFC3339Nano)
+			} else {
+				s += ", not a time"
+			}
+			s += fmt.Sprintf("; window %s … %s", stamp(o["from"]), stamp(o["to"]))
+		}
+		return s
 	}
 	s := fmt.Sprintf("%v event(s)", o["count"])
+	if in, ok := o["inWindow"]; ok {
+		s = fmt.Sprintf("%v of %v event(s) passed where", o["count"], in)
+	}
 	if cutoff, ok := o["cutoff"].(time.Time); ok {
 		s += " since " + cutoff.UTC().Format(time.RFC3339)
+	}
+	if fed, ok := o["fed"]; ok {
+		if v, ok := o["aggregate"].(float64); ok {
+			s += fmt.Sprintf(", aggregate %v over %v value(s)", v, fed)
+		} else {
+			s += ", no numeric value"
+		}
 	}
 	if newest, ok := o["newest"].(*time.Time); ok && newest != nil {
 		s += ", last " + newest.UTC().Format(time.RFC3339)

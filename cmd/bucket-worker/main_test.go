@@ -82,7 +82,7 @@ func TestValidateExamples(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
 	require.True(t, out.Valid)
 	require.Empty(t, out.Errors)
-	require.Len(t, out.Buckets, 4)
+	require.Len(t, out.Buckets, 7)
 	hashes := map[string]string{}
 	for _, b := range out.Buckets {
 		hashes[b.ID] = b.CriteriaHash
