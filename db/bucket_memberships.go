@@ -240,10 +240,9 @@ func JoinMemberships(ctx context.Context, idb bun.IDB, n NewMemberships) ([]Memb
 	for i, u := range n.Users {
 		ids[i], emails[i] = u.UserID, u.Email
 	}
-	subject := Subject{
-		UserID:     "u.user_id",
-		Properties: "(SELECT c.properties FROM contacts AS c WHERE c.external_id = u.user_id AND c.deleted_at IS NULL)",
-	}
+	// c is the user's live contact, at most one (contacts_external_id_unique_idx),
+	// joined once however often the criteria read it.
+	subject := Subject{UserID: "u.user_id", Properties: "c.properties"}
 	cond := Predicate{SQL: "true"}
 	if n.If != nil {
 		cond = CompileCriteria(n.If, n.Now, subject)
@@ -260,6 +259,7 @@ func JoinMemberships(ctx context.Context, idb bun.IDB, n NewMemberships) ([]Memb
 			1 + (SELECT count(*) FILTER (WHERE p.bucket_id = ?) FROM bucket_memberships AS p WHERE p.user_id = u.user_id),
 			?, ?, ?
 		FROM unnest(?::text[], ?::text[]) AS u(user_id, email)
+		LEFT JOIN contacts AS c ON c.external_id = u.user_id AND c.deleted_at IS NULL
 		WHERE `+cond.SQL+`
 		ON CONFLICT DO NOTHING
 		RETURNING m.id, m.user_id, m.user_email, m.entered_at, m.entry_count, m.expires_at, m.max_dwell_at`,

@@ -319,3 +319,37 @@ func TestExplainCommand(t *testing.T) {
 	require.Equal(t, 2, runBinary(t, env, "explain", "--user", "x1", "--bucket", "nope").code)
 	require.Equal(t, 2, runBinary(t, env, "explain", "--user", "x1").code)
 }
+
+// An ingest evaluates where, aggregates and relative dates in real time,
+// and explain says in words what each leg read.
+func TestExplainCommandShowsFiltersAggregatesAndDates(t *testing.T) {
+	t.Parallel()
+	_, url := dbtest.New(t)
+	env := []string{"DATABASE_URL=" + url, "DEFINITIONS_DIR=../../definitions"}
+	ends := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
+	r := runBinary(t, env, "ingest", "--event", "purchase", "--user", "p1", "--json",
+		"--properties", `{"plan":"pro","amount":120}`, "--contact-properties", `{"plan":"trial","trial_ends_at":"`+ends+`"}`)
+	require.Equal(t, 0, r.code, r.stderr)
+	var out struct {
+		Transitions []struct{ BucketID, Transition string }
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
+	joined := map[string]string{}
+	for _, tr := range out.Transitions {
+		joined[tr.BucketID] = tr.Transition
+	}
+	// A sum and a relative date join in real time; one pro purchase of
+	// three does not.
+	require.Equal(t, map[string]string{"big-spenders": "entered", "trial-ending-soon": "entered"}, joined)
+
+	r = runBinary(t, env, "explain", "--user", "p1", "--bucket", "pro-buyers")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "1 of 1 event(s) passed where")
+	r = runBinary(t, env, "explain", "--user", "p1", "--bucket", "big-spenders")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "aggregate 120 over 1 value(s)")
+	r = runBinary(t, env, "explain", "--user", "p1", "--bucket", "trial-ending-soon")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, ends+" ("+"string) = "+ends)
+	require.Contains(t, r.stdout, "; window ")
+}

@@ -4,48 +4,32 @@
 -- offset. Anything else — another type, another format, an impossible date
 -- such as 2026-02-30, the year 0 — is NULL, never an error: one contact's
 -- bad value must not fail a sweep. buckets.ParseTime is the same rule in Go.
+--
+-- Single SQL expressions, so the planner inlines them: a PL/pgSQL version
+-- cost 55 µs a call, this one 4. They are STABLE because the text casts
+-- are, though the strings they cast (ISO dates, explicit offsets) read the
+-- same under every DateStyle and TimeZone. A CASE, not OR, orders the
+-- checks: the day is read as a number only once the pattern holds.
+CREATE OR REPLACE FUNCTION bucket_worker_time_text(s text) RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN s !~ '^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))?$'
+            THEN NULL
+        WHEN left(s, 4) = '0000' THEN NULL
+        WHEN substr(s, 9, 2)::int > CASE substr(s, 6, 2)
+                WHEN '02' THEN CASE WHEN left(s, 4)::int % 4 = 0 AND (left(s, 4)::int % 100 <> 0 OR left(s, 4)::int % 400 = 0)
+                    THEN 29 ELSE 28 END
+                WHEN '04' THEN 30 WHEN '06' THEN 30 WHEN '09' THEN 30 WHEN '11' THEN 30
+                ELSE 31 END
+            THEN NULL
+        WHEN length(s) = 10 THEN s::timestamp AT TIME ZONE 'UTC'
+        -- The local time keeps at most 26 characters: microseconds.
+        WHEN right(s, 1) = 'Z' THEN left(left(s, -1), 26)::timestamp AT TIME ZONE 'UTC'
+        ELSE (left(left(s, -6), 26)::timestamp - right(s, 6)::interval) AT TIME ZONE 'UTC'
+    END
+$$;
+
 CREATE OR REPLACE FUNCTION bucket_worker_time(v jsonb) RETURNS timestamptz
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
-DECLARE
-    m text[];
-    y int;
-    mo int;
-    d int;
-    t timestamp;
-BEGIN
-    IF jsonb_typeof(v) IS DISTINCT FROM 'string' THEN
-        RETURN NULL;
-    END IF;
-    m := regexp_match(v #>> '{}',
-        '^([0-9]{4})-([0-9]{2})-([0-9]{2})(?:T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?(?:Z|([+-])([0-9]{2}):([0-9]{2})))?$');
-    IF m IS NULL THEN
-        RETURN NULL;
-    END IF;
-    y := m[1]::int;
-    mo := m[2]::int;
-    d := m[3]::int;
-    IF y < 1 OR mo < 1 OR mo > 12 OR d < 1
-        OR d > extract(day FROM make_date(y, mo, 1) + interval '1 month' - interval '1 day') THEN
-        RETURN NULL;
-    END IF;
-    t := make_date(y, mo, d);
-    IF m[4] IS NOT NULL THEN
-        IF m[4]::int > 23 OR m[5]::int > 59 OR m[6]::int > 59 THEN
-            RETURN NULL;
-        END IF;
-        t := t + make_interval(hours => m[4]::int, mins => m[5]::int)
-            + (m[6]::bigint * 1000000 + coalesce(rpad(left(m[7], 6), 6, '0')::bigint, 0)) * interval '1 microsecond';
-        IF m[8] IS NOT NULL THEN
-            IF m[9]::int > 23 OR m[10]::int > 59 THEN
-                RETURN NULL;
-            END IF;
-            IF m[8] = '+' THEN
-                t := t - make_interval(hours => m[9]::int, mins => m[10]::int);
-            ELSE
-                t := t + make_interval(hours => m[9]::int, mins => m[10]::int);
-            END IF;
-        END IF;
-    END IF;
-    RETURN t AT TIME ZONE 'UTC';
-END
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN jsonb_typeof(v) = 'string' THEN bucket_worker_time_text(v #>> '{}') END
 $$;
