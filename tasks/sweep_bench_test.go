@@ -87,7 +87,13 @@ func benchDeps(b testing.TB, p benchPopulation, definitions fstest.MapFS) *Deps 
 		seedBenchPopulation(b, conn, p)
 		b.Logf("seeded %d users in %s", p.users, time.Since(start).Round(time.Second))
 	}
+	return benchDepsOn(b, conn, definitions)
+}
 
+// benchDepsOn is the engine of a benchmark on its seeded database, with the
+// definitions' buckets recorded as backfilled.
+func benchDepsOn(b testing.TB, conn *bun.DB, definitions fstest.MapFS) *Deps {
+	ctx := context.Background()
 	bs, report := buckets.Load(definitions)
 	if err := report.Err(); err != nil {
 		b.Fatal(err)

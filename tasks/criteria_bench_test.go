@@ -1,0 +1,238 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+
+	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/db/dbtest"
+	"github.com/bucketworker/bucket-worker/tasks/benchreport"
+)
+
+// The criteria benchmark's population (BUCKET_BENCH_USERS users, 20 events
+// each, over 60 days), for the legs of contract §3.5 and §3.6:
+//   - contacts: 30% on a trial whose trial_ends_at (an RFC 3339 string) is
+//     spread over 30 days either side of the clock, so that about 5% of
+//     them end within 3 days — the joiners of "ending" (within_next 3d);
+//     the others on "pro" or "free";
+//   - 2% buyers, members of "pro" (count purchase gte 3 within 30d where
+//     plan eq "pro") and "spenders" (sum of amount gte 100 within 30d):
+//     four pro purchases of 30 each, all in the window for half of them and
+//     two aged out for the other half — the leavers of both buckets;
+//   - everyone: three purchases over 60 days, plan "basic" or "pro" and an
+//     amount of 1 to 50, and page.view events without properties.
+var criteriaBenchDefinitions = fstest.MapFS{
+	"buckets/pro.yaml": {Data: []byte("id: pro\nname: Pro buyers\ncriteria: {type: event, eventName: purchase, check: count, " +
+		"operator: gte, value: 3, within: 30d, where: [{property: plan, operator: eq, value: pro}]}\n")},
+	"buckets/spenders.yaml": {Data: []byte("id: spenders\nname: Big spenders\ncriteria: {type: event, eventName: purchase, " +
+		"check: sum, property: amount, operator: gte, value: 100, within: 30d}\n")},
+	"buckets/ending.yaml": {Data: []byte("id: ending\nname: Trial ending soon\ncriteria: {type: composite, operator: and, conditions: [" +
+		"{type: property, property: plan, operator: eq, value: trial}, {type: property, property: trial_ends_at, operator: within_next, value: 3d}]}\n")},
+}
+
+func criteriaBenchDeps(b *testing.B) (*Deps, benchPopulation) {
+	p := benchScale(b)
+	if os.Getenv("BUCKET_BENCH") == "" {
+		b.Skip("set BUCKET_BENCH=1 to run the criteria benchmark (it seeds BUCKET_BENCH_USERS users, 1 000 000 by default, once)")
+	}
+	conn, created := dbtest.Kept(b, fmt.Sprintf("bw_bench_criteria_%d", p.users))
+	var seeded bool
+	if !created {
+		_ = conn.NewRaw("SELECT to_regclass('bench_seeded') IS NOT NULL").Scan(context.Background(), &seeded)
+	}
+	if !seeded {
+		start := time.Now()
+		seedCriteriaPopulation(b, conn, p)
+		b.Logf("seeded %d users in %s", p.users, time.Since(start).Round(time.Second))
+	}
+	return benchDepsOn(b, conn, criteriaBenchDefinitions), p
+}
+
+func seedCriteriaPopulation(b testing.TB, conn *bun.DB, p benchPopulation) {
+	exec := benchExec(b, conn)
+	indexes := userEventIndexes(b)
+	exec("TRUNCATE contacts, user_events, bucket_memberships, bucket_configs, bucket_event_outbox")
+	exec("DROP INDEX IF EXISTS user_events_user_event_occurred_idx, user_events_idempotency_key_idx, user_events_event_occurred_user_idx")
+	n, buyers := p.users, p.power
+	exec(`INSERT INTO contacts (external_id, properties)
+		SELECT 'u' || i, CASE WHEN i % 10 < 3
+			THEN jsonb_build_object('plan', 'trial', 'trial_ends_at',
+				to_char((?::timestamptz + (random() * 60 - 30) * interval '1 day') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+			ELSE jsonb_build_object('plan', CASE WHEN i % 2 = 0 THEN 'pro' ELSE 'free' END) END
+		FROM generate_series(1, ?) i`, benchNow, n)
+	// The buyers' four pro purchases: half of them with two aged out.
+	exec(`INSERT INTO user_events (user_id, event, properties, occurred_at)
+		SELECT 'u' || i, 'purchase', '{"plan":"pro","amount":30}',
+			?::timestamptz - CASE WHEN i % 2 = 0 AND k <= 2 THEN interval '31 days' + random() * interval '20 days'
+				ELSE random() * interval '29 days' END
+		FROM generate_series(1, ?) i, generate_series(1, 4) k`, benchNow, buyers)
+	exec(`INSERT INTO user_events (user_id, event, properties, occurred_at)
+		SELECT 'u' || i, 'purchase', jsonb_build_object('plan', CASE WHEN random() < 0.3 THEN 'pro' ELSE 'basic' END,
+			'amount', round((1 + random() * 49)::numeric, 2)),
+			?::timestamptz - random() * 60 * interval '1 day'
+		FROM generate_series(?, ?) i, generate_series(1, 3) k`, benchNow, buyers+1, n)
+	exec(`INSERT INTO user_events (user_id, event, occurred_at)
+		SELECT 'u' || (1 + floor(? * random()))::int, 'page.view', ?::timestamptz - random() * 60 * interval '1 day'
+		FROM generate_series(1, ?) j`, n, benchNow, 20*n-4*buyers-3*(n-buyers))
+	for _, def := range indexes {
+		exec(def)
+	}
+	for _, bucket := range []string{"pro", "spenders"} {
+		exec(`INSERT INTO bucket_memberships (user_id, bucket_id, entered_at, entry_count, source, created_at, updated_at)
+			SELECT 'u' || i, ?, ?::timestamptz - interval '20 days', 1, 'backfill', ?, ? FROM generate_series(1, ?) i`,
+			bucket, benchNow, benchNow, benchNow, buyers)
+	}
+	exec("VACUUM ANALYZE")
+	exec("CREATE TABLE bench_seeded ()")
+}
+
+// BenchmarkCriteriaSweep sweeps a where count bucket and a sum bucket, each
+// of 2% of the users of whom half leave, next to the hand-written SQL that
+// finds and flips the same leavers (the SHOULD-LEAVE query, then per 10 000
+// one statement that flips them and stores and enqueues their events).
+func BenchmarkCriteriaSweep(b *testing.B) {
+	d, p := criteriaBenchDeps(b)
+	ctx := context.Background()
+	exec := benchExec(b, d.DB)
+	reset := func() { resetBench(exec) }
+	reset()
+	cutoff := benchNow.Add(-30 * 24 * time.Hour)
+	for _, sc := range []struct {
+		bucket, name, shouldLeave string
+	}{
+		{"pro", "Pro buyers", `(SELECT count(*) FROM user_events AS e WHERE e.user_id = m.user_id AND e.event = 'purchase'
+			AND e.occurred_at >= ? AND e.properties ->> 'plan' = 'pro') < 3`},
+		{"spenders", "Big spenders", `(SELECT coalesce(sum((e.properties ->> 'amount')::numeric), 0) FROM user_events AS e
+			WHERE e.user_id = m.user_id AND e.event = 'purchase' AND e.occurred_at >= ? AND jsonb_typeof(e.properties -> 'amount') = 'number') < 100`},
+	} {
+		b.Run(sc.bucket, func(b *testing.B) {
+			want := p.power / 2
+			var sweepTotal, rawTotal time.Duration
+			for range b.N {
+				start := time.Now()
+				out, err := Reconcile(ctx, d, ReconcileInput{BucketIDs: []string{sc.bucket}})
+				if err != nil || out.bucket(sc.bucket).Error != "" {
+					b.Fatal(err, out.bucket(sc.bucket).Error)
+				}
+				sweepTotal += time.Since(start)
+				if out.Reconciled != want {
+					b.Fatalf("the sweep left %d, want %d", out.Reconciled, want)
+				}
+				b.StopTimer()
+				reset()
+				b.StartTimer()
+				start = time.Now()
+				left, err := rawLeaves(ctx, d.DB, sc.bucket, sc.name, sc.shouldLeave, cutoff)
+				if err != nil {
+					b.Fatal(err)
+				}
+				rawTotal += time.Since(start)
+				if left != want {
+					b.Fatalf("the raw SQL left %d, want %d", left, want)
+				}
+				b.StopTimer()
+				reset()
+				b.StartTimer()
+			}
+			benchreport.Time(b, sweepTotal, rawTotal)
+		})
+	}
+}
+
+// rawLeaves is rawSweep's leave of one bucket: the SHOULD-LEAVE query, then
+// per LeaveChunk leavers one statement that flips them by id and stores and
+// enqueues their events.
+func rawLeaves(ctx context.Context, conn *bun.DB, bucketID, name, shouldLeave string, args ...any) (int, error) {
+	var ids []string
+	err := conn.NewRaw(`SELECT m.id FROM bucket_memberships AS m
+		LEFT JOIN contacts AS c ON c.external_id = m.user_id AND c.deleted_at IS NULL
+		WHERE m.bucket_id = ? AND m.status = 'active' AND m.deleted_at IS NULL AND
+			(c.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = m.user_id AND d.deleted_at IS NOT NULL))
+		AND `+shouldLeave+` ORDER BY m.id`, append([]any{bucketID}, args...)...).Scan(ctx, &ids)
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for chunk := range slices.Chunk(ids, db.LeaveChunk) {
+		var n int
+		err := conn.NewRaw(`
+			WITH changed AS (
+				UPDATE bucket_memberships AS m SET status = 'left', left_at = ?0, last_evaluated_at = ?0, updated_at = ?0
+				FROM unnest(?1::uuid[]) AS ids(id) WHERE m.id = ids.id AND m.status = 'active'
+				RETURNING m.user_id, m.entry_count
+			)`+rawEmissions(bucketID, name, Left, ReasonCriteria),
+			benchNow, pgdialect.Array(chunk)).Scan(ctx, &n)
+		if err != nil {
+			return total, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// BenchmarkDateJoins is the join pass of a relative-date bucket over all
+// contacts (plan eq "trial" and trial_ends_at within_next 3d), next to the
+// hand-written SQL that casts the dates and inserts and emits the same
+// joiners in one statement.
+func BenchmarkDateJoins(b *testing.B) {
+	d, _ := criteriaBenchDeps(b)
+	ctx := context.Background()
+	exec := benchExec(b, d.DB)
+	reset := func() {
+		exec("DELETE FROM bucket_memberships WHERE bucket_id = 'ending'")
+		resetBench(exec)
+	}
+	reset()
+	var sweepTotal, rawTotal time.Duration
+	for range b.N {
+		start := time.Now()
+		out, err := Reconcile(ctx, d, ReconcileInput{BucketIDs: []string{"ending"}})
+		if err != nil || out.bucket("ending").Error != "" {
+			b.Fatal(err, out.bucket("ending").Error)
+		}
+		sweepTotal += time.Since(start)
+		joined := out.Joined
+		b.StopTimer()
+		reset()
+		b.StartTimer()
+		start = time.Now()
+		var n int
+		err = d.DB.NewRaw(`
+			WITH changed AS (
+				INSERT INTO bucket_memberships (user_id, user_email, bucket_id, status, entered_at, expires_at,
+					last_evaluated_at, entry_count, source, created_at, updated_at)
+				SELECT c.external_id, c.email, 'ending', 'active', ?0, (c.properties ->> 'trial_ends_at')::timestamptz, ?0,
+					1 + (SELECT count(*) FILTER (WHERE p.bucket_id = 'ending') FROM bucket_memberships AS p WHERE p.user_id = c.external_id),
+					'reconcile', ?0, ?0
+				FROM contacts AS c
+				WHERE c.deleted_at IS NULL AND c.external_id IS NOT NULL
+				AND c.properties ->> 'plan' = 'trial'
+				AND (c.properties ->> 'trial_ends_at')::timestamptz BETWEEN ?0 AND ?1
+				AND NOT EXISTS (SELECT 1 FROM bucket_memberships AS m WHERE m.user_id = c.external_id
+					AND m.bucket_id = 'ending' AND m.status = 'active' AND m.deleted_at IS NULL)
+				ON CONFLICT DO NOTHING
+				RETURNING user_id, entry_count
+			)`+rawEmissions("ending", "Trial ending soon", Entered, ""),
+			benchNow, benchNow.Add(3*24*time.Hour)).Scan(ctx, &n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rawTotal += time.Since(start)
+		if n != joined || n == 0 {
+			b.Fatalf("the raw SQL joined %d, the sweep %d", n, joined)
+		}
+		b.ReportMetric(float64(n), "joiners")
+		b.StopTimer()
+		reset()
+		b.StartTimer()
+	}
+	benchreport.Time(b, sweepTotal, rawTotal)
+}
