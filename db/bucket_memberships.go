@@ -230,8 +230,9 @@ type NewMemberships struct {
 // trimmed. The epoch counts the user's rows through the user_id index and
 // filters the bucket in the aggregate: with the bucket in the WHERE, the
 // planner may count through the bucket's index instead, which looks cheap
-// while a bucket is empty and is quadratic while a backfill fills it. A user who is already an active member (another writer won) gets
-// no row; the rows returned are the joins that happened.
+// while a bucket is empty and is quadratic while a backfill fills it. A
+// user who is already an active member (another writer won) gets no row;
+// the rows returned are the joins that happened.
 func JoinMemberships(ctx context.Context, idb bun.IDB, n NewMemberships) ([]Membership, error) {
 	if len(n.Users) == 0 {
 		return nil, nil
