@@ -42,6 +42,10 @@ type WorkerOptions struct {
 	// IngestEvents are the event keys that trigger bucket-ingest, as
 	// IngestEventKeys resolves them.
 	IngestEvents []string
+	// BatchEvent is the key of a batch of events (INGEST_BATCH_EVENT,
+	// DefaultBatchEvent when empty), which bucket-ingest subscribes to as
+	// well.
+	BatchEvent string
 	// SDKLogger receives the SDK's own logs.
 	SDKLogger *zerolog.Logger
 }
@@ -84,18 +88,27 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 	)
 	workflows := []hatchet.WorkflowBase{reconcile, backfill}
 
+	if opts.BatchEvent == "" {
+		opts.BatchEvent = DefaultBatchEvent
+	}
 	if opts.IngestMode != IngestOff && len(opts.IngestEvents) > 0 {
 		workflows = append(workflows, client.NewStandaloneTask(TaskIngest,
-			func(ctx hatchet.Context, in any) (IngestOutput, error) {
+			// The output is an IngestOutput, or a BatchOutput for a batch.
+			func(ctx hatchet.Context, in any) (any, error) {
 				payload, err := json.Marshal(in)
 				if err != nil {
-					return taskResult(IngestOutput{}, fmt.Errorf("%w: %v", ErrInvalidInput, err))
+					return taskResult[any](IngestOutput{}, fmt.Errorf("%w: %v", ErrInvalidInput, err))
 				}
-				return taskResult(HandleIngest(ctx, d, opts.IngestMode, deref(ctx.TriggeringEventKey()), payload, ctx.WorkflowRunId()))
+				event := deref(ctx.TriggeringEventKey())
+				if event == opts.BatchEvent {
+					return taskResult[any](HandleBatch(ctx, d, opts.IngestMode, payload, ctx.WorkflowRunId()))
+				}
+				return taskResult[any](HandleIngest(ctx, d, opts.IngestMode, event, payload, ctx.WorkflowRunId()))
 			},
 			hatchet.WithWorkflowDescription("Real-time membership: stores the pushed event ("+opts.IngestMode+" mode), "+
-				"evaluates the buckets it can change and emits their joins and leaves."),
-			hatchet.WithWorkflowEvents(opts.IngestEvents...),
+				"or each event of a batch ("+opts.BatchEvent+"), evaluates the buckets it can change and emits their "+
+				"joins and leaves."),
+			hatchet.WithWorkflowEvents(append(slices.Clone(opts.IngestEvents), opts.BatchEvent)...),
 			// A transient failure (a lost connection) is retried: the run's
 			// key-less event is stored as hatchet-run:<run id>, so a retry
 			// never counts it twice. Invalid payloads are not retried.

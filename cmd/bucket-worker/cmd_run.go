@@ -47,6 +47,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		BackfillTimeout:  cfg.BackfillTimeout,
 		IngestMode:       cfg.IngestMode,
 		IngestEvents:     tasks.IngestEventKeys(cfg.IngestEvents, e.deps.Buckets),
+		BatchEvent:       cfg.IngestBatchEvent,
 		SDKLogger:        sdkLogger(env, cfg),
 	}
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/bucketworker/bucket-worker/buckets/definition"
+	"github.com/bucketworker/bucket-worker/tasks"
 )
 
 // config is the worker's configuration (contract §12), read once from the
@@ -27,6 +29,7 @@ type config struct {
 	ConfigTTL        time.Duration
 	IngestMode       string
 	IngestEvents     []string
+	IngestBatchEvent string
 	Migrate          string
 	WorkerName       string
 	LogLevel         slog.Level
@@ -89,6 +92,7 @@ func loadConfig(getenv func(string) string, flags globalFlags) (config, error) {
 		BackfillTimeout:  duration("BUCKET_BACKFILL_TIMEOUT", "600s"),
 		ConfigTTL:        duration("BUCKET_CONFIG_TTL", "5s"),
 		IngestMode:       oneOf("INGEST_MODE", "store", "store", "evaluate", "off"),
+		IngestBatchEvent: env("INGEST_BATCH_EVENT", tasks.DefaultBatchEvent),
 		Migrate:          oneOf("MIGRATE", "auto", "auto", "off"),
 		WorkerName:       env("WORKER_NAME", "bucket-worker"),
 		LogFormat:        oneOf("LOG_FORMAT", "text", "text", "json"),
@@ -106,6 +110,12 @@ func loadConfig(getenv func(string) string, flags globalFlags) (config, error) {
 		default:
 			c.IngestEvents = append(c.IngestEvents, key)
 		}
+	}
+	switch key := c.IngestBatchEvent; {
+	case strings.HasPrefix(key, "bucket:"):
+		bad("INGEST_BATCH_EVENT", "%q is a reserved bucket:* event", key)
+	case slices.Contains(c.IngestEvents, key):
+		bad("INGEST_BATCH_EVENT", "%q is also in INGEST_EVENTS: a batch key cannot be an event of its own", key)
 	}
 	levelKey, level := "LOG_LEVEL", env("LOG_LEVEL", "info")
 	if flags.logLevel != "" {
