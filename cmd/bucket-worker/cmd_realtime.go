@@ -1,8 +1,16 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
+	"flag"
 	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -133,9 +141,17 @@ const pushTimeout = 5 * time.Second
 func runPush(ctx context.Context, env *environment, args []string) error {
 	fs := env.newFlagSet("push")
 	ev := newEventFlags(fs)
+	batchFile := fs.String("batch", "", "push the events of this NDJSON file (- for standard input), one §7.1 element a line, in batches")
+	batchSize := fs.Int("batch-size", 500, fmt.Sprintf("events per batch with --batch, at most %d", tasks.MaxBatchEvents))
 	asJSON := fs.Bool("json", false, "print one JSON document")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *batchFile != "" {
+		if fs.NFlag() > countSet(fs, "batch", "batch-size", "json") {
+			return usageError{"--batch takes the events from the file: give no --event, --user or other event flag"}
+		}
+		return pushBatches(ctx, env, *batchFile, *batchSize, *asJSON)
 	}
 	event, payload, err := ev.payload()
 	if err != nil {
@@ -165,5 +181,83 @@ func runPush(ctx context.Context, env *environment, args []string) error {
 		return writeJSON(env.stdout, map[string]any{"pushed": true, "event": event, "userId": parsed.UserID})
 	}
 	fmt.Fprintf(env.stdout, "pushed %s for %s\n", event, parsed.UserID)
+	return nil
+}
+
+// countSet is how many of the named flags were given.
+func countSet(fs *flag.FlagSet, names ...string) int {
+	n := 0
+	fs.Visit(func(f *flag.Flag) {
+		if slices.Contains(names, f.Name) {
+			n++
+		}
+	})
+	return n
+}
+
+// pushBatches pushes the NDJSON events of the file to INGEST_BATCH_EVENT in
+// batches of size (contract §7.1). Every line is checked first, as
+// bucket-ingest would check it: a bad line stops the command before
+// anything is pushed, naming the line.
+func pushBatches(ctx context.Context, env *environment, file string, size int, asJSON bool) error {
+	if size < 1 || size > tasks.MaxBatchEvents {
+		return usageError{fmt.Sprintf("--batch-size %d: use 1 to %d", size, tasks.MaxBatchEvents)}
+	}
+	key := env.getenv("INGEST_BATCH_EVENT")
+	if key == "" {
+		key = tasks.DefaultBatchEvent
+	}
+	var in io.Reader = os.Stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return usageError{fmt.Sprintf("--batch: %v", err)}
+		}
+		defer f.Close()
+		in = f
+	}
+	var lines []json.RawMessage
+	scanner := bufio.NewScanner(in)
+	scanner.Buffer(make([]byte, 64*1024), 16<<20)
+	for n := 1; scanner.Scan(); n++ {
+		line := bytes.TrimSpace(scanner.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		elements, err := tasks.ParseIngestBatch(append(append([]byte(`{"events":[`), line...), ']', '}'))
+		if err == nil && elements[0].Err != nil {
+			err = elements[0].Err
+		}
+		if err != nil {
+			return usageError{fmt.Sprintf("%s:%d: %s", file, n, strings.TrimPrefix(err.Error(), tasks.ErrInvalidInput.Error()+": "))}
+		}
+		lines = append(lines, slices.Clone(line))
+	}
+	if err := scanner.Err(); err != nil {
+		return fmt.Errorf("reading %s: %w", file, err)
+	}
+	client, _, err := connectHatchet(env.getenv)
+	if err != nil {
+		return err
+	}
+	batches := 0
+	for chunk := range slices.Chunk(lines, size) {
+		payload, err := json.Marshal(map[string]any{"events": chunk})
+		if err != nil {
+			return err
+		}
+		pushCtx, cancel := context.WithTimeout(ctx, pushTimeout)
+		err = client.Events().Push(pushCtx, key, json.RawMessage(payload),
+			v0.WithEventMetadata(map[string]string{"batchEvents": strconv.Itoa(len(chunk))}))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("pushing batch %d (%d of %d events pushed) to Hatchet: %w", batches+1, batches*size, len(lines), err)
+		}
+		batches++
+	}
+	if asJSON {
+		return writeJSON(env.stdout, map[string]any{"pushed": len(lines), "batches": batches, "event": key})
+	}
+	fmt.Fprintf(env.stdout, "pushed %d events in %d batches to %s\n", len(lines), batches, key)
 	return nil
 }

@@ -169,6 +169,7 @@ func TestUsageAndConfigErrors(t *testing.T) {
 		{"BUCKET_CONFIG_TTL=-5s", "BUCKET_CONFIG_TTL"},
 		{"INGEST_MODE=sometimes", "INGEST_MODE"},
 		{"INGEST_EVENTS=auto,bucket:entered:x", "INGEST_EVENTS"},
+		{"INGEST_BATCH_EVENT=bucket:batch", "INGEST_BATCH_EVENT"},
 		{"MIGRATE=maybe", "MIGRATE"},
 		{"LOG_FORMAT=xml", "LOG_FORMAT"},
 		{"LOG_LEVEL=loud", "LOG_LEVEL"},
@@ -257,4 +258,22 @@ func TestMigrateListMembers(t *testing.T) {
 	r = runBinary(t, env, "members", "--bucket", "power-users")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "u2")
+}
+
+// push --batch checks every line of its file before it pushes anything,
+// and names the bad line.
+func TestPushBatchChecksTheFileFirst(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "events.ndjson")
+	require.NoError(t, os.WriteFile(file, []byte(`{"event":"app.active","userId":"u1"}`+"\n\n"+
+		`{"event":"app.active","userId":"u2","idempotencyKey":"bucket:taken"}`+"\n"), 0o644))
+	// No Hatchet is configured: a push would fail with exit 1, not 2.
+	r := runBinary(t, nil, "push", "--batch", file)
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.stderr, "events.ndjson:3: idempotencyKey")
+
+	require.Equal(t, 2, runBinary(t, nil, "push", "--batch", file, "--event", "x").code, "one event or a file, not both")
+	require.Equal(t, 2, runBinary(t, nil, "push", "--batch", file, "--batch-size", "1001").code)
+	require.Equal(t, 2, runBinary(t, nil, "push", "--batch", filepath.Join(dir, "missing")).code)
 }
