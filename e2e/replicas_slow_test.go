@@ -82,6 +82,11 @@ func TestThreeReplicasShareBatches(t *testing.T) {
 	require.Equal(t, 2*users, count("SELECT count(*) FROM user_events WHERE source = 'bucket'"))
 	require.Equal(t, 2*users, count("SELECT count(DISTINCT idempotency_key) FROM user_events WHERE source = 'bucket'"))
 
+	// Every push goes out, and is marked so, once: the outbox drains, and
+	// no key reaches Hatchet twice.
+	require.Eventually(t, func() bool {
+		return count("SELECT count(*) FROM bucket_event_outbox WHERE dispatched_at IS NULL") == 0
+	}, 5*time.Minute, time.Second, "the outbox drains\n%s", logs())
 	require.Eventually(t, func() bool {
 		return len(seen("bucket:entered:e2e-rep")) >= users && len(seen("bucket:left:e2e-rep")) >= users
 	}, 5*time.Minute, time.Second, "every transition reached Hatchet\n%s", logs())
@@ -96,5 +101,7 @@ func TestThreeReplicasShareBatches(t *testing.T) {
 			require.Equal(t, 1, n, "%s pushed %d times", k, n)
 		}
 	}
-	require.Zero(t, count("SELECT count(*) FROM bucket_event_outbox WHERE dispatched_at IS NULL"))
+	var retried int
+	require.NoError(t, conn.NewRaw("SELECT count(*) FROM bucket_event_outbox WHERE attempts > 0").Scan(ctx, &retried))
+	t.Logf("%d pushes failed at least once and went out on a retry", retried)
 }
