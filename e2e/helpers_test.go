@@ -156,6 +156,9 @@ func hatchetAPIOf(t *testing.T, apiURL, token, path string, out any) {
 type delivery struct {
 	Input    map[string]any
 	Metadata map[string]string
+	// RunID is the listener's run: Hatchet may run one task twice (it
+	// delivers at least once), so two deliveries of one run are one event.
+	RunID string
 }
 
 // listen starts a worker with a task on each event key and returns what
@@ -175,7 +178,7 @@ func listenStoppable(t *testing.T, client *hatchet.Client, name string, keys ...
 		workflows = append(workflows, client.NewStandaloneTask(fmt.Sprintf("%s-%d", name, i), func(ctx hatchet.Context, in map[string]any) (any, error) {
 			mu.Lock()
 			defer mu.Unlock()
-			seen[key] = append(seen[key], delivery{Input: in, Metadata: ctx.AdditionalMetadata()})
+			seen[key] = append(seen[key], delivery{Input: in, Metadata: ctx.AdditionalMetadata(), RunID: ctx.WorkflowRunId()})
 			return nil, nil
 		}, hatchet.WithWorkflowEvents(key)))
 	}

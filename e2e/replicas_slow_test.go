@@ -91,16 +91,29 @@ func TestThreeReplicasShareBatches(t *testing.T) {
 		return len(seen("bucket:entered:e2e-rep")) >= users && len(seen("bucket:left:e2e-rep")) >= users
 	}, 5*time.Minute, time.Second, "every transition reached Hatchet\n%s", logs())
 	time.Sleep(5 * time.Second) // a duplicate push would arrive by now
+	// One event per key: one listener run. Hatchet runs a task at least
+	// once, so under load one run may be delivered twice; that is not a
+	// second push, and is counted apart.
+	redelivered := 0
 	for _, key := range []string{"bucket:entered:e2e-rep", "bucket:left:e2e-rep"} {
-		byKey := map[string]int{}
+		runs := map[string]map[string]bool{}
 		for _, d := range seen(key) {
-			byKey[d.Metadata["idempotencyKey"]]++
+			k := d.Metadata["idempotencyKey"]
+			require.NotEmpty(t, d.RunID)
+			if runs[k] == nil {
+				runs[k] = map[string]bool{}
+			}
+			if runs[k][d.RunID] {
+				redelivered++
+			}
+			runs[k][d.RunID] = true
 		}
-		require.Len(t, byKey, users, key)
-		for k, n := range byKey {
-			require.Equal(t, 1, n, "%s pushed %d times", k, n)
+		require.Len(t, runs, users, key)
+		for k, ids := range runs {
+			require.Len(t, ids, 1, "%s pushed %d times", k, len(ids))
 		}
 	}
+	t.Logf("%d deliveries were Hatchet running a listener run again", redelivered)
 	var retried int
 	require.NoError(t, conn.NewRaw("SELECT count(*) FROM bucket_event_outbox WHERE attempts > 0").Scan(ctx, &retried))
 	t.Logf("%d pushes failed at least once and went out on a retry", retried)
