@@ -2,18 +2,12 @@ package tasks
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"slices"
 	"testing"
 	"testing/fstest"
 	"time"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/pgdialect"
 
-	"github.com/bucketworker/bucket-worker/db"
-	"github.com/bucketworker/bucket-worker/db/dbtest"
 	"github.com/bucketworker/bucket-worker/tasks/benchreport"
 )
 
@@ -40,20 +34,7 @@ var criteriaBenchDefinitions = fstest.MapFS{
 
 func criteriaBenchDeps(b *testing.B) (*Deps, benchPopulation) {
 	p := benchScale(b)
-	if os.Getenv("BUCKET_BENCH") == "" {
-		b.Skip("set BUCKET_BENCH=1 to run the criteria benchmark (it seeds BUCKET_BENCH_USERS users, 1 000 000 by default, once)")
-	}
-	conn, created := dbtest.Kept(b, fmt.Sprintf("bw_bench_criteria_%d", p.users))
-	var seeded bool
-	if !created {
-		_ = conn.NewRaw("SELECT to_regclass('bench_seeded') IS NOT NULL").Scan(context.Background(), &seeded)
-	}
-	if !seeded {
-		start := time.Now()
-		seedCriteriaPopulation(b, conn, p)
-		b.Logf("seeded %d users in %s", p.users, time.Since(start).Round(time.Second))
-	}
-	return benchDepsOn(b, conn, criteriaBenchDefinitions), p
+	return benchDepsOn(b, keptBenchDB(b, "criteria", p, seedCriteriaPopulation), criteriaBenchDefinitions), p
 }
 
 func seedCriteriaPopulation(b testing.TB, conn *bun.DB, p benchPopulation) {
@@ -130,7 +111,7 @@ func BenchmarkCriteriaSweep(b *testing.B) {
 				reset()
 				b.StartTimer()
 				start = time.Now()
-				left, err := rawLeaves(ctx, d.DB, sc.bucket, sc.name, sc.shouldLeave, cutoff)
+				left, err := rawLeaves(ctx, d.DB, benchNow, sc.bucket, sc.name, sc.shouldLeave, cutoff)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -145,37 +126,6 @@ func BenchmarkCriteriaSweep(b *testing.B) {
 			benchreport.Time(b, sweepTotal, rawTotal)
 		})
 	}
-}
-
-// rawLeaves is rawSweep's leave of one bucket: the SHOULD-LEAVE query, then
-// per LeaveChunk leavers one statement that flips them by id and stores and
-// enqueues their events.
-func rawLeaves(ctx context.Context, conn *bun.DB, bucketID, name, shouldLeave string, args ...any) (int, error) {
-	var ids []string
-	err := conn.NewRaw(`SELECT m.id FROM bucket_memberships AS m
-		LEFT JOIN contacts AS c ON c.external_id = m.user_id AND c.deleted_at IS NULL
-		WHERE m.bucket_id = ? AND m.status = 'active' AND m.deleted_at IS NULL AND
-			(c.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = m.user_id AND d.deleted_at IS NOT NULL))
-		AND `+shouldLeave+` ORDER BY m.id`, append([]any{bucketID}, args...)...).Scan(ctx, &ids)
-	if err != nil {
-		return 0, err
-	}
-	total := 0
-	for chunk := range slices.Chunk(ids, db.LeaveChunk) {
-		var n int
-		err := conn.NewRaw(`
-			WITH changed AS (
-				UPDATE bucket_memberships AS m SET status = 'left', left_at = ?0, last_evaluated_at = ?0, updated_at = ?0
-				FROM unnest(?1::uuid[]) AS ids(id) WHERE m.id = ids.id AND m.status = 'active'
-				RETURNING m.user_id, m.entry_count
-			)`+rawEmissions(bucketID, name, Left, ReasonCriteria),
-			benchNow, pgdialect.Array(chunk)).Scan(ctx, &n)
-		if err != nil {
-			return total, err
-		}
-		total += n
-	}
-	return total, nil
 }
 
 // BenchmarkDateJoins is the join pass of a relative-date bucket over all

@@ -73,21 +73,27 @@ func benchExec(b testing.TB, conn *bun.DB) func(query string, args ...any) {
 // benchDeps opens (seeding it the first time) the benchmark database, with
 // the definitions' buckets.
 func benchDeps(b testing.TB, p benchPopulation, definitions fstest.MapFS) *Deps {
+	return benchDepsOn(b, keptBenchDB(b, "sweep", p, seedBenchPopulation), definitions)
+}
+
+// keptBenchDB opens a benchmark's database bw_bench_<name>_<users>, seeding
+// it the first time; the seed ends by creating the marker table
+// bench_seeded, so that an interrupted seed is done again.
+func keptBenchDB(b testing.TB, name string, p benchPopulation, seed func(testing.TB, *bun.DB, benchPopulation)) *bun.DB {
 	if os.Getenv("BUCKET_BENCH") == "" {
-		b.Skip("set BUCKET_BENCH=1 to run the sweep benchmark (it seeds BUCKET_BENCH_USERS users, 1 000 000 by default, once)")
+		b.Skipf("set BUCKET_BENCH=1 to run the %s benchmark (it seeds BUCKET_BENCH_USERS users, 1 000 000 by default, once)", name)
 	}
-	conn, created := dbtest.Kept(b, fmt.Sprintf("bw_bench_sweep_%d", p.users))
-	ctx := context.Background()
+	conn, created := dbtest.Kept(b, fmt.Sprintf("bw_bench_%s_%d", name, p.users))
 	var seeded bool
 	if !created {
-		_ = conn.NewRaw("SELECT to_regclass('bench_seeded') IS NOT NULL").Scan(ctx, &seeded)
+		_ = conn.NewRaw("SELECT to_regclass('bench_seeded') IS NOT NULL").Scan(context.Background(), &seeded)
 	}
 	if !seeded {
 		start := time.Now()
-		seedBenchPopulation(b, conn, p)
+		seed(b, conn, p)
 		b.Logf("seeded %d users in %s", p.users, time.Since(start).Round(time.Second))
 	}
-	return benchDepsOn(b, conn, definitions)
+	return conn
 }
 
 // benchDepsOn is the engine of a benchmark on its seeded database, with the
@@ -197,41 +203,13 @@ func userEventIndexes(b testing.TB) []string {
 // bucket's join-candidate query. It skips what the engine adds: the
 // re-check of the criteria in the CAS, and the Go side of the funnel.
 func rawSweep(ctx context.Context, conn *bun.DB, now time.Time) (left, candidates int, err error) {
-	live := `m.status = 'active' AND m.deleted_at IS NULL AND
-		(c.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = m.user_id AND d.deleted_at IS NOT NULL))`
-	leave := func(bucketID, name, shouldLeave string, args ...any) (int, error) {
-		var ids []string
-		err := conn.NewRaw(`SELECT m.id FROM bucket_memberships AS m
-			LEFT JOIN contacts AS c ON c.external_id = m.user_id AND c.deleted_at IS NULL
-			WHERE m.bucket_id = ? AND `+live+` AND `+shouldLeave+` ORDER BY m.id`,
-			append([]any{bucketID}, args...)...).Scan(ctx, &ids)
-		if err != nil {
-			return 0, err
-		}
-		total := 0
-		for chunk := range slices.Chunk(ids, db.LeaveChunk) {
-			var n int
-			err := conn.NewRaw(`
-				WITH changed AS (
-					UPDATE bucket_memberships AS m SET status = 'left', left_at = ?0, last_evaluated_at = ?0, updated_at = ?0
-					FROM unnest(?1::uuid[]) AS ids(id) WHERE m.id = ids.id AND m.status = 'active'
-					RETURNING m.user_id, m.entry_count
-				)`+rawEmissions(bucketID, name, Left, ReasonCriteria),
-				now, pgdialect.Array(chunk)).Scan(ctx, &n)
-			if err != nil {
-				return total, err
-			}
-			total += n
-		}
-		return total, nil
-	}
-	n, err := leave("dormant", "Dormant", "EXISTS (SELECT 1 FROM user_events AS e WHERE e.user_id = m.user_id AND e.event = 'app.active' AND e.occurred_at >= ?)",
+	n, err := rawLeaves(ctx, conn, now, "dormant", "Dormant", "EXISTS (SELECT 1 FROM user_events AS e WHERE e.user_id = m.user_id AND e.event = 'app.active' AND e.occurred_at >= ?)",
 		now.Add(-7*24*time.Hour))
 	if err != nil {
 		return 0, 0, err
 	}
 	left += n
-	n, err = leave("power", "Power users", "(SELECT count(*) FROM user_events AS e WHERE e.user_id = m.user_id AND e.event = 'key.action' AND e.occurred_at >= ?) < 10",
+	n, err = rawLeaves(ctx, conn, now, "power", "Power users", "(SELECT count(*) FROM user_events AS e WHERE e.user_id = m.user_id AND e.event = 'key.action' AND e.occurred_at >= ?) < 10",
 		now.Add(-30*24*time.Hour))
 	if err != nil {
 		return 0, 0, err
@@ -250,6 +228,37 @@ func rawSweep(ctx context.Context, conn *bun.DB, now time.Time) (left, candidate
 		AND NOT EXISTS (SELECT 1 FROM user_events AS e WHERE e.user_id = c.external_id AND e.event = 'app.active' AND e.occurred_at >= ?)`,
 		now.Add(-7*24*time.Hour)).Scan(ctx, &joiners)
 	return left, len(joiners), err
+}
+
+// rawLeaves is the baselines' leave of one bucket at now: the SHOULD-LEAVE
+// query over live members, then per LeaveChunk leavers one statement that
+// flips them by id and stores and enqueues their events.
+func rawLeaves(ctx context.Context, conn *bun.DB, now time.Time, bucketID, name, shouldLeave string, args ...any) (int, error) {
+	var ids []string
+	err := conn.NewRaw(`SELECT m.id FROM bucket_memberships AS m
+		LEFT JOIN contacts AS c ON c.external_id = m.user_id AND c.deleted_at IS NULL
+		WHERE m.bucket_id = ? AND m.status = 'active' AND m.deleted_at IS NULL AND
+			(c.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = m.user_id AND d.deleted_at IS NOT NULL))
+		AND `+shouldLeave+` ORDER BY m.id`, append([]any{bucketID}, args...)...).Scan(ctx, &ids)
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for chunk := range slices.Chunk(ids, db.LeaveChunk) {
+		var n int
+		err := conn.NewRaw(`
+			WITH changed AS (
+				UPDATE bucket_memberships AS m SET status = 'left', left_at = ?0, last_evaluated_at = ?0, updated_at = ?0
+				FROM unnest(?1::uuid[]) AS ids(id) WHERE m.id = ids.id AND m.status = 'active'
+				RETURNING m.user_id, m.entry_count
+			)`+rawEmissions(bucketID, name, Left, ReasonCriteria),
+			now, pgdialect.Array(chunk)).Scan(ctx, &n)
+		if err != nil {
+			return total, err
+		}
+		total += n
+	}
+	return total, nil
 }
 
 // rawEmissions completes a raw statement whose CTE "changed" returns the
