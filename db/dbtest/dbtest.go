@@ -248,24 +248,23 @@ func randomSuffix() string {
 
 // InsertMemberships inserts membership rows as given.
 func InsertMemberships(ctx context.Context, idb bun.IDB, rows []db.Membership) error {
+	return insertAll(ctx, idb, rows, "memberships")
+}
+
+// insertAll inserts the rows as given, in one statement.
+func insertAll[T any](ctx context.Context, idb bun.IDB, rows []T, what string) error {
 	if len(rows) == 0 {
 		return nil
 	}
 	if _, err := idb.NewInsert().Model(&rows).Exec(ctx); err != nil {
-		return fmt.Errorf("inserting %d memberships: %w", len(rows), err)
+		return fmt.Errorf("inserting %d %s: %w", len(rows), what, err)
 	}
 	return nil
 }
 
 // InsertUserEvents inserts events as given.
 func InsertUserEvents(ctx context.Context, idb bun.IDB, events []db.UserEvent) error {
-	if len(events) == 0 {
-		return nil
-	}
-	if _, err := idb.NewInsert().Model(&events).Exec(ctx); err != nil {
-		return fmt.Errorf("inserting %d user events: %w", len(events), err)
-	}
-	return nil
+	return insertAll(ctx, idb, events, "user events")
 }
 
 // InsertContact inserts a contact row as given.
@@ -278,13 +277,7 @@ func InsertContact(ctx context.Context, idb bun.IDB, c *db.Contact) error {
 
 // InsertJourneyStates inserts journey state rows as given.
 func InsertJourneyStates(ctx context.Context, idb bun.IDB, rows []db.JourneyState) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	if _, err := idb.NewInsert().Model(&rows).Exec(ctx); err != nil {
-		return fmt.Errorf("inserting %d journey states: %w", len(rows), err)
-	}
-	return nil
+	return insertAll(ctx, idb, rows, "journey states")
 }
 
 // ListOutbox returns every outbox row in id order.
