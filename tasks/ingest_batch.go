@@ -71,20 +71,31 @@ func ParseIngestBatch(payload []byte) ([]BatchElement, error) {
 	elements := make([]BatchElement, len(*batch.Events))
 	for i, raw := range *batch.Events {
 		elements[i] = BatchElement{Index: i}
-		var head struct {
-			Event *string `json:"event"`
-		}
-		if err := json.Unmarshal(raw, &head); err != nil || !isObject(raw) {
-			elements[i].Err = fmt.Errorf("%w: an element must be an event object", ErrInvalidInput)
-			continue
-		}
-		if head.Event == nil || *head.Event == "" {
-			elements[i].Err = fmt.Errorf("%w: event is required: the event's name", ErrInvalidInput)
-			continue
-		}
-		elements[i].Event, elements[i].Err = ParseIngestPayload(*head.Event, raw)
+		elements[i].Event, elements[i].Err = ParseBatchElement(raw)
 	}
 	return elements, nil
+}
+
+// ParseBatchElement reads one element of a batch: an object with the
+// event's name under "event" and the rest of the §7 payload, which
+// ParseIngestPayload judges. Errors wrap ErrInvalidInput.
+func ParseBatchElement(raw []byte) (IngestEvent, error) {
+	var head struct {
+		Event *string `json:"event"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil || !isObject(raw) {
+		return IngestEvent{}, fmt.Errorf("%w: an element must be an event object", ErrInvalidInput)
+	}
+	if head.Event == nil || *head.Event == "" {
+		return IngestEvent{}, fmt.Errorf("%w: event is required: the event's name", ErrInvalidInput)
+	}
+	return ParseIngestPayload(*head.Event, raw)
+}
+
+// InvalidReason is what an ErrInvalidInput error says about the input,
+// without the words "invalid input".
+func InvalidReason(err error) string {
+	return strings.TrimPrefix(err.Error(), ErrInvalidInput.Error()+": ")
 }
 
 func isObject(raw []byte) bool {
@@ -120,7 +131,7 @@ func IngestBatch(ctx context.Context, d *Deps, mode string, elements []BatchElem
 	var users []string
 	for _, el := range elements {
 		if el.Err != nil {
-			out.Invalid = append(out.Invalid, BatchError{Index: el.Index, Error: strings.TrimPrefix(el.Err.Error(), ErrInvalidInput.Error()+": ")})
+			out.Invalid = append(out.Invalid, BatchError{Index: el.Index, Error: InvalidReason(el.Err)})
 			continue
 		}
 		if el.Event.IdempotencyKey == nil && runID != "" {

@@ -224,12 +224,8 @@ func pushBatches(ctx context.Context, env *environment, file string, size int, a
 		if len(line) == 0 {
 			continue
 		}
-		elements, err := tasks.ParseIngestBatch(append(append([]byte(`{"events":[`), line...), ']', '}'))
-		if err == nil && elements[0].Err != nil {
-			err = elements[0].Err
-		}
-		if err != nil {
-			return usageError{fmt.Sprintf("%s:%d: %s", file, n, strings.TrimPrefix(err.Error(), tasks.ErrInvalidInput.Error()+": "))}
+		if _, err := tasks.ParseBatchElement(line); err != nil {
+			return usageError{fmt.Sprintf("%s:%d: %s", file, n, tasks.InvalidReason(err))}
 		}
 		lines = append(lines, slices.Clone(line))
 	}
