@@ -1,14 +1,12 @@
 package tasks
 
 import (
-	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/bucketworker/bucket-worker/db"
-	"github.com/bucketworker/bucket-worker/db/dbtest"
 )
 
 // The sweep and the backfill over the criteria of contract §3.5 and §3.6:
@@ -47,11 +45,7 @@ criteria: {type: event, eventName: purchase, check: sum, property: amount, opera
 // purchases stores one purchase per age with the properties (JSON).
 func (e *env) purchases(userID, props string, ages ...time.Duration) {
 	e.t.Helper()
-	rows := make([]db.UserEvent, len(ages))
-	for i, a := range ages {
-		rows[i] = db.UserEvent{UserID: userID, Event: "purchase", OccurredAt: e.clock.Now().Add(-a), Properties: json.RawMessage(props)}
-	}
-	require.NoError(e.t, dbtest.InsertUserEvents(e.ctx, e.db, rows))
+	e.eventsWith(userID, "purchase", props, ages...)
 }
 
 // A within_next bucket gains members as their dates come into range, with

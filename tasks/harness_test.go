@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"sync"
@@ -159,9 +160,18 @@ func (e *env) contact(userID, props string) {
 // events stores one event per age, at now - age.
 func (e *env) events(userID, name string, ages ...time.Duration) {
 	e.t.Helper()
+	e.eventsWith(userID, name, "", ages...)
+}
+
+// eventsWith is events with the properties (JSON; "" for none).
+func (e *env) eventsWith(userID, name, props string, ages ...time.Duration) {
+	e.t.Helper()
 	rows := make([]db.UserEvent, len(ages))
 	for i, a := range ages {
 		rows[i] = db.UserEvent{UserID: userID, Event: name, OccurredAt: e.clock.Now().Add(-a)}
+		if props != "" {
+			rows[i].Properties = json.RawMessage(props)
+		}
 	}
 	require.NoError(e.t, dbtest.InsertUserEvents(e.ctx, e.db, rows))
 }
