@@ -1,7 +1,6 @@
 package tasks
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,21 +54,20 @@ func ParseIngestBatch(payload []byte) ([]BatchElement, error) {
 	if problem := jsonTextProblem(payload); problem != "" {
 		return nil, bad("%s", problem)
 	}
-	var batch struct {
-		Events *[]json.RawMessage `json:"events"`
+	fields, err := objectFields(payload)
+	if err != nil {
+		return nil, bad(`%v: {"events": [...]}`, err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	if err := dec.Decode(&batch); err != nil || !isObject(payload) {
-		return nil, bad(`must be a JSON object {"events": [...]}`)
-	}
-	switch {
-	case batch.Events == nil:
+	var events []json.RawMessage
+	raw, ok := fields["events"]
+	if !ok || string(raw) == "null" || json.Unmarshal(raw, &events) != nil {
 		return nil, bad(`has no "events" list`)
-	case len(*batch.Events) > MaxBatchEvents:
-		return nil, bad("has %d events; at most %d are allowed", len(*batch.Events), MaxBatchEvents)
 	}
-	elements := make([]BatchElement, len(*batch.Events))
-	for i, raw := range *batch.Events {
+	if len(events) > MaxBatchEvents {
+		return nil, bad("has %d events; at most %d are allowed", len(events), MaxBatchEvents)
+	}
+	elements := make([]BatchElement, len(events))
+	for i, raw := range events {
 		elements[i] = BatchElement{Index: i}
 		elements[i].Event, elements[i].Err = ParseBatchElement(raw)
 	}
@@ -80,27 +78,21 @@ func ParseIngestBatch(payload []byte) ([]BatchElement, error) {
 // event's name under "event" and the rest of the §7 payload, which
 // ParseIngestPayload judges. Errors wrap ErrInvalidInput.
 func ParseBatchElement(raw []byte) (IngestEvent, error) {
-	var head struct {
-		Event *string `json:"event"`
-	}
-	if err := json.Unmarshal(raw, &head); err != nil || !isObject(raw) {
+	fields, err := objectFields(raw)
+	if err != nil {
 		return IngestEvent{}, fmt.Errorf("%w: an element must be an event object", ErrInvalidInput)
 	}
-	if head.Event == nil || *head.Event == "" {
+	var event string
+	if json.Unmarshal(fields["event"], &event) != nil || event == "" {
 		return IngestEvent{}, fmt.Errorf("%w: event is required: the event's name", ErrInvalidInput)
 	}
-	return ParseIngestPayload(*head.Event, raw)
+	return ParseIngestPayload(event, raw)
 }
 
 // InvalidReason is what an ErrInvalidInput error says about the input,
 // without the words "invalid input".
 func InvalidReason(err error) string {
 	return strings.TrimPrefix(err.Error(), ErrInvalidInput.Error()+": ")
-}
-
-func isObject(raw []byte) bool {
-	trimmed := bytes.TrimLeft(raw, " \t\r\n")
-	return len(trimmed) > 0 && trimmed[0] == '{'
 }
 
 // HandleBatch is bucket-ingest for a batch push (contract §7.1): a payload
