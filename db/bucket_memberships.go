@@ -439,3 +439,24 @@ func LockUserMemberships(ctx context.Context, idb bun.IDB, userID string, bucket
 	}
 	return rows, nil
 }
+
+// LockPairMemberships is LockUserMemberships for many pairs in one
+// statement: it locks the active memberships of each user in the bucket
+// beside it, in (user, bucket) order, and returns them.
+func LockPairMemberships(ctx context.Context, idb bun.IDB, userIDs, bucketIDs []string) ([]Membership, error) {
+	if len(userIDs) == 0 {
+		return nil, nil
+	}
+	var rows []Membership
+	err := idb.NewSelect().Model(&rows).
+		TableExpr("unnest(?::text[], ?::text[]) AS p(user_id, bucket_id)", pgdialect.Array(userIDs), pgdialect.Array(bucketIDs)).
+		Where("m.user_id = p.user_id AND m.bucket_id = p.bucket_id").
+		Where("m.status = 'active' AND m.deleted_at IS NULL").
+		OrderExpr("m.user_id, m.bucket_id").
+		For("UPDATE OF m").
+		Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("locking the memberships of %d pairs: %w", len(userIDs), err)
+	}
+	return rows, nil
+}

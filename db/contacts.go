@@ -168,6 +168,85 @@ func UpsertContact(ctx context.Context, idb bun.IDB, p ContactPatch) (*Contact, 
 	return &rows[0], nil
 }
 
+// UpsertContacts is UpsertContact for the patches of distinct users in
+// one statement, which takes the contacts' row locks in user order; every
+// row is stamped now (the patches' Now is not read). It returns the rows
+// by user; an erased user has none and is not written.
+func UpsertContacts(ctx context.Context, idb bun.IDB, patches []ContactPatch, now time.Time) (map[string]*Contact, error) {
+	out := make(map[string]*Contact, len(patches))
+	if len(patches) == 0 {
+		return out, nil
+	}
+	n := len(patches)
+	users, emails, hasEmail, props := make([]string, n), make([]string, n), make([]bool, n), make([]string, n)
+	for i, p := range patches {
+		users[i], props[i] = p.UserID, `{}`
+		if p.Email != nil {
+			emails[i], hasEmail[i] = *p.Email, true
+		}
+		if len(p.Properties) > 0 {
+			props[i] = string(p.Properties)
+		}
+	}
+	var rows []Contact
+	err := idb.NewRaw(`
+		INSERT INTO contacts AS c (external_id, email, properties, first_seen_at, last_seen_at, created_at, updated_at)
+		SELECT p.user_id, CASE WHEN p.has_email THEN p.email END, p.properties::jsonb, ?0, ?0, ?0, ?0
+		FROM unnest(?1::text[], ?2::text[], ?3::bool[], ?4::text[]) AS p(user_id, email, has_email, properties)
+		WHERE EXISTS (SELECT 1 FROM contacts AS l WHERE l.external_id = p.user_id AND l.deleted_at IS NULL)
+			OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = p.user_id AND d.deleted_at IS NOT NULL)
+		ORDER BY p.user_id
+		ON CONFLICT (external_id) WHERE external_id IS NOT NULL AND deleted_at IS NULL DO UPDATE SET
+			properties = CASE WHEN jsonb_typeof(c.properties) = 'object' THEN c.properties ELSE '{}' END || EXCLUDED.properties,
+			email = coalesce(EXCLUDED.email, c.email),
+			last_seen_at = EXCLUDED.last_seen_at,
+			updated_at = EXCLUDED.updated_at
+		RETURNING c.*`,
+		now, pgdialect.Array(users), pgdialect.Array(emails), pgdialect.Array(hasEmail), pgdialect.Array(props)).Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("upserting the contacts of %d users: %w", n, err)
+	}
+	for i := range rows {
+		out[*rows[i].ExternalID] = &rows[i]
+	}
+	return out, nil
+}
+
+// ContactsByUser is ContactByUser for many users in one statement: each
+// user's contact (the live one first), or none.
+func ContactsByUser(ctx context.Context, idb bun.IDB, userIDs []string) (map[string]*Contact, error) {
+	return contactsByUser(ctx, idb, userIDs, false)
+}
+
+// LockContactsByUser is ContactsByUser that locks, in user order, as
+// LockContactByUser does.
+func LockContactsByUser(ctx context.Context, idb bun.IDB, userIDs []string) (map[string]*Contact, error) {
+	return contactsByUser(ctx, idb, userIDs, true)
+}
+
+func contactsByUser(ctx context.Context, idb bun.IDB, userIDs []string, lock bool) (map[string]*Contact, error) {
+	out := make(map[string]*Contact, len(userIDs))
+	if len(userIDs) == 0 {
+		return out, nil
+	}
+	var rows []Contact
+	q := idb.NewSelect().Model(&rows).
+		Where("c.external_id = ANY(?)", pgdialect.Array(userIDs)).
+		OrderExpr("c.external_id, c.deleted_at IS NOT NULL, c.updated_at DESC")
+	if lock {
+		q = q.For("NO KEY UPDATE")
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, fmt.Errorf("reading the contacts of %d users: %w", len(userIDs), err)
+	}
+	for i := range rows {
+		if _, seen := out[*rows[i].ExternalID]; !seen {
+			out[*rows[i].ExternalID] = &rows[i]
+		}
+	}
+	return out, nil
+}
+
 // Erased counts what EraseUser soft-deleted.
 type Erased struct {
 	Contacts    int `json:"contacts"`

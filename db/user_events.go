@@ -77,6 +77,64 @@ func InsertUserEvent(ctx context.Context, idb bun.IDB, ev *UserEvent) (bool, err
 	return n == 1, nil
 }
 
+// InsertUserEvents stores the events in one statement and reports, for
+// each, whether it was stored: an event whose idempotency key is already
+// stored is not. Their ids are set here, time-ordered (NewID).
+func InsertUserEvents(ctx context.Context, idb bun.IDB, events []UserEvent) ([]bool, error) {
+	stored := make([]bool, len(events))
+	if len(events) == 0 {
+		return stored, nil
+	}
+	n := len(events)
+	ids, users, names, props, keys, sources, at := make([]string, n), make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
+	index := make(map[string]int, n)
+	for i, ev := range events {
+		ids[i], users[i], names[i], at[i] = NewID(), ev.UserID, ev.Event, ev.OccurredAt
+		props[i], keys[i], sources[i] = string(ev.Properties), deref(ev.IdempotencyKey), deref(ev.Source)
+		if len(ev.Properties) == 0 {
+			props[i] = `{}`
+		}
+		index[ids[i]] = i
+	}
+	var inserted []string
+	err := idb.NewRaw(`
+		INSERT INTO user_events (id, user_id, event, properties, idempotency_key, source, occurred_at)
+		SELECT x.id, x.user_id, x.event, x.properties::jsonb, nullif(x.key, ''), nullif(x.source, ''), x.occurred_at
+		FROM unnest(?::uuid[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[])
+			AS x(id, user_id, event, properties, key, source, occurred_at)
+		ON CONFLICT (idempotency_key) DO NOTHING
+		RETURNING id`,
+		pgdialect.Array(ids), pgdialect.Array(users), pgdialect.Array(names), pgdialect.Array(props),
+		pgdialect.Array(keys), pgdialect.Array(sources), pgdialect.Array(at)).Scan(ctx, &inserted)
+	if err != nil {
+		return nil, fmt.Errorf("storing %d events: %w", n, err)
+	}
+	for _, id := range inserted {
+		stored[index[id]] = true
+	}
+	return stored, nil
+}
+
+// StoredKeys returns which of the idempotency keys are stored.
+func StoredKeys(ctx context.Context, idb bun.IDB, keys []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(keys) == 0 {
+		return out, nil
+	}
+	var found []string
+	err := idb.NewSelect().TableExpr("user_events AS e").Column("e.idempotency_key").
+		Where("e.idempotency_key = ANY(?)", pgdialect.Array(keys)).
+		Scan(ctx, &found)
+	if err != nil {
+		return nil, fmt.Errorf("looking up %d idempotency keys: %w", len(keys), err)
+	}
+	for _, k := range found {
+		out[k] = true
+	}
+	return out, nil
+}
+
 // Emissions are the events of a batch of transitions of one kind: of one
 // bucket, one transition, from one source, for one reason (contract §5.1).
 type Emissions struct {

@@ -5,9 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
-	"sync"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/db"
 )
 
 // DefaultBatchEvent is the event key of a batch of events
@@ -105,25 +111,32 @@ func HandleBatch(ctx context.Context, d *Deps, mode string, payload []byte, runI
 	return IngestBatch(ctx, d, mode, elements, runID)
 }
 
-// batchWriters is how many users of a batch are ingested at once; each
-// user's events are ingested one after another.
-const batchWriters = 4
-
 // IngestBatch ingests the valid elements with the semantics of as many
-// single ingests (contract §7.1): per user in order of occurredAt, then of
-// position, each event in a transaction of its own, so that each one's
-// joins and leaves are those its single ingest would make. An element
-// without idempotencyKey is stored as hatchet-run:<runID>:<index>, so a
-// retry of the run never counts it twice; outside Hatchet (runID "") it is
-// stored without a key.
+// single ingests (contract §7.1), set-based: each user's events are put in
+// order of occurredAt, then of position, and the batch is ingested in
+// rounds, the k-th round holding the k-th event of every user. A round is
+// one transaction of a few statements for all its users — the key lookup,
+// the contact upsert, the event insert, the journey exits, the membership
+// locks, and per candidate bucket one evaluation and its joins and leaves
+// — and since users are evaluated independently, each event's transitions
+// are those its single ingest would make. An element without
+// idempotencyKey is stored as hatchet-run:<runID>:<index>, so a retry of
+// the run never counts it twice; outside Hatchet (runID "") it is stored
+// without a key.
 func IngestBatch(ctx context.Context, d *Deps, mode string, elements []BatchElement, runID string) (BatchOutput, error) {
 	out := BatchOutput{Invalid: []BatchError{}, Transitions: []Transition{}, Exited: []string{}}
 	now := d.Now()
+	results := make([]IngestOutput, len(elements))
 	byUser := map[string][]BatchElement{}
 	var users []string
 	for _, el := range elements {
-		if el.Err != nil {
+		switch {
+		case el.Err != nil:
 			out.Invalid = append(out.Invalid, BatchError{Index: el.Index, Error: InvalidReason(el.Err)})
+			continue
+		case strings.HasPrefix(el.Event.Event, reservedPrefix):
+			results[el.Index].Status, results[el.Index].Reason = StatusIgnored, ReasonReservedPrefix
+			out.Ignored++
 			continue
 		}
 		if el.Event.IdempotencyKey == nil && runID != "" {
@@ -134,42 +147,39 @@ func IngestBatch(ctx context.Context, d *Deps, mode string, elements []BatchElem
 		}
 		byUser[el.Event.UserID] = append(byUser[el.Event.UserID], el)
 	}
-
-	results := make([]IngestOutput, len(elements))
-	work := make(chan string)
-	var mu sync.Mutex
-	var errs []error
-	var wg sync.WaitGroup
-	for range min(batchWriters, len(users)) {
-		wg.Go(func() {
-			for user := range work {
-				events := byUser[user]
-				slices.SortStableFunc(events, func(a, b BatchElement) int {
-					return occurredAt(a.Event, now).Compare(occurredAt(b.Event, now))
-				})
-				for _, el := range events {
-					res, err := Ingest(ctx, d, IngestRequest{Event: el.Event, Mode: mode})
-					if err != nil {
-						mu.Lock()
-						errs = append(errs, fmt.Errorf("element %d: %w", el.Index, err))
-						mu.Unlock()
-						break
-					}
-					results[el.Index] = res
-				}
-			}
-		})
-	}
+	var rounds [][]BatchElement
+	var roundKeys []map[string]bool
 	for _, user := range users {
-		if ctx.Err() != nil {
-			break
+		events := byUser[user]
+		slices.SortStableFunc(events, func(a, b BatchElement) int {
+			return occurredAt(a.Event, now).Compare(occurredAt(b.Event, now))
+		})
+		// Each event goes in the first round after its predecessor's that
+		// does not hold its key: a key repeated in the batch is then
+		// stored by an earlier round and found stored by a later one.
+		r := 0
+		for _, el := range events {
+			for ; r < len(rounds) && el.Event.IdempotencyKey != nil && roundKeys[r][*el.Event.IdempotencyKey]; r++ {
+			}
+			if r == len(rounds) {
+				rounds, roundKeys = append(rounds, nil), append(roundKeys, map[string]bool{})
+			}
+			rounds[r] = append(rounds[r], el)
+			if k := el.Event.IdempotencyKey; k != nil {
+				roundKeys[r][*k] = true
+			}
+			r++
 		}
-		work <- user
 	}
-	close(work)
-	wg.Wait()
-	if err := errors.Join(append(errs, ctx.Err())...); err != nil {
+
+	on, err := batchCandidates(ctx, d, elements)
+	if err != nil {
 		return out, err
+	}
+	for _, round := range rounds {
+		if err := ingestRound(ctx, d, mode, round, on, now, results); err != nil {
+			return out, err
+		}
 	}
 
 	// The report follows the batch's order per user: each user's events
@@ -191,6 +201,267 @@ func IngestBatch(ctx context.Context, d *Deps, mode string, elements []BatchElem
 					out.Exited = append(out.Exited, j)
 				}
 			}
+		}
+	}
+	return out, nil
+}
+
+// batchCandidates returns the candidate buckets of each valid element
+// that the runtime switch leaves on, by element index.
+func batchCandidates(ctx context.Context, d *Deps, elements []BatchElement) (map[int][]*buckets.Bucket, error) {
+	byIndex := map[int][]*buckets.Bucket{}
+	seen := map[string]bool{}
+	var ids []string
+	for _, el := range elements {
+		if el.Err != nil {
+			continue
+		}
+		bs := d.Buckets.Candidates(el.Event.Event, slices.Sorted(maps.Keys(el.Event.ContactProperties)))
+		byIndex[el.Index] = bs
+		for _, b := range bs {
+			if !seen[b.ID] {
+				seen[b.ID] = true
+				ids = append(ids, b.ID)
+			}
+		}
+	}
+	enabled, err := switchedOnIDs(ctx, d, ids)
+	if err != nil {
+		return nil, err
+	}
+	for i, bs := range byIndex {
+		byIndex[i] = slices.DeleteFunc(bs, func(b *buckets.Bucket) bool { return !enabled[b.ID] })
+	}
+	return byIndex, nil
+}
+
+// errKeyRaced rolls back a round in which another transaction stored one
+// of its keys between the key lookup and the insert; the round runs again
+// and finds the key stored.
+var errKeyRaced = errors.New("an idempotency key was stored concurrently")
+
+// keyRaceAttempts is how often a round runs whose keys keep racing.
+const keyRaceAttempts = 5
+
+// ingestRound ingests events of distinct users in one transaction and
+// writes each one's result into results.
+func ingestRound(ctx context.Context, d *Deps, mode string, round []BatchElement, on map[int][]*buckets.Bucket, now time.Time, results []IngestOutput) error {
+	for attempt := 1; ; attempt++ {
+		var live []roundEvent
+		outcome, err := transact(ctx, d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
+			for _, el := range round {
+				results[el.Index] = IngestOutput{Transitions: []Transition{}, Exited: []string{}}
+			}
+			var err error
+			var exited []db.JourneyState
+			if mode == IngestStore {
+				live, exited, err = storeRound(ctx, tx, d, round, now, results)
+			} else {
+				live, err = lockRound(ctx, tx, round, results)
+			}
+			if err != nil {
+				return Outcome{}, err
+			}
+			transitions, err := evaluateRound(ctx, tx, d, live, on, now)
+			transitions.Exited = append(exited, transitions.Exited...)
+			return transitions, err
+		})
+		switch {
+		case errors.Is(err, errKeyRaced) && attempt < keyRaceAttempts:
+			continue
+		case err != nil:
+			return fmt.Errorf("ingesting a round of %d events: %w", len(round), err)
+		}
+		byUser := make(map[string]*IngestOutput, len(live))
+		for _, ev := range live {
+			res := &results[ev.Index]
+			res.Stored = mode == IngestStore
+			res.ClampedOccurredAt = res.Stored && clamped(ev.Event, now)
+			byUser[ev.UserID] = res
+		}
+		for _, tr := range outcome.Transitions {
+			byUser[tr.UserID].Transitions = append(byUser[tr.UserID].Transitions, tr)
+		}
+		for _, s := range outcome.Exited {
+			if res := byUser[s.UserID]; !slices.Contains(res.Exited, s.JourneyID) {
+				res.Exited = append(res.Exited, s.JourneyID)
+			}
+		}
+		return nil
+	}
+}
+
+// roundEvent is an event of a round whose user is evaluated: stored (store
+// mode) or to be evaluated (evaluate mode), and the user as then.
+type roundEvent struct {
+	BatchElement
+	subject
+}
+
+// storeRound is storeEvent for a round, whose events have distinct users
+// and keys: it upserts the contacts and stores the events in one statement
+// each, leaving out the events whose key is stored (duplicates) and those
+// of erased users, and exits the journeys the events end. As for a single
+// ingest, an erased user's event is ignored rather than a duplicate, and a
+// duplicate patches no contact.
+func storeRound(ctx context.Context, tx bun.IDB, d *Deps, round []BatchElement, now time.Time, results []IngestOutput) ([]roundEvent, []db.JourneyState, error) {
+	var keys []string
+	for _, el := range round {
+		if k := el.Event.IdempotencyKey; k != nil {
+			keys = append(keys, *k)
+		}
+	}
+	taken, err := db.StoredKeys(ctx, tx, keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	var fresh []BatchElement
+	var patches []db.ContactPatch
+	var duplicated []string
+	for _, el := range round {
+		if k := el.Event.IdempotencyKey; k != nil && taken[*k] {
+			duplicated = append(duplicated, el.Event.UserID)
+			continue
+		}
+		fresh = append(fresh, el)
+		patches = append(patches, db.ContactPatch{UserID: el.Event.UserID, Email: el.Event.UserEmail, Properties: el.Event.ContactPropertiesJSON})
+	}
+	if len(duplicated) > 0 {
+		erased, err := db.ContactsByUser(ctx, tx, duplicated)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, el := range round {
+			if c := erased[el.Event.UserID]; c != nil && c.DeletedAt != nil && slices.Contains(duplicated, el.Event.UserID) {
+				results[el.Index].Status, results[el.Index].Reason = StatusIgnored, ReasonContactDeleted
+			}
+		}
+	}
+	contacts, err := db.UpsertContacts(ctx, tx, patches, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	var live []roundEvent
+	var events []db.UserEvent
+	exits := map[string][]string{} // journey ids joined by "\x00" → users
+	for _, el := range fresh {
+		ev := el.Event
+		contact := contacts[ev.UserID]
+		if contact == nil {
+			results[el.Index].Status, results[el.Index].Reason = StatusIgnored, ReasonContactDeleted
+			continue
+		}
+		live = append(live, roundEvent{el, subjectOf(ev.UserID, deref(ev.UserEmail), contact)})
+		props := ev.PropertiesJSON
+		if props == nil {
+			props = json.RawMessage(`{}`)
+		}
+		events = append(events, db.UserEvent{UserID: ev.UserID, Event: ev.Event, Properties: props,
+			IdempotencyKey: ev.IdempotencyKey, Source: ptr("ingest"), OccurredAt: occurredAt(ev, now)})
+		if ids := d.Journeys.ExitingOn(ev.Event, ev.Properties); len(ids) > 0 {
+			group := strings.Join(ids, "\x00")
+			exits[group] = append(exits[group], ev.UserID)
+		}
+	}
+	stored, err := db.InsertUserEvents(ctx, tx, events)
+	if err != nil {
+		return nil, nil, err
+	}
+	if slices.Contains(stored, false) {
+		return nil, nil, errKeyRaced
+	}
+	var exited []db.JourneyState
+	for _, group := range slices.Sorted(maps.Keys(exits)) {
+		rows, err := db.ExitJourneys(ctx, tx, exits[group], strings.Split(group, "\x00"), now)
+		if err != nil {
+			return nil, nil, err
+		}
+		exited = append(exited, rows...)
+	}
+	return live, exited, nil
+}
+
+// lockRound is liveSubject for a round: it locks the users' contacts and
+// leaves out the erased ones.
+func lockRound(ctx context.Context, tx bun.IDB, round []BatchElement, results []IngestOutput) ([]roundEvent, error) {
+	users := make([]string, len(round))
+	for i, el := range round {
+		users[i] = el.Event.UserID
+	}
+	contacts, err := db.LockContactsByUser(ctx, tx, users)
+	if err != nil {
+		return nil, err
+	}
+	var live []roundEvent
+	for _, el := range round {
+		u, erased, _ := contactSubject(el.Event.UserID, deref(el.Event.UserEmail), contacts[el.Event.UserID], nil)
+		if erased {
+			results[el.Index].Status, results[el.Index].Reason = StatusIgnored, ReasonContactDeleted
+			continue
+		}
+		live = append(live, roundEvent{el, u})
+	}
+	return live, nil
+}
+
+// evaluateRound is evaluateUser for the users of a round: it locks their
+// active memberships of their candidate buckets in one statement, then
+// evaluates each bucket for all the users it is a candidate for in one
+// statement (db.EvaluateUsers, the set-based form of buckets.Evaluate) and
+// joins and leaves them through the funnel.
+func evaluateRound(ctx context.Context, tx bun.IDB, d *Deps, live []roundEvent, on map[int][]*buckets.Bucket, now time.Time) (Outcome, error) {
+	var out Outcome
+	byBucket := map[string][]roundEvent{}
+	var pairUsers, pairBuckets []string
+	for _, ev := range live {
+		for _, b := range on[ev.Index] {
+			byBucket[b.ID] = append(byBucket[b.ID], ev)
+			pairUsers, pairBuckets = append(pairUsers, ev.UserID), append(pairBuckets, b.ID)
+		}
+	}
+	rows, err := db.LockPairMemberships(ctx, tx, pairUsers, pairBuckets)
+	if err != nil {
+		return out, err
+	}
+	active := make(map[[2]string]db.Membership, len(rows))
+	for _, m := range rows {
+		active[[2]string{m.BucketID, m.UserID}] = m
+	}
+	for _, b := range d.Buckets.All() {
+		evs := byBucket[b.ID]
+		if len(evs) == 0 {
+			continue
+		}
+		users := make([]string, len(evs))
+		for i, ev := range evs {
+			users[i] = ev.UserID
+		}
+		verdicts, err := db.EvaluateUsers(ctx, tx, b.Criteria, now, users)
+		if err != nil {
+			return out, fmt.Errorf("evaluating bucket %q: %w", b.ID, err)
+		}
+		var joiners []db.Joiner
+		var leavers []db.Membership
+		for _, ev := range evs {
+			m, member := active[[2]string{b.ID, ev.UserID}]
+			switch holds := verdicts[ev.UserID].Holds; {
+			case holds && !member:
+				joiners = append(joiners, db.Joiner{UserID: ev.UserID, Email: ev.Email})
+			case !holds && member:
+				leavers = append(leavers, m)
+			}
+		}
+		joined, err := join(ctx, tx, d, b, joiners, joinSpec{Source: SourceEvent}, now)
+		if err != nil {
+			return out, fmt.Errorf("bucket %q: %w", b.ID, err)
+		}
+		out.add(joined)
+		if len(leavers) > 0 {
+			left, err := leave(ctx, tx, d, b, leavers, leaveSpec{Source: SourceEvent, Reason: ReasonCriteria}, now)
+			if err != nil {
+				return out, fmt.Errorf("bucket %q: %w", b.ID, err)
+			}
+			out.add(left)
 		}
 	}
 	return out, nil

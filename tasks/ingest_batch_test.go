@@ -2,6 +2,8 @@ package tasks
 
 import (
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -62,6 +64,7 @@ type state struct {
 	Keys        []string
 	Pushes      map[string]int
 	Contacts    map[string]map[string]any
+	Journeys    []string
 }
 
 func (e *env) state() state {
@@ -80,11 +83,13 @@ func (e *env) state() state {
 	e.deps.Dispatcher.flush(e.ctx)
 	s.Pushes = e.hatchet.pushedKeys()
 	s.Contacts = map[string]map[string]any{}
-	for _, u := range []string{"u1", "u2", "u3", "u4"} {
-		if c, err := db.ContactByUser(e.ctx, e.db, u); err == nil && c != nil {
-			s.Contacts[u] = c.PropertyMap()
-		}
+	var contacts []db.Contact
+	require.NoError(e.t, e.db.NewSelect().Model(&contacts).Where("c.deleted_at IS NULL").Scan(e.ctx))
+	for _, c := range contacts {
+		s.Contacts[*c.ExternalID] = c.PropertyMap()
 	}
+	require.NoError(e.t, e.db.NewSelect().TableExpr("journey_states AS js").
+		ColumnExpr("js.user_id || ' ' || js.journey_id || ' ' || js.status").OrderExpr("1").Scan(e.ctx, &s.Journeys))
 	return s
 }
 
@@ -138,6 +143,109 @@ func TestBatchEqualsSingleIngests(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 3, again.Duplicates, "keys are kept across batches")
 	require.Equal(t, got, batched.state())
+}
+
+// Random batches give what their events ingested one by one give, in each
+// user's order of occurredAt: over buckets with entry limits, counts with
+// a filter, property patches, journeys their events exit, an erased user,
+// and keys repeated within and across batches.
+func TestRandomBatchesEqualSingleIngests(t *testing.T) {
+	t.Parallel()
+	files := maps.Clone(batchDefs)
+	files["buckets/period.yaml"] = "id: period\nname: Period\nentryLimit: once_per_period\nentryPeriod: 7d\n" +
+		"criteria: {type: event, eventName: app.active, check: count, operator: gte, value: 2, within: 1h}\n"
+	files["journeys/upsell.yaml"] = "id: upsell\ntrigger: {event: signup}\nexitOn: [{event: purchase, where: [{property: plan, operator: eq, value: pro}]}]\n"
+	users := []string{"a", "b", "c", "d", "erased"}
+	for seed := range uint64(12) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			t.Parallel()
+			rng := rand.New(rand.NewPCG(seed, 16))
+			pick := func(options ...string) string { return options[rng.IntN(len(options))] }
+			randomElement := func() string {
+				user := pick(users...)
+				var rest []string
+				if rng.IntN(2) == 0 {
+					rest = append(rest, fmt.Sprintf(`"occurredAt":%q`, t0.Add(-time.Duration(rng.IntN(90))*time.Minute).Format(time.RFC3339)))
+				}
+				if rng.IntN(3) == 0 {
+					rest = append(rest, fmt.Sprintf(`"idempotencyKey":"%s-%d"`, user, rng.IntN(4)))
+				}
+				if rng.IntN(3) == 0 {
+					rest = append(rest, fmt.Sprintf(`"contactProperties":{"plan":%q}`, pick("pro", "free")))
+				}
+				event := pick("app.active", "app.active", "purchase", ContactUpdated, "bucket:left:period")
+				if event == "purchase" {
+					rest = append(rest, fmt.Sprintf(`"properties":{"plan":%q}`, pick("pro", "basic")))
+				}
+				return element(event, user, strings.Join(rest, ","))
+			}
+			var batches [][]string
+			for range 2 + rng.IntN(2) {
+				var batch []string
+				for range 10 + rng.IntN(30) {
+					batch = append(batch, randomElement())
+				}
+				batches = append(batches, batch)
+			}
+
+			singles, batched := newEnv(t, files), newEnv(t, files)
+			for _, e := range []*env{singles, batched} {
+				for _, u := range users {
+					e.exec("INSERT INTO journey_states (user_id, user_email, journey_id, current_node_id, status) VALUES (?, '', 'upsell', 'start', 'active')", u)
+				}
+			}
+			for i, batch := range batches {
+				if i == 1 { // after the first batch, which may have stored keys of the user
+					for _, e := range []*env{singles, batched} {
+						_, err := Forget(e.ctx, e.deps, "erased")
+						require.NoError(t, err)
+					}
+				}
+				parsed, err := ParseIngestBatch([]byte(`{"events":[` + strings.Join(batch, ",") + `]}`))
+				require.NoError(t, err)
+				slices.SortStableFunc(parsed, func(a, b BatchElement) int {
+					if a.Event.UserID != b.Event.UserID {
+						return strings.Compare(a.Event.UserID, b.Event.UserID)
+					}
+					return occurredAt(a.Event, t0).Compare(occurredAt(b.Event, t0))
+				})
+				var one BatchOutput
+				for _, el := range parsed {
+					res, err := Ingest(singles.ctx, singles.deps, IngestRequest{Event: el.Event, Mode: IngestStore})
+					require.NoError(t, err)
+					switch {
+					case res.Stored:
+						one.Stored++
+					case res.Status == StatusIgnored:
+						one.Ignored++
+					default:
+						one.Duplicates++
+					}
+					one.Transitions = append(one.Transitions, res.Transitions...)
+				}
+				out, err := HandleBatch(batched.ctx, batched.deps, IngestStore, []byte(`{"events":[`+strings.Join(batch, ",")+`]}`), "")
+				require.NoError(t, err)
+				require.Equal(t, []int{one.Stored, one.Duplicates, one.Ignored}, []int{out.Stored, out.Duplicates, out.Ignored},
+					"stored, duplicates, ignored of %q", batch)
+				require.ElementsMatch(t, withoutRowIDs(one.Transitions), withoutRowIDs(out.Transitions))
+				singles.clock.Advance(time.Minute)
+				batched.clock.Advance(time.Minute)
+			}
+			want := singles.state()
+			require.NotEmpty(t, want.Keys, "the batches make transitions")
+			require.Equal(t, want, batched.state(), "batches %q", batches)
+		})
+	}
+}
+
+// withoutRowIDs are the transitions without the ids of their rows, which
+// two databases draw apart.
+func withoutRowIDs(ts []Transition) []Transition {
+	out := slices.Clone(ts)
+	for i := range out {
+		out[i].RowID = ""
+	}
+	return out
 }
 
 // An element without a key is stored under the run's key and its index: a

@@ -3,6 +3,8 @@ package tasks
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -238,5 +240,85 @@ func TestRaceSweepBackfill(t *testing.T) {
 		})
 		wg.Wait()
 		e.requireAgrees(b, round, append(lapsed, fresh...))
+	}
+}
+
+// batchOf is a batch payload of one event named event for each user.
+func batchOf(event string, users []string) []byte {
+	elements := make([]string, len(users))
+	for i, u := range users {
+		elements[i] = element(event, u, "")
+	}
+	return []byte(`{"events":[` + strings.Join(elements, ",") + `]}`)
+}
+
+// TestRaceBatchesIngestsSweep races, for lapsed members of a count bucket,
+// two batches and a single ingest per user — any two of the three events
+// make the member hold again, none alone does — with the sweep. The
+// batches lock many users at once, in rounds, where an ingest locks one.
+func TestRaceBatchesIngestsSweep(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/twice.yaml": "id: twice\nname: Twice\n" +
+		"criteria: {type: event, eventName: key.action, check: count, operator: gte, value: 2, within: 1h}\n"})
+	b := e.bucket("twice")
+	for round := range raceRounds {
+		raced, fillers := roundUsers(round, "raced", raceUsers), roundUsers(round, "filler", raceFillers)
+		e.lapsedMembers(b.ID, append(raced, fillers...)...)
+
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			jitter(10 * time.Millisecond)
+			e.sweep(ReconcileInput{})
+		})
+		reversed := slices.Clone(raced)
+		slices.Reverse(reversed)
+		for _, users := range [][]string{raced, reversed} {
+			wg.Go(func() {
+				jitter(20 * time.Millisecond)
+				_, err := HandleBatch(e.ctx, e.deps, IngestStore, batchOf("key.action", users), "")
+				require.NoError(t, err)
+			})
+		}
+		for _, u := range raced[:raceUsers/2] {
+			wg.Go(func() {
+				jitter(40 * time.Millisecond)
+				e.ingest("key.action", `{"userId":"`+u+`"}`)
+			})
+		}
+		wg.Wait()
+		e.requireAgrees(b, round, raced)
+	}
+}
+
+// TestRaceBatchExpiry races the members' expiry timers with a batch of
+// fresh events for them: a member who qualifies again by the time the
+// timer's CAS runs is not left.
+func TestRaceBatchExpiry(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/active.yaml": "id: active\nname: Active\nfastExpiry: true\n" +
+		"criteria: {type: event, eventName: key.action, check: exists, within: 1h}\n"})
+	b := e.bucket("active")
+	for round := range raceRounds {
+		raced := roundUsers(round, "raced", raceUsers)
+		_, err := HandleBatch(e.ctx, e.deps, IngestStore, batchOf("key.action", raced), "")
+		require.NoError(t, err)
+		e.clock.Advance(time.Hour + time.Second) // every window has lapsed
+		arms := e.armed()
+
+		var wg sync.WaitGroup
+		for _, u := range raced {
+			row := e.memberships(b.ID, u)[0]
+			wg.Go(func() {
+				jitter(20 * time.Millisecond)
+				e.expire(arms[row.ID])
+			})
+		}
+		wg.Go(func() {
+			jitter(20 * time.Millisecond)
+			_, err := HandleBatch(e.ctx, e.deps, IngestStore, batchOf("key.action", raced), "")
+			require.NoError(t, err)
+		})
+		wg.Wait()
+		e.requireAgrees(b, round, raced)
 	}
 }
