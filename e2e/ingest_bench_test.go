@@ -32,10 +32,7 @@ func BenchmarkIngest(b *testing.B) {
 	if os.Getenv("BUCKET_BENCH") == "" {
 		b.Skip("set BUCKET_BENCH=1 to run the ingest benchmark")
 	}
-	n := 2000
-	if v := os.Getenv("BUCKET_BENCH_EVENTS"); v != "" {
-		n, _ = strconv.Atoi(v)
-	}
+	n := envInt("BUCKET_BENCH_EVENTS", 2000)
 	conn, dbURL := dbtest.New(b)
 	ctx := context.Background()
 	client, err := hatchet.NewClient()
@@ -64,51 +61,23 @@ func BenchmarkIngest(b *testing.B) {
 		}
 		return at
 	}
-	waitFor := func(what string, done func() int) time.Time {
-		deadline := time.Now().Add(10 * time.Minute)
-		for done() < n {
-			if time.Now().After(deadline) {
-				b.Fatalf("%s: %d of %d after 10 minutes", what, done(), n)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return time.Now()
-	}
 
 	for range b.N {
-		// Baseline: a no-op task on the same kind of push.
-		var noops atomic.Int64
-		noop := client.NewStandaloneTask("bench-noop", func(ctx hatchet.Context, in map[string]any) (any, error) {
-			noops.Add(1)
-			return nil, nil
-		}, hatchet.WithWorkflowEvents("bench.noop"))
-		nw, err := client.NewWorker("bench-noop-worker", hatchet.WithWorkflows(noop), hatchet.WithLogger(sdkLogger))
-		if err != nil {
-			b.Fatal(err)
-		}
-		stopNoop, err := nw.Start()
-		if err != nil {
-			b.Fatal(err)
-		}
-		time.Sleep(2 * time.Second)
 		run := strconv.FormatInt(time.Now().UnixNano(), 36)
-		pushed := pushAll("bench.noop", "noop-"+run)
-		noopEnd := waitFor("no-op task", func() int { return int(noops.Load()) })
-		noopRate := float64(n) / noopEnd.Sub(pushed[0]).Seconds()
-		_ = stopNoop()
+		noopRate := noopRate(b, client, n, func() []time.Time { return pushAll("bench.noop", "noop-"+run) })
 
 		// The worker ingesting a bucket that every such event joins.
 		defsDir := definitions(b, map[string]string{"bench-ingest.yaml": "id: bench-ingest\nname: Bench ingest\n" +
 			"criteria: {type: event, eventName: bench.ingest, check: exists, within: 1h}\n"})
 		w := startWorker(b, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+defsDir)
 		time.Sleep(2 * time.Second)
-		pushed = pushAll("bench.ingest", "ing-"+run)
+		pushed := pushAll("bench.ingest", "ing-"+run)
 		count := func() int {
 			var c int
 			_ = conn.NewRaw("SELECT count(*) FROM bucket_memberships WHERE bucket_id = 'bench-ingest' AND user_id LIKE ?", "ing-"+run+"-%").Scan(ctx, &c)
 			return c
 		}
-		ingestEnd := waitFor("ingest", count)
+		ingestEnd := waitFor(b, "ingest", n, count)
 		ingestRate := float64(n) / ingestEnd.Sub(pushed[0]).Seconds()
 
 		var rows []struct {
@@ -124,11 +93,55 @@ func BenchmarkIngest(b *testing.B) {
 			fmt.Sscanf(r.UserID[len("ing-"+run+"-"):], "%d", &i)
 			latencies = append(latencies, r.EnteredAt.Sub(pushed[i]))
 		}
-		slices.Sort(latencies)
 		_ = w.cmd.Process.Kill()
 
 		benchreport.Report(b, "events/s", ingestRate, noopRate)
-		b.ReportMetric(float64(latencies[len(latencies)/2].Milliseconds()), "p50-ms")
-		b.ReportMetric(float64(latencies[len(latencies)*99/100].Milliseconds()), "p99-ms")
+		reportLatencies(b, latencies)
 	}
+}
+
+// noopRate is the baseline of the ingest benchmarks: the events per second
+// of a no-op task on the same Hatchet server, triggered by one event per
+// run, from the first push to the n-th run. push pushes the n events of
+// key bench.noop and returns when each was pushed.
+func noopRate(b *testing.B, client *hatchet.Client, n int, push func() []time.Time) float64 {
+	b.Helper()
+	var noops atomic.Int64
+	noop := client.NewStandaloneTask("bench-noop", func(ctx hatchet.Context, in map[string]any) (any, error) {
+		noops.Add(1)
+		return nil, nil
+	}, hatchet.WithWorkflowEvents("bench.noop"))
+	nw, err := client.NewWorker("bench-noop-worker", hatchet.WithWorkflows(noop), hatchet.WithLogger(sdkLogger))
+	if err != nil {
+		b.Fatal(err)
+	}
+	stop, err := nw.Start()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = stop() }()
+	time.Sleep(2 * time.Second)
+	pushed := push()
+	end := waitFor(b, "no-op task", n, func() int { return int(noops.Load()) })
+	return float64(n) / end.Sub(pushed[0]).Seconds()
+}
+
+// waitFor polls done until it reaches n and returns when it did.
+func waitFor(b *testing.B, what string, n int, done func() int) time.Time {
+	b.Helper()
+	deadline := time.Now().Add(10 * time.Minute)
+	for done() < n {
+		if time.Now().After(deadline) {
+			b.Fatalf("%s: %d of %d after 10 minutes", what, done(), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Now()
+}
+
+// reportLatencies reports the p50 and p99 of the latencies.
+func reportLatencies(b *testing.B, latencies []time.Duration) {
+	slices.Sort(latencies)
+	b.ReportMetric(float64(latencies[len(latencies)/2].Milliseconds()), "p50-ms")
+	b.ReportMetric(float64(latencies[len(latencies)*99/100].Milliseconds()), "p99-ms")
 }

@@ -1,0 +1,169 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	v0 "github.com/hatchet-dev/hatchet/pkg/client"
+	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
+	"github.com/uptrace/bun"
+
+	"github.com/bucketworker/bucket-worker/db/dbtest"
+	"github.com/bucketworker/bucket-worker/tasks"
+	"github.com/bucketworker/bucket-worker/tasks/benchreport"
+)
+
+// BenchmarkIngestBatch measures batched ingest (contract §7.1) end to end
+// — from the push of a batch to its events' committed joins — next to a
+// no-op task fed one event per run on the same Hatchet server:
+//
+//   - batch=100, batch=500: BUCKET_BENCH_BATCH_EVENTS events (20 000 by
+//     default) pushed at once in batches of that size, events per second
+//     and p50/p99 from push to commit;
+//   - offered=1000/s: a batch of 100 every 100 ms for
+//     BUCKET_BENCH_OFFERED_SECONDS (60 by default), p50/p99 from push to
+//     commit, and the rate it kept up.
+//
+// Every event makes a new user join, so each one commits a transition and
+// its push of bucket:entered, which Hatchet ingests too. Run it with
+//
+//	BUCKET_BENCH=1 go test -tags e2e ./e2e -run '^$' -bench IngestBatch -benchtime 1x -timeout 60m
+func BenchmarkIngestBatch(b *testing.B) {
+	if os.Getenv("BUCKET_BENCH") == "" {
+		b.Skip("set BUCKET_BENCH=1 to run the ingest benchmark")
+	}
+	n := envInt("BUCKET_BENCH_BATCH_EVENTS", 20_000)
+	offeredSeconds := envInt("BUCKET_BENCH_OFFERED_SECONDS", 60)
+	conn, dbURL := dbtest.New(b)
+	ctx := context.Background()
+	client, err := hatchet.NewClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defsDir := definitions(b, map[string]string{"bench-ingest.yaml": "id: bench-ingest\nname: Bench ingest\n" +
+		"criteria: {type: event, eventName: bench.ingest, check: exists, within: 1h}\n"})
+
+	// The baseline, once for all: a no-op task, one event per run.
+	const noopEvents = 2000
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	noop := noopRate(b, client, noopEvents, func() []time.Time {
+		pushed := make([]time.Time, noopEvents)
+		for start := 0; start < noopEvents; start += 1000 {
+			events := make([]v0.EventWithAdditionalMetadata, 0, 1000)
+			for i := start; i < start+1000; i++ {
+				events = append(events, v0.EventWithAdditionalMetadata{Key: "bench.noop",
+					Event: map[string]any{"userId": fmt.Sprintf("noop-%s-%d", run, i)}})
+			}
+			sent := time.Now()
+			if err := client.Events().BulkPush(ctx, events); err != nil {
+				b.Fatal(err)
+			}
+			for i := start; i < start+1000; i++ {
+				pushed[i] = sent
+			}
+		}
+		return pushed
+	})
+	startWorker(b, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+defsDir)
+	time.Sleep(2 * time.Second)
+
+	for _, size := range []int{100, 500} {
+		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
+			for i := range b.N {
+				prefix := fmt.Sprintf("%s-b%d-%d-", run, size, i)
+				var pushed []time.Time
+				for start := 0; start < n; start += 10 * size {
+					end := min(start+10*size, n)
+					pushed = append(pushed, pushBatches(b, client, prefix, start, end, size)...)
+				}
+				end := waitFor(b, "batched ingest", n, func() int { return joined(ctx, conn, prefix) })
+				benchreport.Report(b, "events/s", float64(n)/end.Sub(pushed[0]).Seconds(), noop)
+				reportLatencies(b, latencies(b, ctx, conn, prefix, pushed))
+			}
+		})
+	}
+
+	b.Run("offered=1000/s", func(b *testing.B) {
+		const size, every = 100, 100 * time.Millisecond
+		total := offeredSeconds * 1000
+		for i := range b.N {
+			prefix := fmt.Sprintf("%s-o%d-", run, i)
+			var pushed []time.Time
+			tick := time.NewTicker(every)
+			for start := 0; start < total; start += size {
+				pushed = append(pushed, pushBatches(b, client, prefix, start, start+size, size)...)
+				<-tick.C
+			}
+			tick.Stop()
+			end := waitFor(b, "offered ingest", total, func() int { return joined(ctx, conn, prefix) })
+			benchreport.Report(b, "events/s", float64(total)/end.Sub(pushed[0]).Seconds(), noop)
+			reportLatencies(b, latencies(b, ctx, conn, prefix, pushed))
+		}
+	})
+}
+
+// pushBatches pushes the events start..end-1 of users prefix<i> in one bulk
+// push of batches of size, and returns when each was pushed.
+func pushBatches(b *testing.B, client *hatchet.Client, prefix string, start, end, size int) []time.Time {
+	b.Helper()
+	var pushes []v0.EventWithAdditionalMetadata
+	for from := start; from < end; from += size {
+		events := make([]map[string]any, 0, size)
+		for i := from; i < min(from+size, end); i++ {
+			events = append(events, map[string]any{"event": "bench.ingest", "userId": fmt.Sprintf("%s%d", prefix, i)})
+		}
+		pushes = append(pushes, v0.EventWithAdditionalMetadata{Key: tasks.DefaultBatchEvent, Event: map[string]any{"events": events}})
+	}
+	sent := time.Now()
+	if err := client.Events().BulkPush(context.Background(), pushes); err != nil {
+		b.Fatal(err)
+	}
+	at := make([]time.Time, end-start)
+	for i := range at {
+		at[i] = sent
+	}
+	return at
+}
+
+// joined counts the users of the prefix who joined the bench bucket.
+func joined(ctx context.Context, conn *bun.DB, prefix string) int {
+	var c int
+	_ = conn.NewRaw("SELECT count(*) FROM bucket_memberships WHERE bucket_id = 'bench-ingest' AND user_id LIKE ?", prefix+"%").Scan(ctx, &c)
+	return c
+}
+
+// latencies are, for each user of the prefix, the time from the push of
+// its event (pushed, by user index) to its committed join.
+func latencies(b *testing.B, ctx context.Context, conn *bun.DB, prefix string, pushed []time.Time) []time.Duration {
+	b.Helper()
+	var rows []struct {
+		UserID    string    `bun:"user_id"`
+		EnteredAt time.Time `bun:"entered_at"`
+	}
+	if err := conn.NewRaw("SELECT user_id, entered_at FROM bucket_memberships WHERE bucket_id = 'bench-ingest' AND user_id LIKE ?", prefix+"%").Scan(ctx, &rows); err != nil {
+		b.Fatal(err)
+	}
+	out := make([]time.Duration, 0, len(rows))
+	for _, r := range rows {
+		i, err := strconv.Atoi(strings.TrimPrefix(r.UserID, prefix))
+		if err != nil {
+			b.Fatal(err)
+		}
+		out = append(out, r.EnteredAt.Sub(pushed[i]))
+	}
+	return out
+}
+
+func envInt(key string, fallback int) int {
+	if v, err := strconv.Atoi(os.Getenv(key)); err == nil && v > 0 {
+		return v
+	}
+	return fallback
+}
