@@ -147,31 +147,7 @@ func IngestBatch(ctx context.Context, d *Deps, mode string, elements []BatchElem
 		}
 		byUser[el.Event.UserID] = append(byUser[el.Event.UserID], el)
 	}
-	var rounds [][]BatchElement
-	var roundKeys []map[string]bool
-	for _, user := range users {
-		events := byUser[user]
-		slices.SortStableFunc(events, func(a, b BatchElement) int {
-			return occurredAt(a.Event, now).Compare(occurredAt(b.Event, now))
-		})
-		// Each event goes in the first round after its predecessor's that
-		// does not hold its key: a key repeated in the batch is then
-		// stored by an earlier round and found stored by a later one.
-		r := 0
-		for _, el := range events {
-			for ; r < len(rounds) && el.Event.IdempotencyKey != nil && roundKeys[r][*el.Event.IdempotencyKey]; r++ {
-			}
-			if r == len(rounds) {
-				rounds, roundKeys = append(rounds, nil), append(roundKeys, map[string]bool{})
-			}
-			rounds[r] = append(rounds[r], el)
-			if k := el.Event.IdempotencyKey; k != nil {
-				roundKeys[r][*k] = true
-			}
-			r++
-		}
-	}
-
+	rounds := batchRounds(users, byUser, now)
 	on, err := batchCandidates(ctx, d, elements)
 	if err != nil {
 		return out, err
@@ -204,6 +180,38 @@ func IngestBatch(ctx context.Context, d *Deps, mode string, elements []BatchElem
 		}
 	}
 	return out, nil
+}
+
+// batchRounds puts each user's events in order of occurredAt, then of
+// position, and deals them into rounds: each event goes in the first round
+// after its predecessor's that does not hold its key, so that a round has
+// at most one event per user and per key, and a key repeated in the batch
+// is stored by an earlier round and found stored by a later one.
+func batchRounds(users []string, byUser map[string][]BatchElement, now time.Time) [][]BatchElement {
+	var rounds [][]BatchElement
+	var roundKeys []map[string]bool
+	for _, user := range users {
+		events := byUser[user]
+		slices.SortStableFunc(events, func(a, b BatchElement) int {
+			return occurredAt(a.Event, now).Compare(occurredAt(b.Event, now))
+		})
+		r := 0
+		for _, el := range events {
+			key := el.Event.IdempotencyKey
+			for r < len(rounds) && key != nil && roundKeys[r][*key] {
+				r++
+			}
+			if r == len(rounds) {
+				rounds, roundKeys = append(rounds, nil), append(roundKeys, map[string]bool{})
+			}
+			rounds[r] = append(rounds[r], el)
+			if key != nil {
+				roundKeys[r][*key] = true
+			}
+			r++
+		}
+	}
+	return rounds
 }
 
 // batchCandidates returns the candidate buckets of each valid element

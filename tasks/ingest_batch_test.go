@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bucketworker/bucket-worker/db"
@@ -246,6 +247,38 @@ func withoutRowIDs(ts []Transition) []Transition {
 		out[i].RowID = ""
 	}
 	return out
+}
+
+// A key another transaction stores while a batch runs — after the batch
+// looked it up, before its insert — makes that element a duplicate, as a
+// single ingest's would be: its contact patch is rolled back with it.
+func TestBatchKeyStoredConcurrently(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, batchDefs)
+	other, err := e.db.BeginTx(e.ctx, nil)
+	require.NoError(t, err)
+	defer other.Rollback()
+	_, err = other.NewRaw("INSERT INTO user_events (user_id, event, idempotency_key, occurred_at) VALUES ('w', 'app.active', 'k', ?)", t0).Exec(e.ctx)
+	require.NoError(t, err)
+
+	done := make(chan BatchOutput)
+	go func() {
+		out, err := HandleBatch(e.ctx, e.deps, IngestStore, []byte(`{"events":[`+
+			element("app.active", "a", `"idempotencyKey":"k","contactProperties":{"plan":"pro"}`)+","+
+			element("app.active", "b", `"contactProperties":{"plan":"pro"}`)+`]}`), "")
+		assert.NoError(t, err)
+		done <- out
+	}()
+	time.Sleep(300 * time.Millisecond) // the batch waits on the key's index entry
+	require.NoError(t, other.Commit())
+	out := <-done
+	require.Equal(t, 1, out.Stored)
+	require.Equal(t, 1, out.Duplicates)
+	c, err := db.ContactByUser(e.ctx, e.db, "a")
+	require.NoError(t, err)
+	require.Nil(t, c, "the duplicate wrote no contact")
+	require.Equal(t, "none", e.status("engaged-pro", "a"))
+	require.Equal(t, db.StatusActive, e.status("engaged-pro", "b"))
 }
 
 // An element without a key is stored under the run's key and its index: a
