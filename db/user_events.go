@@ -66,9 +66,13 @@ func UserEventProperties(ctx context.Context, idb bun.IDB, userID, event string,
 	return out, nil
 }
 
-// InsertUserEvent stores one event. With an idempotency key that is
-// already stored it stores nothing and returns false.
+// InsertUserEvent stores one event, with a time-ordered id (NewID) when
+// it has none. With an idempotency key that is already stored it stores
+// nothing and returns false.
 func InsertUserEvent(ctx context.Context, idb bun.IDB, ev *UserEvent) (bool, error) {
+	if ev.ID == "" {
+		ev.ID = NewID()
+	}
 	res, err := idb.NewInsert().Model(ev).On("CONFLICT (idempotency_key) DO NOTHING").Exec(ctx)
 	if err != nil {
 		return false, fmt.Errorf("storing a %q event of user %q: %w", ev.Event, ev.UserID, err)
@@ -176,7 +180,7 @@ func (b Emissions) Properties(e Emission) map[string]any {
 }
 
 // InsertEmissions stores each transition event in user_events (source
-// 'bucket', occurred now) and its push in the outbox, in one statement, and
+// 'bucket', occurred now, a time-ordered id) and its push in the outbox, in one statement, and
 // returns the keys it stored. An event whose key is already stored was
 // emitted before: neither it nor its push is written again (contract §5.2).
 //
@@ -191,9 +195,9 @@ func InsertEmissions(ctx context.Context, idb bun.IDB, b Emissions, now time.Tim
 	if n == 0 {
 		return stored, nil
 	}
-	events, keys, users, emails, counts := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]int, n)
+	ids, events, keys, users, emails, counts := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]int, n)
 	for i, e := range b.Events {
-		events[i], keys[i], users[i], emails[i], counts[i] = e.Event, e.IdempotencyKey, e.UserID, e.UserEmail, e.EntryCount
+		ids[i], events[i], keys[i], users[i], emails[i], counts[i] = NewID(), e.Event, e.IdempotencyKey, e.UserID, e.UserEmail, e.EntryCount
 	}
 	var inserted []string
 	err := idb.NewRaw(`
@@ -202,10 +206,10 @@ func InsertEmissions(ctx context.Context, idb bun.IDB, b Emissions, now time.Tim
 					'bucketId', ?1::text, 'bucketName', ?2::text, 'userId', x.user_id,
 					'transition', ?3::text, 'source', ?4::text, 'entryCount', x.entry_count
 				) || CASE WHEN ?5::text = '' THEN '{}' ELSE jsonb_build_object('reason', ?5::text) END AS properties
-			FROM unnest(?6::text[], ?7::text[], ?8::text[], ?9::text[], ?10::int[]) AS x(event, key, user_id, email, entry_count)
+			FROM unnest(?6::text[], ?7::text[], ?8::text[], ?9::text[], ?10::int[], ?11::uuid[]) AS x(event, key, user_id, email, entry_count, id)
 		), stored AS (
-			INSERT INTO user_events (user_id, event, properties, idempotency_key, source, occurred_at)
-			SELECT user_id, event, properties, key, 'bucket', ?0 FROM x
+			INSERT INTO user_events (id, user_id, event, properties, idempotency_key, source, occurred_at)
+			SELECT id, user_id, event, properties, key, 'bucket', ?0 FROM x
 			ON CONFLICT (idempotency_key) DO NOTHING
 			RETURNING idempotency_key
 		)
@@ -219,6 +223,7 @@ func InsertEmissions(ctx context.Context, idb bun.IDB, b Emissions, now time.Tim
 		RETURNING idempotency_key`,
 		now, b.BucketID, b.BucketName, b.Transition, b.Source, b.Reason,
 		pgdialect.Array(events), pgdialect.Array(keys), pgdialect.Array(users), pgdialect.Array(emails), pgdialect.Array(counts),
+		pgdialect.Array(ids),
 	).Scan(ctx, &inserted)
 	if err != nil {
 		return nil, fmt.Errorf("storing %d transition events: %w", n, err)

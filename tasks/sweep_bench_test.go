@@ -261,6 +261,12 @@ func rawLeaves(ctx context.Context, conn *bun.DB, now time.Time, bucketID, name,
 	return total, nil
 }
 
+// rawTimeOrderedID is a version 7 UUID made in SQL, as db.NewID makes
+// one in Go: the Unix milliseconds over the first 48 bits of a random
+// UUID, and the version set to 7.
+const rawTimeOrderedID = `encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) placing ` +
+	`substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3) FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid`
+
 // rawEmissions completes a raw statement whose CTE "changed" returns the
 // user_id and entry_count of transitions of the bucket: it stores their
 // events and enqueues their pushes, as the funnel does, and selects how
@@ -272,8 +278,8 @@ func rawEmissions(bucketID, bucketName, transition, reason string) string {
 		props += fmt.Sprintf(`, 'reason', '%s'`, reason)
 	}
 	return fmt.Sprintf(`, events AS (
-			INSERT INTO user_events (user_id, event, properties, idempotency_key, source, occurred_at)
-			SELECT user_id, 'bucket:%[3]s:%[1]s', jsonb_build_object(%[4]s),
+			INSERT INTO user_events (id, user_id, event, properties, idempotency_key, source, occurred_at)
+			SELECT `+rawTimeOrderedID+`, user_id, 'bucket:%[3]s:%[1]s', jsonb_build_object(%[4]s),
 				'bucket:%[1]s:' || user_id || ':%[3]s:' || entry_count, 'bucket', ?0
 			FROM changed
 			ON CONFLICT (idempotency_key) DO NOTHING
