@@ -35,19 +35,6 @@ func CompileCriteria(c buckets.Condition, now time.Time, s Subject) Predicate {
 	return Predicate{SQL: text, Args: comp.args}
 }
 
-// CompileCriteriaPerUser is CompileCriteria for a predicate evaluated for
-// a few given users (a batch, the timers due), where each event leg must
-// be an index probe of the user's events. The planner may instead hash
-// every event of an exists leg's window, once per statement, when its
-// statistics say the window is small — after a burst of new events they
-// say so about the busiest window, and each statement then reads all of
-// it. OFFSET 0 keeps the EXISTS a probe.
-func CompileCriteriaPerUser(c buckets.Condition, now time.Time, s Subject) Predicate {
-	comp := &compiler{now: now, subject: s, perUser: true}
-	text := comp.condition(c)
-	return Predicate{SQL: text, Args: comp.args}
-}
-
 // CompileNegation is the predicate "the criteria do not hold", with the
 // negation pushed down to the leaves (De Morgan; exists ↔ not_exists; a
 // count's operator inverted), so that an absence leg's SHOULD-LEAVE test
@@ -66,8 +53,6 @@ type compiler struct {
 	args    []any
 	// negate compiles the negation of the condition instead.
 	negate bool
-	// perUser keeps every EXISTS an index probe (CompileCriteriaPerUser).
-	perUser bool
 }
 
 func (c *compiler) arg(v any) string {
@@ -222,11 +207,7 @@ func (c *compiler) event(e *buckets.EventCondition) string {
 		return c.aggregate(e, where, rows.args)
 	}
 	c.args = append(c.args, rows.args...)
-	fence := ""
-	if c.perUser {
-		fence = " OFFSET 0"
-	}
-	exists := "EXISTS (SELECT 1 FROM user_events AS e WHERE " + where + fence + ")"
+	exists := "EXISTS (SELECT 1 FROM user_events AS e WHERE " + where + ")"
 	positive := e.Check == buckets.CheckExists || e.Check == buckets.CheckCount && e.Operator == buckets.CountAny
 	switch {
 	case positive && !c.negate, e.Check == buckets.CheckNotExists && c.negate:

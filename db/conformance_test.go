@@ -373,8 +373,6 @@ func TestConformance(t *testing.T) {
 			}
 			p := db.CompileCriteria(criteria, conformanceNow, subject)
 			require.Equal(t, tc.want, sqlHolds(p), "SQL compiler: %s", p.SQL)
-			pu := db.CompileCriteriaPerUser(criteria, conformanceNow, subject)
-			require.Equal(t, tc.want, sqlHolds(pu), "SQL compiler, per user: %s", pu.SQL)
 			n := db.CompileNegation(criteria, conformanceNow, subject)
 			require.Equal(t, !tc.want, sqlHolds(n), "negated SQL: %s", n.SQL)
 		})

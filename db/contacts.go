@@ -300,7 +300,7 @@ type UserVerdict struct {
 // statement, the set-based form of buckets.Evaluate (the conformance
 // suite holds the two together), and says which users are erased.
 func EvaluateUsers(ctx context.Context, idb bun.IDB, criteria buckets.Condition, now time.Time, userIDs []string) (map[string]UserVerdict, error) {
-	pred := CompileCriteriaPerUser(criteria, now, Subject{UserID: "u.user_id", Properties: "c.properties"})
+	pred := CompileCriteria(criteria, now, Subject{UserID: "u.user_id", Properties: "c.properties"})
 	var rows []UserVerdict
 	err := idb.NewSelect().
 		TableExpr("unnest(?::text[]) AS u(user_id)", pgdialect.Array(userIDs)).
