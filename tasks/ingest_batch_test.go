@@ -352,3 +352,37 @@ func TestMalformedBatchPayload(t *testing.T) {
 	require.Zero(t, e.count("SELECT count(*) FROM contacts"))
 
 }
+
+// In evaluate mode a batch only evaluates, as single ingests would: the
+// stored contacts decide, nothing is stored or patched, and an erased
+// user is ignored.
+func TestBatchEvaluateModeOnlyEvaluates(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, batchDefs)
+	// Another writer stored the events and the contacts.
+	for _, u := range []string{"a", "b", "gone"} {
+		e.contact(u, `{"plan":"pro"}`)
+		e.events(u, "app.active", time.Minute)
+	}
+	_, err := Forget(e.ctx, e.deps, "gone")
+	require.NoError(t, err)
+	out, err := HandleBatch(e.ctx, e.deps, IngestEvaluate, []byte(`{"events":[`+strings.Join([]string{
+		element("app.active", "a", `"contactProperties":{"plan":"free"}`),
+		element("app.active", "b", ``),
+		element("app.active", "a", ``),
+		element("app.active", "gone", ``),
+	}, ",")+`]}`), "run-1")
+	require.NoError(t, err)
+	require.Zero(t, out.Stored)
+	require.Zero(t, out.Duplicates)
+	require.Equal(t, 1, out.Ignored, "the erased user")
+	var joined []string
+	for _, tr := range out.Transitions {
+		joined = append(joined, tr.UserID+" "+tr.BucketID+" "+tr.Transition)
+	}
+	require.ElementsMatch(t, []string{"a engaged-pro entered", "a once entered", "b engaged-pro entered"}, joined,
+		"once is a candidate only for the event that names its property")
+	require.Equal(t, 3, e.count("SELECT count(*) FROM user_events WHERE event = 'app.active'"), "nothing stored")
+	require.Equal(t, map[string]any{"plan": "pro"}, e.contactProps("a"), "the contact is not patched")
+	require.Equal(t, "none", e.status("engaged-pro", "gone"))
+}
