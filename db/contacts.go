@@ -134,44 +134,20 @@ type ContactPatch struct {
 	// Properties is a JSON object merged over the contact's properties
 	// (top-level keys replace); nil leaves them as they are.
 	Properties json.RawMessage
-	Now        time.Time
 }
 
 // UpsertContact applies the patch to the user's live contact, creating it
-// when the user has none, and returns the row — in one statement. It never
-// revives an erased user (one whose only contacts are soft-deleted): then
-// it writes nothing and returns nil.
-func UpsertContact(ctx context.Context, idb bun.IDB, p ContactPatch) (*Contact, error) {
-	props := p.Properties
-	if len(props) == 0 {
-		props = json.RawMessage(`{}`)
-	}
-	var rows []Contact
-	err := idb.NewRaw(`
-		INSERT INTO contacts AS c (external_id, email, properties, first_seen_at, last_seen_at, created_at, updated_at)
-		SELECT ?0, ?1, ?2::jsonb, ?3, ?3, ?3, ?3
-		WHERE EXISTS (SELECT 1 FROM contacts AS l WHERE l.external_id = ?0 AND l.deleted_at IS NULL)
-			OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = ?0 AND d.deleted_at IS NOT NULL)
-		ON CONFLICT (external_id) WHERE external_id IS NOT NULL AND deleted_at IS NULL DO UPDATE SET
-			properties = CASE WHEN jsonb_typeof(c.properties) = 'object' THEN c.properties ELSE '{}' END || EXCLUDED.properties,
-			email = coalesce(EXCLUDED.email, c.email),
-			last_seen_at = EXCLUDED.last_seen_at,
-			updated_at = EXCLUDED.updated_at
-		RETURNING c.*`,
-		p.UserID, p.Email, string(props), p.Now).Scan(ctx, &rows)
-	if err != nil {
-		return nil, fmt.Errorf("upserting the contact of user %q: %w", p.UserID, err)
-	}
-	if len(rows) == 0 {
-		return nil, nil
-	}
-	return &rows[0], nil
+// when the user has none, and returns the row — in one statement, stamped
+// now. It never revives an erased user (one whose only contacts are
+// soft-deleted): then it writes nothing and returns nil.
+func UpsertContact(ctx context.Context, idb bun.IDB, p ContactPatch, now time.Time) (*Contact, error) {
+	rows, err := UpsertContacts(ctx, idb, []ContactPatch{p}, now)
+	return rows[p.UserID], err
 }
 
 // UpsertContacts is UpsertContact for the patches of distinct users in
-// one statement, which takes the contacts' row locks in user order; every
-// row is stamped now (the patches' Now is not read). It returns the rows
-// by user; an erased user has none and is not written.
+// one statement, which takes the contacts' row locks in user order. It
+// returns the rows by user; an erased user has none and is not written.
 func UpsertContacts(ctx context.Context, idb bun.IDB, patches []ContactPatch, now time.Time) (map[string]*Contact, error) {
 	out := make(map[string]*Contact, len(patches))
 	if len(patches) == 0 {
@@ -204,7 +180,7 @@ func UpsertContacts(ctx context.Context, idb bun.IDB, patches []ContactPatch, no
 		RETURNING c.*`,
 		now, pgdialect.Array(users), pgdialect.Array(emails), pgdialect.Array(hasEmail), pgdialect.Array(props)).Scan(ctx, &rows)
 	if err != nil {
-		return nil, fmt.Errorf("upserting the contacts of %d users: %w", n, err)
+		return nil, fmt.Errorf("upserting the contacts of %d users, %q first: %w", n, users[0], err)
 	}
 	for i := range rows {
 		out[*rows[i].ExternalID] = &rows[i]

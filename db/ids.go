@@ -10,10 +10,3 @@ import "github.com/google/uuid"
 func NewID() string {
 	return uuid.Must(uuid.NewV7()).String()
 }
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}

@@ -83,7 +83,8 @@ func InsertUserEvent(ctx context.Context, idb bun.IDB, ev *UserEvent) (bool, err
 
 // InsertUserEvents stores the events in one statement and reports, for
 // each, whether it was stored: an event whose idempotency key is already
-// stored is not. Their ids are set here, time-ordered (NewID).
+// stored is not. Their ids are set here, time-ordered (NewID); a nil key
+// or source is stored as NULL, as is an empty one.
 func InsertUserEvents(ctx context.Context, idb bun.IDB, events []UserEvent) ([]bool, error) {
 	stored := make([]bool, len(events))
 	if len(events) == 0 {
@@ -180,8 +181,8 @@ func (b Emissions) Properties(e Emission) map[string]any {
 }
 
 // InsertEmissions stores each transition event in user_events (source
-// 'bucket', occurred now, a time-ordered id) and its push in the outbox, in one statement, and
-// returns the keys it stored. An event whose key is already stored was
+// 'bucket', occurred now, a time-ordered id) and its push in the outbox,
+// in one statement, and returns the keys it stored. An event whose key is already stored was
 // emitted before: neither it nor its push is written again (contract §5.2).
 //
 // The statement builds each event's properties (Emissions.Properties) and
@@ -274,4 +275,11 @@ func LatestUserEvent(ctx context.Context, idb bun.IDB, userID, event string) (*t
 		return nil, nil
 	}
 	return &at[0], nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

@@ -289,25 +289,39 @@ func emit(ctx context.Context, tx bun.IDB, d *Deps, emissions db.Emissions, now 
 		return nil, 0, err
 	}
 
-	exitsByJourneys := map[string][]string{} // journey ids joined by "\x00" → users
+	exits := journeyExits{}
 	for _, e := range emissions.Events {
-		if !stored[e.IdempotencyKey] {
-			continue // emitted before
-		}
-		if ids := d.Journeys.ExitingOn(e.Event, emissions.Properties(e)); len(ids) > 0 {
-			group := strings.Join(ids, "\x00")
-			exitsByJourneys[group] = append(exitsByJourneys[group], e.UserID)
+		if stored[e.IdempotencyKey] { // else emitted before
+			exits.add(d.Journeys.ExitingOn(e.Event, emissions.Properties(e)), e.UserID)
 		}
 	}
+	exited, err := exits.apply(ctx, tx, now)
+	return exited, len(stored), err
+}
+
+// journeyExits groups users by the journeys that events of theirs exit, so
+// that each group is one statement: journey ids joined by "\x00" → users.
+type journeyExits map[string][]string
+
+func (x journeyExits) add(journeyIDs []string, userID string) {
+	if len(journeyIDs) > 0 {
+		group := strings.Join(journeyIDs, "\x00")
+		x[group] = append(x[group], userID)
+	}
+}
+
+// apply exits the groups' journeys (contract §5.6) and returns the runs
+// it exited.
+func (x journeyExits) apply(ctx context.Context, tx bun.IDB, now time.Time) ([]db.JourneyState, error) {
 	var exited []db.JourneyState
-	for _, group := range slices.Sorted(maps.Keys(exitsByJourneys)) {
-		rows, err := db.ExitJourneys(ctx, tx, exitsByJourneys[group], strings.Split(group, "\x00"), now)
+	for _, group := range slices.Sorted(maps.Keys(x)) {
+		rows, err := db.ExitJourneys(ctx, tx, x[group], strings.Split(group, "\x00"), now)
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		exited = append(exited, rows...)
 	}
-	return exited, len(stored), nil
+	return exited, nil
 }
 
 // armExpiry is the push that announces the expiry timer of a new

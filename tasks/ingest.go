@@ -277,7 +277,7 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 func storeEvent(ctx context.Context, tx bun.IDB, d *Deps, req IngestRequest, now time.Time) (*db.Contact, []db.JourneyState, error) {
 	ev := req.Event
 	contact, err := db.UpsertContact(ctx, tx, db.ContactPatch{UserID: ev.UserID, Email: ev.UserEmail,
-		Properties: ev.ContactPropertiesJSON, Now: now})
+		Properties: ev.ContactPropertiesJSON}, now)
 	if err != nil || contact == nil {
 		return nil, nil, err
 	}

@@ -325,22 +325,23 @@ func storeRound(ctx context.Context, tx bun.IDB, d *Deps, round []BatchElement, 
 	}
 	var fresh []BatchElement
 	var patches []db.ContactPatch
+	var duplicates []BatchElement
 	var duplicated []string
 	for _, el := range round {
 		if k := el.Event.IdempotencyKey; k != nil && taken[*k] {
-			duplicated = append(duplicated, el.Event.UserID)
+			duplicates, duplicated = append(duplicates, el), append(duplicated, el.Event.UserID)
 			continue
 		}
 		fresh = append(fresh, el)
 		patches = append(patches, db.ContactPatch{UserID: el.Event.UserID, Email: el.Event.UserEmail, Properties: el.Event.ContactPropertiesJSON})
 	}
-	if len(duplicated) > 0 {
-		erased, err := db.ContactsByUser(ctx, tx, duplicated)
+	if len(duplicates) > 0 {
+		contacts, err := db.ContactsByUser(ctx, tx, duplicated)
 		if err != nil {
 			return nil, nil, err
 		}
-		for _, el := range round {
-			if c := erased[el.Event.UserID]; c != nil && c.DeletedAt != nil && slices.Contains(duplicated, el.Event.UserID) {
+		for _, el := range duplicates {
+			if c := contacts[el.Event.UserID]; c != nil && c.DeletedAt != nil {
 				results[el.Index].Status, results[el.Index].Reason = StatusIgnored, ReasonContactDeleted
 			}
 		}
@@ -351,7 +352,7 @@ func storeRound(ctx context.Context, tx bun.IDB, d *Deps, round []BatchElement, 
 	}
 	var live []roundEvent
 	var events []db.UserEvent
-	exits := map[string][]string{} // journey ids joined by "\x00" → users
+	exits := journeyExits{}
 	for _, el := range fresh {
 		ev := el.Event
 		contact := contacts[ev.UserID]
@@ -366,10 +367,7 @@ func storeRound(ctx context.Context, tx bun.IDB, d *Deps, round []BatchElement, 
 		}
 		events = append(events, db.UserEvent{UserID: ev.UserID, Event: ev.Event, Properties: props,
 			IdempotencyKey: ev.IdempotencyKey, Source: ptr("ingest"), OccurredAt: occurredAt(ev, now)})
-		if ids := d.Journeys.ExitingOn(ev.Event, ev.Properties); len(ids) > 0 {
-			group := strings.Join(ids, "\x00")
-			exits[group] = append(exits[group], ev.UserID)
-		}
+		exits.add(d.Journeys.ExitingOn(ev.Event, ev.Properties), ev.UserID)
 	}
 	stored, err := db.InsertUserEvents(ctx, tx, events)
 	if err != nil {
@@ -378,15 +376,8 @@ func storeRound(ctx context.Context, tx bun.IDB, d *Deps, round []BatchElement, 
 	if slices.Contains(stored, false) {
 		return nil, nil, errKeyRaced
 	}
-	var exited []db.JourneyState
-	for _, group := range slices.Sorted(maps.Keys(exits)) {
-		rows, err := db.ExitJourneys(ctx, tx, exits[group], strings.Split(group, "\x00"), now)
-		if err != nil {
-			return nil, nil, err
-		}
-		exited = append(exited, rows...)
-	}
-	return live, exited, nil
+	exited, err := exits.apply(ctx, tx, now)
+	return live, exited, err
 }
 
 // lockRound is liveSubject for a round: it locks the users' contacts and
