@@ -150,12 +150,16 @@ func TestRaceIngestSweep(t *testing.T) {
 	}
 }
 
-// TestRaceTwoIngestsSweep races two ingests per user — together they make
-// a lapsed member hold again, neither does alone — with the sweep.
-func TestRaceTwoIngestsSweep(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, defs{"buckets/twice.yaml": "id: twice\nname: Twice\n" +
-		"criteria: {type: event, eventName: key.action, check: count, operator: gte, value: 2, within: 1h}\n"})
+// twiceBucket holds a user with two key.action in the last hour.
+const twiceBucket = "id: twice\nname: Twice\n" +
+	"criteria: {type: event, eventName: key.action, check: count, operator: gte, value: 2, within: 1h}\n"
+
+// raceSweepFresh races the sweep, in each round, with fresh events for
+// the round's lapsed members of twiceBucket, which fresh sends (with wg)
+// so that together they make each member hold again.
+func raceSweepFresh(t *testing.T, fresh func(e *env, raced []string, wg *sync.WaitGroup)) {
+	t.Helper()
+	e := newEnv(t, defs{"buckets/twice.yaml": twiceBucket})
 	b := e.bucket("twice")
 	for round := range raceRounds {
 		raced, fillers := roundUsers(round, "raced", raceUsers), roundUsers(round, "filler", raceFillers)
@@ -166,6 +170,17 @@ func TestRaceTwoIngestsSweep(t *testing.T) {
 			jitter(10 * time.Millisecond)
 			e.sweep(ReconcileInput{})
 		})
+		fresh(e, raced, &wg)
+		wg.Wait()
+		e.requireAgrees(b, round, raced)
+	}
+}
+
+// TestRaceTwoIngestsSweep races two ingests per user — together they make
+// a lapsed member hold again, neither does alone — with the sweep.
+func TestRaceTwoIngestsSweep(t *testing.T) {
+	t.Parallel()
+	raceSweepFresh(t, func(e *env, raced []string, wg *sync.WaitGroup) {
 		for _, u := range raced {
 			for range 2 {
 				wg.Go(func() {
@@ -174,24 +189,45 @@ func TestRaceTwoIngestsSweep(t *testing.T) {
 				})
 			}
 		}
-		wg.Wait()
-		e.requireAgrees(b, round, raced)
-	}
+	})
 }
 
-// TestRaceIngestExpiry races each member's expiry timer with an ingest of
-// a fresh event: a member who qualifies again by the time the timer's CAS
-// runs is not left.
-func TestRaceIngestExpiry(t *testing.T) {
+// TestRaceBatchesIngestsSweep races, for lapsed members of a count bucket,
+// two batches and a single ingest per user — any two of the three events
+// make the member hold again, none alone does — with the sweep. The
+// batches lock many users at once, in rounds, where an ingest locks one.
+func TestRaceBatchesIngestsSweep(t *testing.T) {
 	t.Parallel()
+	raceSweepFresh(t, func(e *env, raced []string, wg *sync.WaitGroup) {
+		reversed := slices.Clone(raced)
+		slices.Reverse(reversed)
+		for _, users := range [][]string{raced, reversed} {
+			wg.Go(func() {
+				jitter(20 * time.Millisecond)
+				e.batch(users)
+			})
+		}
+		for _, u := range raced[:raceUsers/2] {
+			wg.Go(func() {
+				jitter(40 * time.Millisecond)
+				e.ingest("key.action", `{"userId":"`+u+`"}`)
+			})
+		}
+	})
+}
+
+// raceExpiry makes the round's users members of a fastExpiry bucket with
+// join, lets every window lapse, and races each member's expiry timer with
+// the fresh events refresh sends (with wg): a member who qualifies again by
+// the time the timer's CAS runs is not left.
+func raceExpiry(t *testing.T, join func(e *env, users []string), refresh func(e *env, users []string, wg *sync.WaitGroup)) {
+	t.Helper()
 	e := newEnv(t, defs{"buckets/active.yaml": "id: active\nname: Active\nfastExpiry: true\n" +
 		"criteria: {type: event, eventName: key.action, check: exists, within: 1h}\n"})
 	b := e.bucket("active")
 	for round := range raceRounds {
 		raced := roundUsers(round, "raced", raceUsers)
-		for _, u := range raced {
-			e.ingest("key.action", `{"userId":"`+u+`"}`)
-		}
+		join(e, raced)
 		e.clock.Advance(time.Hour + time.Second) // every window has lapsed
 		arms := e.armed()
 
@@ -202,14 +238,52 @@ func TestRaceIngestExpiry(t *testing.T) {
 				jitter(20 * time.Millisecond)
 				e.expire(arms[row.ID])
 			})
+		}
+		refresh(e, raced, &wg)
+		wg.Wait()
+		e.requireAgrees(b, round, raced)
+	}
+}
+
+// TestRaceIngestExpiry races each member's expiry timer with an ingest of
+// a fresh event.
+func TestRaceIngestExpiry(t *testing.T) {
+	t.Parallel()
+	ingestEach := func(e *env, users []string) {
+		for _, u := range users {
+			e.ingest("key.action", `{"userId":"`+u+`"}`)
+		}
+	}
+	raceExpiry(t, ingestEach, func(e *env, users []string, wg *sync.WaitGroup) {
+		for _, u := range users {
 			wg.Go(func() {
 				jitter(20 * time.Millisecond)
 				e.ingest("key.action", `{"userId":"`+u+`"}`)
 			})
 		}
-		wg.Wait()
-		e.requireAgrees(b, round, raced)
+	})
+}
+
+// TestRaceBatchExpiry races the members' expiry timers with a batch of
+// fresh events for them.
+func TestRaceBatchExpiry(t *testing.T) {
+	t.Parallel()
+	raceExpiry(t, (*env).batch, func(e *env, users []string, wg *sync.WaitGroup) {
+		wg.Go(func() {
+			jitter(20 * time.Millisecond)
+			e.batch(users)
+		})
+	})
+}
+
+// batch ingests one key.action for each user in one batch.
+func (e *env) batch(users []string) {
+	elements := make([]string, len(users))
+	for i, u := range users {
+		elements[i] = element("key.action", u, "")
 	}
+	_, err := HandleBatch(e.ctx, e.deps, IngestStore, []byte(`{"events":[`+strings.Join(elements, ",")+`]}`), "")
+	require.NoError(e.t, err)
 }
 
 // TestRaceSweepBackfill races a sweep with the re-evaluation of the same
@@ -240,85 +314,5 @@ func TestRaceSweepBackfill(t *testing.T) {
 		})
 		wg.Wait()
 		e.requireAgrees(b, round, append(lapsed, fresh...))
-	}
-}
-
-// batchOf is a batch payload of one event named event for each user.
-func batchOf(event string, users []string) []byte {
-	elements := make([]string, len(users))
-	for i, u := range users {
-		elements[i] = element(event, u, "")
-	}
-	return []byte(`{"events":[` + strings.Join(elements, ",") + `]}`)
-}
-
-// TestRaceBatchesIngestsSweep races, for lapsed members of a count bucket,
-// two batches and a single ingest per user — any two of the three events
-// make the member hold again, none alone does — with the sweep. The
-// batches lock many users at once, in rounds, where an ingest locks one.
-func TestRaceBatchesIngestsSweep(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, defs{"buckets/twice.yaml": "id: twice\nname: Twice\n" +
-		"criteria: {type: event, eventName: key.action, check: count, operator: gte, value: 2, within: 1h}\n"})
-	b := e.bucket("twice")
-	for round := range raceRounds {
-		raced, fillers := roundUsers(round, "raced", raceUsers), roundUsers(round, "filler", raceFillers)
-		e.lapsedMembers(b.ID, append(raced, fillers...)...)
-
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			jitter(10 * time.Millisecond)
-			e.sweep(ReconcileInput{})
-		})
-		reversed := slices.Clone(raced)
-		slices.Reverse(reversed)
-		for _, users := range [][]string{raced, reversed} {
-			wg.Go(func() {
-				jitter(20 * time.Millisecond)
-				_, err := HandleBatch(e.ctx, e.deps, IngestStore, batchOf("key.action", users), "")
-				require.NoError(t, err)
-			})
-		}
-		for _, u := range raced[:raceUsers/2] {
-			wg.Go(func() {
-				jitter(40 * time.Millisecond)
-				e.ingest("key.action", `{"userId":"`+u+`"}`)
-			})
-		}
-		wg.Wait()
-		e.requireAgrees(b, round, raced)
-	}
-}
-
-// TestRaceBatchExpiry races the members' expiry timers with a batch of
-// fresh events for them: a member who qualifies again by the time the
-// timer's CAS runs is not left.
-func TestRaceBatchExpiry(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, defs{"buckets/active.yaml": "id: active\nname: Active\nfastExpiry: true\n" +
-		"criteria: {type: event, eventName: key.action, check: exists, within: 1h}\n"})
-	b := e.bucket("active")
-	for round := range raceRounds {
-		raced := roundUsers(round, "raced", raceUsers)
-		_, err := HandleBatch(e.ctx, e.deps, IngestStore, batchOf("key.action", raced), "")
-		require.NoError(t, err)
-		e.clock.Advance(time.Hour + time.Second) // every window has lapsed
-		arms := e.armed()
-
-		var wg sync.WaitGroup
-		for _, u := range raced {
-			row := e.memberships(b.ID, u)[0]
-			wg.Go(func() {
-				jitter(20 * time.Millisecond)
-				e.expire(arms[row.ID])
-			})
-		}
-		wg.Go(func() {
-			jitter(20 * time.Millisecond)
-			_, err := HandleBatch(e.ctx, e.deps, IngestStore, batchOf("key.action", raced), "")
-			require.NoError(t, err)
-		})
-		wg.Wait()
-		e.requireAgrees(b, round, raced)
 	}
 }
