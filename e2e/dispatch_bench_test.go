@@ -6,13 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"os"
 	"slices"
 	"testing"
 	"time"
 
 	v0 "github.com/hatchet-dev/hatchet/pkg/client"
-	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 
 	"github.com/bucketworker/bucket-worker/db/dbtest"
 	"github.com/bucketworker/bucket-worker/tasks"
@@ -26,16 +24,9 @@ import (
 //
 //	BUCKET_BENCH=1 go test -tags e2e ./e2e -run '^$' -bench Dispatch -benchtime 4x -timeout 30m
 func BenchmarkDispatch(b *testing.B) {
-	if os.Getenv("BUCKET_BENCH") == "" {
-		b.Skip("set BUCKET_BENCH=1 to run the dispatch benchmark")
-	}
 	const n = 20_000
-	conn, _ := dbtest.New(b)
+	conn, _, client := benchSetup(b, "dispatch")
 	ctx := context.Background()
-	client, err := hatchet.NewClient()
-	if err != nil {
-		b.Fatal(err)
-	}
 	now := time.Now()
 	d := &tasks.Deps{DB: conn, Hatchet: tasks.NewHatchet(client), Logger: slog.New(slog.DiscardHandler),
 		Now: func() time.Time { return now }}

@@ -16,7 +16,6 @@ import (
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 	"github.com/uptrace/bun"
 
-	"github.com/bucketworker/bucket-worker/db/dbtest"
 	"github.com/bucketworker/bucket-worker/tasks"
 	"github.com/bucketworker/bucket-worker/tasks/benchreport"
 )
@@ -38,19 +37,10 @@ import (
 //
 //	BUCKET_BENCH=1 go test -tags e2e ./e2e -run '^$' -bench IngestBatch -benchtime 1x -timeout 60m
 func BenchmarkIngestBatch(b *testing.B) {
-	if os.Getenv("BUCKET_BENCH") == "" {
-		b.Skip("set BUCKET_BENCH=1 to run the ingest benchmark")
-	}
+	conn, dbURL, client := benchSetup(b, "batched ingest")
 	n := envInt("BUCKET_BENCH_BATCH_EVENTS", 20_000)
 	offeredSeconds := envInt("BUCKET_BENCH_OFFERED_SECONDS", 60)
-	conn, dbURL := dbtest.New(b)
 	ctx := context.Background()
-	client, err := hatchet.NewClient()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defsDir := definitions(b, map[string]string{"bench-ingest.yaml": "id: bench-ingest\nname: Bench ingest\n" +
-		"criteria: {type: event, eventName: bench.ingest, check: exists, within: 1h}\n"})
 	// A live deployment's tables have rows and statistics; a database
 	// filled from empty within seconds has neither, and the planner then
 	// hashes whole tables for each batch until autovacuum analyzes them.
@@ -71,24 +61,13 @@ func BenchmarkIngestBatch(b *testing.B) {
 	const noopEvents = 2000
 	run := strconv.FormatInt(time.Now().UnixNano(), 36)
 	noop := noopRate(b, client, noopEvents, func() []time.Time {
-		pushed := make([]time.Time, noopEvents)
-		for start := 0; start < noopEvents; start += 1000 {
-			events := make([]v0.EventWithAdditionalMetadata, 0, 1000)
-			for i := start; i < start+1000; i++ {
-				events = append(events, v0.EventWithAdditionalMetadata{Key: "bench.noop",
-					Event: map[string]any{"userId": fmt.Sprintf("noop-%s-%d", run, i)}})
-			}
-			sent := time.Now()
-			if err := client.Events().BulkPush(ctx, events); err != nil {
-				b.Fatal(err)
-			}
-			for i := start; i < start+1000; i++ {
-				pushed[i] = sent
-			}
+		pushed, err := pushSingles(client, "bench.noop", "noop-"+run+"-", noopEvents)
+		if err != nil {
+			b.Fatal(err)
 		}
 		return pushed
 	})
-	startWorker(b, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+defsDir)
+	startWorker(b, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+benchIngestDefinitions(b))
 	time.Sleep(2 * time.Second)
 
 	for _, size := range []int{100, 500} {

@@ -14,6 +14,7 @@ import (
 
 	v0 "github.com/hatchet-dev/hatchet/pkg/client"
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
+	"github.com/uptrace/bun"
 
 	"github.com/bucketworker/bucket-worker/db/dbtest"
 	"github.com/bucketworker/bucket-worker/tasks/benchreport"
@@ -29,75 +30,77 @@ import (
 //
 // BUCKET_BENCH_EVENTS sets the number of events (2 000 by default).
 func BenchmarkIngest(b *testing.B) {
-	if os.Getenv("BUCKET_BENCH") == "" {
-		b.Skip("set BUCKET_BENCH=1 to run the ingest benchmark")
-	}
+	conn, dbURL, client := benchSetup(b, "ingest")
 	n := envInt("BUCKET_BENCH_EVENTS", 2000)
-	conn, dbURL := dbtest.New(b)
 	ctx := context.Background()
+	pushAll := func(key, prefix string) []time.Time {
+		pushed, err := pushSingles(client, key, prefix, n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return pushed
+	}
+	for range b.N {
+		run := strconv.FormatInt(time.Now().UnixNano(), 36)
+		noopRate := noopRate(b, client, n, func() []time.Time { return pushAll("bench.noop", "noop-"+run+"-") })
+
+		// The worker ingesting a bucket that every such event joins.
+		w := startWorker(b, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+benchIngestDefinitions(b))
+		time.Sleep(2 * time.Second)
+		prefix := "ing-" + run + "-"
+		pushed := pushAll("bench.ingest", prefix)
+		ingestEnd := waitFor(b, "ingest", n, func() int { return joined(ctx, conn, prefix) })
+		ingestRate := float64(n) / ingestEnd.Sub(pushed[0]).Seconds()
+		lat := latencies(b, ctx, conn, prefix, pushed)
+		_ = w.cmd.Process.Kill()
+
+		benchreport.Report(b, "events/s", ingestRate, noopRate)
+		reportLatencies(b, lat)
+	}
+}
+
+// benchSetup is what the end-to-end benchmarks start from: skipped unless
+// BUCKET_BENCH is set, a database of their own and a Hatchet client.
+func benchSetup(b *testing.B, what string) (*bun.DB, string, *hatchet.Client) {
+	b.Helper()
+	if os.Getenv("BUCKET_BENCH") == "" {
+		b.Skipf("set BUCKET_BENCH=1 to run the %s benchmark", what)
+	}
+	conn, dbURL := dbtest.New(b)
 	client, err := hatchet.NewClient()
 	if err != nil {
 		b.Fatal(err)
 	}
+	return conn, dbURL, client
+}
 
-	// pushAll pushes n events of the key in bulk batches and returns when
-	// each batch was pushed, by event index.
-	pushAll := func(key, run string) []time.Time {
-		at := make([]time.Time, n)
-		for start := 0; start < n; start += 1000 {
-			end := min(start+1000, n)
-			batch := make([]v0.EventWithAdditionalMetadata, 0, end-start)
-			for i := start; i < end; i++ {
-				batch = append(batch, v0.EventWithAdditionalMetadata{Key: key,
-					Event: map[string]any{"userId": fmt.Sprintf("%s-%d", run, i)}})
-			}
-			sent := time.Now()
-			if err := client.Events().BulkPush(ctx, batch); err != nil {
-				b.Fatal(err)
-			}
-			for i := start; i < end; i++ {
-				at[i] = sent
-			}
+// benchIngestDefinitions is a definitions folder with the bucket every
+// bench.ingest event joins.
+func benchIngestDefinitions(b *testing.B) string {
+	return definitions(b, map[string]string{"bench-ingest.yaml": "id: bench-ingest\nname: Bench ingest\n" +
+		"criteria: {type: event, eventName: bench.ingest, check: exists, within: 1h}\n"})
+}
+
+// pushSingles pushes n events of the key, one for each user prefix<i>, in
+// bulk pushes of 1 000, and returns when each was pushed, by index.
+func pushSingles(client *hatchet.Client, key, prefix string, n int) ([]time.Time, error) {
+	at := make([]time.Time, n)
+	for start := 0; start < n; start += 1000 {
+		end := min(start+1000, n)
+		batch := make([]v0.EventWithAdditionalMetadata, 0, end-start)
+		for i := start; i < end; i++ {
+			batch = append(batch, v0.EventWithAdditionalMetadata{Key: key,
+				Event: map[string]any{"userId": fmt.Sprintf("%s%d", prefix, i)}})
 		}
-		return at
+		sent := time.Now()
+		if err := client.Events().BulkPush(context.Background(), batch); err != nil {
+			return nil, fmt.Errorf("pushing events %d to %d: %w", start, end, err)
+		}
+		for i := start; i < end; i++ {
+			at[i] = sent
+		}
 	}
-
-	for range b.N {
-		run := strconv.FormatInt(time.Now().UnixNano(), 36)
-		noopRate := noopRate(b, client, n, func() []time.Time { return pushAll("bench.noop", "noop-"+run) })
-
-		// The worker ingesting a bucket that every such event joins.
-		defsDir := definitions(b, map[string]string{"bench-ingest.yaml": "id: bench-ingest\nname: Bench ingest\n" +
-			"criteria: {type: event, eventName: bench.ingest, check: exists, within: 1h}\n"})
-		w := startWorker(b, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+defsDir)
-		time.Sleep(2 * time.Second)
-		pushed := pushAll("bench.ingest", "ing-"+run)
-		count := func() int {
-			var c int
-			_ = conn.NewRaw("SELECT count(*) FROM bucket_memberships WHERE bucket_id = 'bench-ingest' AND user_id LIKE ?", "ing-"+run+"-%").Scan(ctx, &c)
-			return c
-		}
-		ingestEnd := waitFor(b, "ingest", n, count)
-		ingestRate := float64(n) / ingestEnd.Sub(pushed[0]).Seconds()
-
-		var rows []struct {
-			UserID    string    `bun:"user_id"`
-			EnteredAt time.Time `bun:"entered_at"`
-		}
-		if err := conn.NewRaw("SELECT user_id, entered_at FROM bucket_memberships WHERE user_id LIKE ?", "ing-"+run+"-%").Scan(ctx, &rows); err != nil {
-			b.Fatal(err)
-		}
-		var latencies []time.Duration
-		for _, r := range rows {
-			var i int
-			fmt.Sscanf(r.UserID[len("ing-"+run+"-"):], "%d", &i)
-			latencies = append(latencies, r.EnteredAt.Sub(pushed[i]))
-		}
-		_ = w.cmd.Process.Kill()
-
-		benchreport.Report(b, "events/s", ingestRate, noopRate)
-		reportLatencies(b, latencies)
-	}
+	return at, nil
 }
 
 // noopRate is the baseline of the ingest benchmarks: the events per second
