@@ -4,8 +4,17 @@
 // every problem with its file and path; the canonical criteria and their
 // hash (§8); the shape analysis the engine plans by — time-based, the
 // absence and relative-date shapes, the window a join arms; the immutable
-// Registry the worker builds once at boot; and the one evaluator of
-// criteria every path decides with, Evaluate, with Explain as its trace.
+// Registry the worker builds once at boot; and Evaluate, the Go evaluator
+// of criteria, with Explain as its trace.
+//
+// No production path decides a membership with Evaluate: ingest, the
+// sweep, expiry timers and backfills all decide with the SQL the package
+// db compiles from the same criteria, in the transaction that applies the
+// decision. Evaluate is the reference that SQL is held to — the
+// conformance table and a randomized differential test run every case
+// through both and require the same answer — and Explain is what the
+// explain command shows: the reading of each leaf, in words a person can
+// check.
 //
 // Numbers follow Hogsend, which reads JSON as JavaScript does: DecodeJSON
 // turns every number into the nearest double, beyond the range into ±Inf.

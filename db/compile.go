@@ -16,6 +16,9 @@ import (
 type Predicate struct {
 	SQL  string
 	Args []any
+	// ReadsProperties is true when the predicate reads the subject's
+	// properties: the criteria have a property leg.
+	ReadsProperties bool
 }
 
 // Subject names the SQL expressions a predicate is evaluated over: the
@@ -32,7 +35,7 @@ type Subject struct {
 func CompileCriteria(c buckets.Condition, now time.Time, s Subject) Predicate {
 	comp := &compiler{now: now, subject: s}
 	text := comp.condition(c)
-	return Predicate{SQL: text, Args: comp.args}
+	return Predicate{SQL: text, Args: comp.args, ReadsProperties: comp.readsProperties}
 }
 
 // CompileNegation is the predicate "the criteria do not hold", with the
@@ -44,7 +47,7 @@ func CompileCriteria(c buckets.Condition, now time.Time, s Subject) Predicate {
 func CompileNegation(c buckets.Condition, now time.Time, s Subject) Predicate {
 	comp := &compiler{now: now, subject: s, negate: true}
 	text := comp.condition(c)
-	return Predicate{SQL: text, Args: comp.args}
+	return Predicate{SQL: text, Args: comp.args, ReadsProperties: comp.readsProperties}
 }
 
 type compiler struct {
@@ -53,6 +56,9 @@ type compiler struct {
 	args    []any
 	// negate compiles the negation of the condition instead.
 	negate bool
+	// readsProperties records that a property leg read the subject's
+	// properties.
+	readsProperties bool
 }
 
 func (c *compiler) arg(v any) string {
@@ -63,6 +69,7 @@ func (c *compiler) arg(v any) string {
 func (c *compiler) condition(cond buckets.Condition) string {
 	switch cond := cond.(type) {
 	case *buckets.PropertyCondition:
+		c.readsProperties = true
 		if c.negate {
 			return "NOT (" + c.property(cond, c.subject.Properties) + ")"
 		}

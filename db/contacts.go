@@ -262,35 +262,49 @@ func EraseUser(ctx context.Context, idb bun.IDB, userID string, now time.Time) (
 	return e, nil
 }
 
-// UserVerdict is what EvaluateUsers found for one user.
-type UserVerdict struct {
-	UserID string `bun:"user_id"`
-	// Erased is true for a user whose only contacts are soft-deleted.
-	Erased bool `bun:"erased"`
-	// Holds is whether the criteria hold at now, with the live contact's
-	// properties (none for a user without one).
-	Holds bool `bun:"holds"`
-}
-
 // EvaluateUsers evaluates the criteria at now for each user in one
-// statement, the set-based form of buckets.Evaluate (the conformance
-// suite holds the two together), and says which users are erased.
-func EvaluateUsers(ctx context.Context, idb bun.IDB, criteria buckets.Condition, now time.Time, userIDs []string) (map[string]UserVerdict, error) {
+// statement — the set-based form of buckets.Evaluate, which the
+// conformance suite holds it to — with the live contact's properties (none
+// for a user without one), and returns which users they hold for. The
+// contact is read only when the criteria have a property leg.
+func EvaluateUsers(ctx context.Context, idb bun.IDB, criteria buckets.Condition, now time.Time, userIDs []string) (map[string]bool, error) {
 	pred := CompileCriteria(criteria, now, Subject{UserID: "u.user_id", Properties: "c.properties"})
-	var rows []UserVerdict
-	err := idb.NewSelect().
+	q := idb.NewSelect().
 		TableExpr("unnest(?::text[]) AS u(user_id)", pgdialect.Array(userIDs)).
-		Join("LEFT JOIN contacts AS c ON c.external_id = u.user_id AND c.deleted_at IS NULL").
 		ColumnExpr("u.user_id").
-		ColumnExpr("c.id IS NULL AND EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = u.user_id AND d.deleted_at IS NOT NULL) AS erased").
-		ColumnExpr(pred.SQL+" AS holds", pred.Args...).
-		Scan(ctx, &rows)
-	if err != nil {
+		ColumnExpr(pred.SQL+" AS holds", pred.Args...)
+	if pred.ReadsProperties {
+		q = q.Join("LEFT JOIN contacts AS c ON c.external_id = u.user_id AND c.deleted_at IS NULL")
+	}
+	var rows []struct {
+		UserID string `bun:"user_id"`
+		Holds  bool   `bun:"holds"`
+	}
+	if err := q.Scan(ctx, &rows); err != nil {
 		return nil, fmt.Errorf("evaluating %d users: %w", len(userIDs), err)
 	}
-	out := make(map[string]UserVerdict, len(rows))
+	out := make(map[string]bool, len(rows))
 	for _, r := range rows {
-		out[r.UserID] = r
+		out[r.UserID] = r.Holds
+	}
+	return out, nil
+}
+
+// ErasedUsers returns which of the users are erased: their only contacts
+// are soft-deleted.
+func ErasedUsers(ctx context.Context, idb bun.IDB, userIDs []string) (map[string]bool, error) {
+	var erased []string
+	err := idb.NewSelect().TableExpr("contacts AS d").
+		ColumnExpr("DISTINCT d.external_id").
+		Where("d.external_id = ANY(?) AND d.deleted_at IS NOT NULL", pgdialect.Array(userIDs)).
+		Where("NOT EXISTS (SELECT 1 FROM contacts AS c WHERE c.external_id = d.external_id AND c.deleted_at IS NULL)").
+		Scan(ctx, &erased)
+	if err != nil {
+		return nil, fmt.Errorf("looking for erased users among %d: %w", len(userIDs), err)
+	}
+	out := make(map[string]bool, len(erased))
+	for _, u := range erased {
+		out[u] = true
 	}
 	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -66,54 +67,33 @@ func UserEventProperties(ctx context.Context, idb bun.IDB, userID, event string,
 	return out, nil
 }
 
-// InsertUserEvent stores one event, with a time-ordered id (NewID) when
-// it has none. With an idempotency key that is already stored it stores
-// nothing and returns false.
-func InsertUserEvent(ctx context.Context, idb bun.IDB, ev *UserEvent) (bool, error) {
-	if ev.ID == "" {
-		ev.ID = NewID()
-	}
-	res, err := idb.NewInsert().Model(ev).On("CONFLICT (idempotency_key) DO NOTHING").Exec(ctx)
-	if err != nil {
-		return false, fmt.Errorf("storing a %q event of user %q: %w", ev.Event, ev.UserID, err)
-	}
-	n, _ := res.RowsAffected()
-	return n == 1, nil
-}
-
 // InsertUserEvents stores the events in one statement and reports, for
 // each, whether it was stored: an event whose idempotency key is already
-// stored is not. Their ids are set here, time-ordered (NewID); a nil key
-// or source is stored as NULL, as is an empty one.
+// stored is not. Their ids are set here, time-ordered (NewID). It writes
+// the rows as one VALUES list: for the few rows of a round, parsing that
+// costs less than unnesting seven arrays.
 func InsertUserEvents(ctx context.Context, idb bun.IDB, events []UserEvent) ([]bool, error) {
 	stored := make([]bool, len(events))
 	if len(events) == 0 {
 		return stored, nil
 	}
-	n := len(events)
-	ids, users, names, props, keys, sources, at := make([]string, n), make([]string, n), make([]string, n),
-		make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
-	index := make(map[string]int, n)
-	for i, ev := range events {
-		ids[i], users[i], names[i], at[i] = NewID(), ev.UserID, ev.Event, ev.OccurredAt
-		props[i], keys[i], sources[i] = string(ev.Properties), deref(ev.IdempotencyKey), deref(ev.Source)
-		if len(ev.Properties) == 0 {
-			props[i] = `{}`
+	rows := slices.Clone(events)
+	index := make(map[string]int, len(rows))
+	for i := range rows {
+		rows[i].ID = NewID()
+		if len(rows[i].Properties) == 0 {
+			rows[i].Properties = json.RawMessage(`{}`)
 		}
-		index[ids[i]] = i
+		index[rows[i].ID] = i
 	}
 	var inserted []string
-	err := idb.NewRaw(`
-		INSERT INTO user_events (id, user_id, event, properties, idempotency_key, source, occurred_at)
-		SELECT x.id, x.user_id, x.event, x.properties::jsonb, nullif(x.key, ''), nullif(x.source, ''), x.occurred_at
-		FROM unnest(?::uuid[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[])
-			AS x(id, user_id, event, properties, key, source, occurred_at)
-		ON CONFLICT (idempotency_key) DO NOTHING
-		RETURNING id`,
-		pgdialect.Array(ids), pgdialect.Array(users), pgdialect.Array(names), pgdialect.Array(props),
-		pgdialect.Array(keys), pgdialect.Array(sources), pgdialect.Array(at)).Scan(ctx, &inserted)
+	err := idb.NewInsert().Model(&rows).
+		Column("id", "user_id", "event", "properties", "idempotency_key", "source", "occurred_at").
+		On("CONFLICT (idempotency_key) DO NOTHING").
+		Returning("id").
+		Scan(ctx, &inserted)
 	if err != nil {
-		return nil, fmt.Errorf("storing %d events: %w", n, err)
+		return nil, fmt.Errorf("storing %d events: %w", len(rows), err)
 	}
 	for _, id := range inserted {
 		stored[index[id]] = true

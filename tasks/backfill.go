@@ -15,26 +15,29 @@ import (
 	"github.com/bucketworker/bucket-worker/db"
 )
 
-// The backfill modes (contract §8).
+// BackfillMode says what a backfill does (contract §8).
+type BackfillMode string
+
+// The backfill modes.
 const (
 	// ModeFirstTime materializes a bucket that has no recorded criteria.
-	ModeFirstTime = "first-time"
+	ModeFirstTime BackfillMode = "first-time"
 	// ModeReeval brings a bucket whose criteria changed up to date.
-	ModeReeval = "reeval"
+	ModeReeval BackfillMode = "reeval"
 )
 
 // BackfillInput is the input of bucket-backfill.
 type BackfillInput struct {
-	JobID    string `json:"jobId"`
-	BucketID string `json:"bucketId"`
-	Mode     string `json:"mode"`
+	JobID    string       `json:"jobId"`
+	BucketID string       `json:"bucketId"`
+	Mode     BackfillMode `json:"mode"`
 }
 
 // BackfillOutput is the result of a backfill.
 type BackfillOutput struct {
-	JobID    string `json:"jobId"`
-	BucketID string `json:"bucketId"`
-	Mode     string `json:"mode"`
+	JobID    string       `json:"jobId"`
+	BucketID string       `json:"bucketId"`
+	Mode     BackfillMode `json:"mode"`
 	// Status is completed, failed, skipped or up_to_date.
 	Status string `json:"status"`
 	Reason string `json:"reason,omitempty"`
@@ -42,10 +45,10 @@ type BackfillOutput struct {
 	Left   int    `json:"left"`
 }
 
-// BackfillMode is the diff of contract §8 for one bucket: first-time when
-// no criteria hash is recorded, reeval when the recorded one differs, ""
-// when the members were computed with the current criteria.
-func BackfillMode(b *buckets.Bucket, configs map[string]db.BucketConfig) string {
+// NeededBackfill is the diff of contract §8 for one bucket: first-time
+// when no criteria hash is recorded, reeval when the recorded one differs,
+// "" when the members were computed with the current criteria.
+func NeededBackfill(b *buckets.Bucket, configs map[string]db.BucketConfig) BackfillMode {
 	cfg, ok := configs[b.ID]
 	switch {
 	case !ok || cfg.CriteriaHash == nil:
@@ -57,7 +60,7 @@ func BackfillMode(b *buckets.Bucket, configs map[string]db.BucketConfig) string 
 }
 
 // JobFormat is the import_jobs format of a backfill mode.
-func JobFormat(mode string) string {
+func JobFormat(mode BackfillMode) string {
 	if mode == ModeReeval {
 		return db.FormatReeval
 	}
@@ -88,7 +91,7 @@ func EnqueueBackfills(ctx context.Context, d *Deps) ([]BackfillInput, error) {
 			return err
 		}
 		for _, b := range d.Buckets.All() {
-			mode := BackfillMode(b, configs)
+			mode := NeededBackfill(b, configs)
 			if cfg, ok := configs[b.ID]; mode == "" || ok && !cfg.Enabled {
 				continue
 			}
@@ -120,7 +123,7 @@ func EnqueueBackfills(ctx context.Context, d *Deps) ([]BackfillInput, error) {
 		}
 		enqueued = append(enqueued, in)
 		d.Logger.InfoContext(ctx, "backfill enqueued", slog.String("bucket_id", in.BucketID),
-			slog.String("mode", in.Mode), slog.String("job_id", in.JobID))
+			slog.String("mode", string(in.Mode)), slog.String("job_id", in.JobID))
 	}
 	return enqueued, errors.Join(errs...)
 }
@@ -149,7 +152,7 @@ var ErrBackfillOpen = errors.New("a backfill of the bucket is pending or process
 
 // RecordBackfill records a backfill job of the bucket in the mode, under
 // the same lock and rule as EnqueueBackfills, for a backfill run in-process.
-func RecordBackfill(ctx context.Context, d *Deps, bucketID, mode string) (BackfillInput, error) {
+func RecordBackfill(ctx context.Context, d *Deps, bucketID string, mode BackfillMode) (BackfillInput, error) {
 	var in BackfillInput
 	err := d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		if err := db.LockBackfillEnqueue(ctx, tx); err != nil {
@@ -170,7 +173,7 @@ func RecordBackfill(ctx context.Context, d *Deps, bucketID, mode string) (Backfi
 }
 
 // recordJob inserts a pending job unless one is open (ErrBackfillOpen).
-func recordJob(ctx context.Context, tx bun.Tx, bucketID, mode string, now time.Time) (BackfillInput, error) {
+func recordJob(ctx context.Context, tx bun.Tx, bucketID string, mode BackfillMode, now time.Time) (BackfillInput, error) {
 	open, err := db.HasOpenBackfill(ctx, tx, bucketID)
 	if err != nil {
 		return BackfillInput{}, err
@@ -240,7 +243,7 @@ func Backfill(ctx context.Context, d *Deps, in BackfillInput) (BackfillOutput, e
 		}
 	}
 	out.Status = db.JobCompleted
-	d.Logger.InfoContext(ctx, "bucket backfilled", slog.String("bucket_id", b.ID), slog.String("mode", in.Mode),
+	d.Logger.InfoContext(ctx, "bucket backfilled", slog.String("bucket_id", b.ID), slog.String("mode", string(in.Mode)),
 		slog.Int("joined", out.Joined), slog.Int("left", out.Left))
 	return out, nil
 }
@@ -263,8 +266,9 @@ func backfillBucket(ctx context.Context, d *Deps, b *buckets.Bucket, in Backfill
 			return err
 		}
 		for chunk := range slices.Chunk(members, db.LeaveChunk) {
-			res, err := transact(ctx, d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
-				return leave(ctx, tx, d, b, chunk, leaveSpec{Source: SourceBackfill, Reason: ReasonCriteria, Unless: b.Criteria}, now)
+			res, err := d.transact(ctx, now, func(ctx context.Context, t *txn) error {
+				_, err := t.leave(ctx, b, chunk, leaveSpec{Source: SourceBackfill, Reason: ReasonCriteria, Unless: b.Criteria})
+				return err
 			})
 			if err != nil {
 				return err
@@ -291,8 +295,9 @@ func backfillBucket(ctx context.Context, d *Deps, b *buckets.Bucket, in Backfill
 				for i, c := range chunk {
 					joiners[i] = db.Joiner{UserID: c.UserID, Email: deref(c.Email)}
 				}
-				res, err := transact(ctx, d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
-					return join(ctx, tx, d, b, joiners, joinSpec{Source: SourceBackfill, Recheck: true, Silent: true}, now)
+				res, err := d.transact(ctx, now, func(ctx context.Context, t *txn) error {
+					_, err := t.join(ctx, b, joiners, joinSpec{Source: SourceBackfill, Recheck: true, Silent: true})
+					return err
 				})
 				mu.Lock()
 				out.Joined += len(res.Transitions)

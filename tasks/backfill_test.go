@@ -15,7 +15,7 @@ import (
 	"github.com/bucketworker/bucket-worker/db/dbtest"
 )
 
-func (e *env) backfill(bucketID, mode string) BackfillOutput {
+func (e *env) backfill(bucketID string, mode BackfillMode) BackfillOutput {
 	e.t.Helper()
 	job, err := db.CreateBackfillJob(e.ctx, e.db, bucketID, JobFormat(mode), db.JobPending, e.clock.Now())
 	require.NoError(e.t, err)
@@ -59,7 +59,7 @@ func TestFirstTimeBackfillJoinsSilently(t *testing.T) {
 	require.Equal(t, 2, out.Joined)
 	rows := e.memberships("trial", "on-trial")
 	require.Len(t, rows, 1)
-	require.Equal(t, SourceBackfill, *rows[0].Source)
+	require.Equal(t, string(SourceBackfill), *rows[0].Source)
 	require.Equal(t, 1, rows[0].EntryCount)
 	require.Equal(t, t0.Add(14*day), rows[0].MaxDwellAt.UTC(), "max_dwell_at stamped")
 	returning := e.memberships("trial", "returning")

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/uptrace/bun"
 
 	"github.com/bucketworker/bucket-worker/db"
 )
@@ -133,14 +132,13 @@ func Expire(ctx context.Context, d *Deps, a ArmedExpiry) (ExpiryResult, error) {
 		return ExpiryResult{}, err
 	}
 	var res []ExpiryResult
-	_, err = transact(ctx, d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
-		if err := db.DisarmTimer(ctx, tx, a.RowID, a.ExpiresAt); err != nil {
-			return Outcome{}, err
+	_, err = d.transact(ctx, d.Now(), func(ctx context.Context, t *txn) error {
+		if err := db.DisarmTimer(ctx, t.tx, a.RowID, a.ExpiresAt); err != nil {
+			return err
 		}
-		var out Outcome
 		var err error
-		res, out, err = fireTimers(ctx, tx, d, []db.ExpiryTimer{a.timer()}, on, d.Now())
-		return out, err
+		res, err = t.fireTimers(ctx, []db.ExpiryTimer{a.timer()}, on)
+		return err
 	})
 	if err != nil {
 		return ExpiryResult{}, fmt.Errorf("expiring membership %s of bucket %q: %w", a.RowID, a.BucketID, err)
@@ -163,15 +161,14 @@ func FireDueTimers(ctx context.Context, d *Deps) (int, error) {
 	fired := 0
 	for {
 		var claimed int
-		out, err := transact(ctx, d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
-			now := d.Now()
-			timers, err := db.ClaimDueTimers(ctx, tx, now, ExpiryBatch)
+		out, err := d.transact(ctx, d.Now(), func(ctx context.Context, t *txn) error {
+			timers, err := db.ClaimDueTimers(ctx, t.tx, t.now, ExpiryBatch)
 			if err != nil {
-				return Outcome{}, err
+				return err
 			}
 			claimed = len(timers)
-			_, out, err := fireTimers(ctx, tx, d, timers, on, now)
-			return out, err
+			_, err = t.fireTimers(ctx, timers, on)
+			return err
 		})
 		if err != nil {
 			return fired, fmt.Errorf("firing expiry timers: %w", err)
@@ -208,17 +205,16 @@ func RunTimers(ctx context.Context, d *Deps, interval time.Duration) {
 // re-armed or left — or else the leave, by the funnel. The memberships are
 // locked before the criteria are read (contract §5.3), so a member who
 // qualified again while the timer waited stays. on holds the runtime
-// switch of the buckets, read before tx.
-func fireTimers(ctx context.Context, tx bun.Tx, d *Deps, timers []db.ExpiryTimer, on map[string]bool, now time.Time) ([]ExpiryResult, Outcome, error) {
+// switch of the buckets, read before the transaction.
+func (t *txn) fireTimers(ctx context.Context, timers []db.ExpiryTimer, on map[string]bool) ([]ExpiryResult, error) {
 	results := make([]ExpiryResult, len(timers))
 	byBucket := map[string][]int{}
-	for i, t := range timers {
-		byBucket[t.BucketID] = append(byBucket[t.BucketID], i)
+	for i, timer := range timers {
+		byBucket[timer.BucketID] = append(byBucket[timer.BucketID], i)
 	}
-	var out Outcome
 	for _, bucketID := range slices.Sorted(maps.Keys(byBucket)) {
 		group := byBucket[bucketID]
-		b, ok := d.Buckets.Get(bucketID)
+		b, ok := t.d.Buckets.Get(bucketID)
 		skip := ""
 		switch {
 		case !ok || b.Criteria == nil:
@@ -236,44 +232,47 @@ func fireTimers(ctx context.Context, tx bun.Tx, d *Deps, timers []db.ExpiryTimer
 		for k, i := range group {
 			rowIDs[k], users[k] = timers[i].RowID, timers[i].UserID
 		}
-		locked, err := db.LockMemberships(ctx, tx, rowIDs)
+		locked, err := db.LockMemberships(ctx, t.tx, rowIDs)
 		if err != nil {
-			return nil, Outcome{}, err
+			return nil, err
 		}
 		rows := make(map[string]db.Membership, len(locked))
 		for _, m := range locked {
 			rows[m.ID] = m
 		}
-		verdicts, err := db.EvaluateUsers(ctx, tx, b.Criteria, now, users)
+		erased, err := db.ErasedUsers(ctx, t.tx, users)
 		if err != nil {
-			return nil, Outcome{}, err
+			return nil, err
+		}
+		holds, err := db.EvaluateUsers(ctx, t.tx, b.Criteria, t.now, users)
+		if err != nil {
+			return nil, err
 		}
 		var leavers []db.Membership
 		var leaving []int // the timers whose member leaves below
 		armed := map[string]time.Time{}
 		for _, i := range group {
-			t := timers[i]
-			m, active := rows[t.RowID]
-			switch v := verdicts[t.UserID]; {
-			case v.Erased:
+			timer := timers[i]
+			m, active := rows[timer.RowID]
+			switch {
+			case erased[timer.UserID]:
 				results[i] = ExpiryResult{Status: StatusSkipped, Reason: ReasonContactDeleted}
-			case v.Holds:
+			case holds[timer.UserID]:
 				results[i] = ExpiryResult{Status: StatusSkipped, Reason: ReasonStillMember}
-			case !active || m.BucketID != b.ID || m.UserID != t.UserID || m.ExpiresAt == nil || !m.ExpiresAt.Equal(t.FiresAt):
+			case !active || m.BucketID != b.ID || m.UserID != timer.UserID || m.ExpiresAt == nil || !m.ExpiresAt.Equal(timer.FiresAt):
 				results[i] = ExpiryResult{Status: StatusSkipped, Reason: ReasonReArmed}
 			default:
 				leavers = append(leavers, m)
 				leaving = append(leaving, i)
-				armed[m.ID] = t.FiresAt
+				armed[m.ID] = timer.FiresAt
 			}
 		}
-		step, err := leave(ctx, tx, d, b, leavers, leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: b.Criteria, Armed: armed}, now)
+		step, err := t.leave(ctx, b, leavers, leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: b.Criteria, Armed: armed})
 		if err != nil {
-			return nil, Outcome{}, err
+			return nil, err
 		}
-		out.add(step)
 		left := map[string]bool{}
-		for _, tr := range step.Transitions {
+		for _, tr := range step {
 			left[tr.RowID] = true
 		}
 		for _, i := range leaving {
@@ -281,12 +280,12 @@ func fireTimers(ctx context.Context, tx bun.Tx, d *Deps, timers []db.ExpiryTimer
 			switch {
 			case left[m.ID]:
 				results[i] = ExpiryResult{Status: StatusLeft, RowID: m.ID}
-			case heldByMinDwell(b, m.EnteredAt, now):
+			case heldByMinDwell(b, m.EnteredAt, t.now):
 				results[i] = ExpiryResult{Status: StatusDeferred, RowID: m.ID}
 			default: // the CAS missed
 				results[i] = ExpiryResult{Status: StatusSkipped, Reason: ReasonReArmed}
 			}
 		}
 	}
-	return results, out, nil
+	return results, nil
 }

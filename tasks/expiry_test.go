@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/uptrace/bun"
 
 	"github.com/bucketworker/bucket-worker/db"
 	"github.com/bucketworker/bucket-worker/db/dbtest"
@@ -251,8 +250,9 @@ func TestReplicasShareTimers(t *testing.T) {
 	}
 	b := e.bucket("active-now")
 	for chunk := range slices.Chunk(users, 500) {
-		_, err := transact(e.ctx, e.deps, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
-			return join(ctx, tx, e.deps, b, chunk, joinSpec{Source: SourceEvent}, e.clock.Now())
+		_, err := e.deps.transact(e.ctx, e.clock.Now(), func(ctx context.Context, t *txn) error {
+			_, err := t.join(ctx, b, chunk, joinSpec{Source: SourceEvent})
+			return err
 		})
 		require.NoError(t, err)
 	}

@@ -86,12 +86,17 @@ func Explain(ctx context.Context, d *Deps, userID, bucketID string) (Explanation
 		return ex, err
 	}
 	c, err := db.ContactByUser(ctx, d.DB, userID)
-	u, erased, err := contactSubject(userID, "", c, err)
 	if err != nil {
 		return ex, err
 	}
-	ex.Erased = erased
-	if err := explainCriteria(ctx, d, b, u, now, &ex); err != nil {
+	props := buckets.Properties{}
+	switch {
+	case c != nil && c.DeletedAt != nil:
+		ex.Erased = true
+	case c != nil:
+		props = c.PropertyMap()
+	}
+	if err := explainCriteria(ctx, d, b, props, now, &ex); err != nil {
 		return ex, err
 	}
 	rows, err := db.ListMemberships(ctx, d.DB, db.MembershipFilter{UserID: userID, BucketID: b.ID, Status: db.StatusActive})
@@ -110,12 +115,13 @@ func Explain(ctx context.Context, d *Deps, userID, bucketID string) (Explanation
 	return ex, explainNext(ctx, d, b, now, &ex)
 }
 
-// explainCriteria evaluates the criteria with buckets.Explain — the
-// evaluator every path uses — and records its trace: each leaf's observed
-// value (and, for an event leg, the user's latest such event) and each
-// branch.
-func explainCriteria(ctx context.Context, d *Deps, b *buckets.Bucket, u subject, now time.Time, ex *Explanation) error {
-	verdict, trace, err := buckets.Explain(ctx, b.Criteria, now, db.UserFacts{IDB: d.DB, UserID: ex.UserID, Properties: u.Properties})
+// explainCriteria evaluates the criteria, with the contact's properties,
+// by buckets.Explain — the Go evaluator the conformance suite holds the
+// compiled SQL of every path to — and records its trace: each leaf's
+// observed value (and, for an event leg, the user's latest such event) and
+// each branch.
+func explainCriteria(ctx context.Context, d *Deps, b *buckets.Bucket, props buckets.Properties, now time.Time, ex *Explanation) error {
+	verdict, trace, err := buckets.Explain(ctx, b.Criteria, now, db.UserFacts{IDB: d.DB, UserID: ex.UserID, Properties: props})
 	if err != nil {
 		return err
 	}

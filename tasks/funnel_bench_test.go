@@ -8,7 +8,6 @@ import (
 	"testing/fstest"
 	"time"
 
-	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/bucketworker/bucket-worker/db"
@@ -32,8 +31,8 @@ import (
 // event, journey exits.
 func BenchmarkFunnel(b *testing.B) {
 	const n = 20_000
-	for _, transition := range []string{Entered, Left} {
-		b.Run(transition, func(b *testing.B) {
+	for _, transition := range []TransitionKind{Entered, Left} {
+		b.Run(string(transition), func(b *testing.B) {
 			e := newEnv(b, defs{"buckets/recent.yaml": recentlyActive})
 			e.deps.Hatchet = nil
 			if transition == Left {
@@ -65,8 +64,8 @@ func BenchmarkFunnelAtScale(b *testing.B) {
 	e := &env{t: b, ctx: context.Background(), db: conn,
 		deps: benchDepsOn(b, conn, fstest.MapFS{"buckets/recent.yaml": {Data: []byte(recentlyActive)}})}
 	e.exec("DELETE FROM bucket_memberships WHERE bucket_id = 'recent'")
-	for _, transition := range []string{Entered, Left} {
-		b.Run(transition, func(b *testing.B) {
+	for _, transition := range []TransitionKind{Entered, Left} {
+		b.Run(string(transition), func(b *testing.B) {
 			if transition == Left {
 				e.exec(`INSERT INTO bucket_memberships (user_id, bucket_id, entered_at) SELECT 'u' || i, 'recent', ? FROM generate_series(?, ?) i`,
 					t0.Add(-9*day), n+1, 2*n)
@@ -89,7 +88,7 @@ func BenchmarkFunnelAtScale(b *testing.B) {
 // benchFunnel runs n transitions of the bucket recent through the funnel
 // and through the raw statements, interleaved, each after reset, and
 // reports both rates. For leaves, the bucket's members are the leavers.
-func benchFunnel(b *testing.B, e *env, transition string, n int, reset func()) {
+func benchFunnel(b *testing.B, e *env, transition TransitionKind, n int, reset func()) {
 	bk := e.bucket("recent")
 	batch := ReconcileBatch
 	if transition == Left {
@@ -163,8 +162,9 @@ func funnelJoins(e *env, users []string, batch int, isRaw bool) (int, error) {
 		for i, u := range chunk {
 			joiners[i] = db.Joiner{UserID: u}
 		}
-		out, err := transact(e.ctx, e.deps, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
-			return join(ctx, tx, e.deps, bk, joiners, joinSpec{Source: SourceReconcile}, t0)
+		out, err := e.deps.transact(e.ctx, t0, func(ctx context.Context, t *txn) error {
+			_, err := t.join(ctx, bk, joiners, joinSpec{Source: SourceReconcile})
+			return err
 		})
 		if err != nil {
 			return joined, err
@@ -195,8 +195,9 @@ func funnelLeaves(e *env, members []db.Membership, batch int, isRaw bool) (int, 
 			left += c
 			continue
 		}
-		out, err := transact(e.ctx, e.deps, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
-			return leave(ctx, tx, e.deps, bk, chunk, leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: bk.Criteria}, t0)
+		out, err := e.deps.transact(e.ctx, t0, func(ctx context.Context, t *txn) error {
+			_, err := t.leave(ctx, bk, chunk, leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: bk.Criteria})
+			return err
 		})
 		if err != nil {
 			return left, err

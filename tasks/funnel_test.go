@@ -63,19 +63,19 @@ func TestStaleLeaveNeverFlipsTheNewerMembership(t *testing.T) {
 
 	// ...then, before its CAS, the user left and came back (epoch 2).
 	e.events("u", "app.active", 0)
-	e.inTx(func(tx bun.Tx) {
-		_, err := leave(e.ctx, tx, e.deps, b, stale, leaveSpec{Source: SourceEvent, Reason: ReasonCriteria}, t0)
+	e.inTx(func(tx *txn) {
+		_, err := tx.leave(e.ctx, b, stale, leaveSpec{Source: SourceEvent, Reason: ReasonCriteria})
 		require.NoError(t, err)
-		_, err = join(e.ctx, tx, e.deps, b, []db.Joiner{{UserID: "u"}}, joinSpec{Source: SourceEvent}, t0)
+		_, err = tx.join(e.ctx, b, []db.Joiner{{UserID: "u"}}, joinSpec{Source: SourceEvent})
 		require.NoError(t, err)
 	})
 
 	// The sweep's CAS on the stale row id changes nothing (without the
 	// criteria re-check, as for a TTL leave: the row id alone protects).
-	e.inTx(func(tx bun.Tx) {
-		out, err := leave(e.ctx, tx, e.deps, b, stale, leaveSpec{Source: SourceReconcile, Reason: ReasonMaxDwell}, t0)
+	e.inTx(func(tx *txn) {
+		left, err := tx.leave(e.ctx, b, stale, leaveSpec{Source: SourceReconcile, Reason: ReasonMaxDwell})
 		require.NoError(t, err)
-		require.Empty(t, out.Transitions)
+		require.Empty(t, left)
 	})
 	rows := e.memberships("recent", "u")
 	require.Len(t, rows, 2)
@@ -95,10 +95,10 @@ func TestLeaveRecheckKeepsAMemberWhoQualifiesAgain(t *testing.T) {
 	require.NoError(t, err)
 	e.events("u", "app.active", 0) // qualifies again before the CAS
 
-	e.inTx(func(tx bun.Tx) {
-		out, err := leave(e.ctx, tx, e.deps, b, stale, leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: b.Criteria}, t0)
+	e.inTx(func(tx *txn) {
+		left, err := tx.leave(e.ctx, b, stale, leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: b.Criteria})
 		require.NoError(t, err)
-		require.Empty(t, out.Transitions)
+		require.Empty(t, left)
 	})
 	require.Equal(t, db.StatusActive, e.status("recent", "u"))
 }
@@ -121,10 +121,11 @@ func TestSweepRacingLeaveAndRejoin(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				if _, err := leave(ctx, tx, e.deps, b, rows, leaveSpec{Source: SourceEvent, Reason: ReasonCriteria}, t0); err != nil {
+				t := &txn{tx: tx, d: e.deps, now: t0}
+				if _, err := t.leave(ctx, b, rows, leaveSpec{Source: SourceEvent, Reason: ReasonCriteria}); err != nil {
 					return err
 				}
-				_, err = join(ctx, tx, e.deps, b, []db.Joiner{{UserID: user}}, joinSpec{Source: SourceEvent}, t0)
+				_, err = t.join(ctx, b, []db.Joiner{{UserID: user}}, joinSpec{Source: SourceEvent})
 				return err
 			})
 			require.NoError(t, err)
@@ -243,10 +244,12 @@ func TestLeaveExitsJourneys(t *testing.T) {
 	require.Equal(t, []string{"run-1"}, e.hatchet.cancelled)
 }
 
-func (e *env) inTx(fn func(tx bun.Tx)) {
+// inTx runs fn in one transaction of the engine at the test's now, and
+// commits it (without what Deps.transact does after a commit).
+func (e *env) inTx(fn func(t *txn)) {
 	e.t.Helper()
 	require.NoError(e.t, e.db.RunInTx(e.ctx, nil, func(_ context.Context, tx bun.Tx) error {
-		fn(tx)
+		fn(&txn{tx: tx, d: e.deps, now: e.clock.Now()})
 		return nil
 	}))
 }

@@ -180,7 +180,7 @@ func (e *env) eventsWith(userID, name, props string, ages ...time.Duration) {
 func (e *env) member(bucketID, userID string, ago time.Duration) db.Membership {
 	e.t.Helper()
 	m := db.Membership{UserID: userID, BucketID: bucketID, Status: db.StatusActive,
-		EnteredAt: e.clock.Now().Add(-ago), EntryCount: 1, Source: ptr(SourceEvent)}
+		EnteredAt: e.clock.Now().Add(-ago), EntryCount: 1, Source: ptr(string(SourceEvent))}
 	require.NoError(e.t, dbtest.InsertMemberships(e.ctx, e.db, []db.Membership{m}))
 	rows := e.memberships(bucketID, userID)
 	return rows[len(rows)-1]

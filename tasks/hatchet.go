@@ -38,7 +38,7 @@ type WorkerOptions struct {
 	ReconcileTimeout time.Duration
 	BackfillTimeout  time.Duration
 	// IngestMode is IngestStore, IngestEvaluate or IngestOff (not registered).
-	IngestMode string
+	IngestMode IngestMode
 	// IngestEvents are the event keys that trigger bucket-ingest, as
 	// IngestEventKeys resolves them.
 	IngestEvents []string
@@ -105,7 +105,7 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 				}
 				return taskResult[any](HandleIngest(ctx, d, opts.IngestMode, event, payload, ctx.WorkflowRunId()))
 			},
-			hatchet.WithWorkflowDescription("Real-time membership: stores the pushed event ("+opts.IngestMode+" mode), "+
+			hatchet.WithWorkflowDescription("Real-time membership: stores the pushed event ("+string(opts.IngestMode)+" mode), "+
 				"or each event of a batch ("+opts.BatchEvent+"), evaluates the buckets it can change and emits their "+
 				"joins and leaves."),
 			hatchet.WithWorkflowEvents(append(slices.Clone(opts.IngestEvents), opts.BatchEvent)...),

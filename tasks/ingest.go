@@ -3,30 +3,28 @@ package tasks
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/uptrace/bun"
-
 	"github.com/bucketworker/bucket-worker/buckets"
-	"github.com/bucketworker/bucket-worker/db"
 )
 
-// The ingest modes (INGEST_MODE, contract §7).
+// IngestMode says what bucket-ingest does with an event (INGEST_MODE,
+// contract §7).
+type IngestMode string
+
+// The ingest modes.
 const (
 	// IngestStore: this worker is the ingest — it stores the event,
 	// upserts the contact, applies journey exits and evaluates.
-	IngestStore = "store"
+	IngestStore IngestMode = "store"
 	// IngestEvaluate: another writer stored the event and upserted the
 	// contact; only evaluate.
-	IngestEvaluate = "evaluate"
+	IngestEvaluate IngestMode = "evaluate"
 	// IngestOff: bucket-ingest is not registered.
-	IngestOff = "off"
+	IngestOff IngestMode = "off"
 )
 
 // ContactUpdated is the event an application sends when only a contact's
@@ -179,7 +177,7 @@ const runKeyPrefix = "hatchet-run:"
 // IngestRequest is one event to ingest.
 type IngestRequest struct {
 	Event IngestEvent
-	Mode  string // IngestStore or IngestEvaluate
+	Mode  IngestMode // IngestStore or IngestEvaluate
 	// RunID is the Hatchet workflow run id: a key-less event is stored as
 	// hatchet-run:<RunID>, so a retry of the run never double-counts. ""
 	// outside Hatchet stores a key-less event as it is.
@@ -202,7 +200,7 @@ type IngestOutput struct {
 // HandleIngest is bucket-ingest: a push with the event key and payload.
 // A bucket:* key is ignored before anything else; an invalid payload is
 // an ErrInvalidInput error and nothing is written.
-func HandleIngest(ctx context.Context, d *Deps, mode, event string, payload []byte, runID string) (IngestOutput, error) {
+func HandleIngest(ctx context.Context, d *Deps, mode IngestMode, event string, payload []byte, runID string) (IngestOutput, error) {
 	if strings.HasPrefix(event, reservedPrefix) {
 		return Ingest(ctx, d, IngestRequest{Event: IngestEvent{Event: event}, Mode: mode})
 	}
@@ -213,92 +211,23 @@ func HandleIngest(ctx context.Context, d *Deps, mode, event string, payload []by
 	return Ingest(ctx, d, IngestRequest{Event: ev, Mode: mode, RunID: runID})
 }
 
-// errDuplicateEvent rolls back an ingest whose event was stored before.
-var errDuplicateEvent = errors.New("event already stored")
-
-// Ingest is the real-time path (contract §7): in one transaction, the
-// contact upsert and the event (store mode), the journey exits of the
-// event, and the evaluation of the candidate buckets with their
+// Ingest is the real-time path for one event (contract §7): a batch of
+// one, ingested by the rounds every ingest goes through (ingestEvents).
+// In store mode one transaction upserts the contact and stores the event
+// — or, when its key is stored already, writes nothing — exits the
+// journeys the event ends, and evaluates the candidate buckets with their
 // transitions. The pushes it enqueued are dispatched before it returns.
 func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, error) {
 	ev := req.Event
-	out := IngestOutput{Transitions: []Transition{}, Exited: []string{}}
-	if strings.HasPrefix(ev.Event, reservedPrefix) {
-		out.Status, out.Reason = StatusIgnored, ReasonReservedPrefix
-		return out, nil
+	if ev.IdempotencyKey == nil && req.RunID != "" {
+		ev.IdempotencyKey = ptr(runKeyPrefix + req.RunID)
 	}
-	candidates, err := switchedOn(ctx, d, d.Buckets.Candidates(ev.Event, slices.Sorted(maps.Keys(ev.ContactProperties))))
+	results, _, err := ingestEvents(ctx, d, req.Mode, []IngestEvent{ev})
 	if err != nil {
-		return out, err
+		return IngestOutput{Transitions: []Transition{}, Exited: []string{}},
+			fmt.Errorf("ingesting %q for user %q: %w", ev.Event, ev.UserID, err)
 	}
-	now := d.Now()
-	outcome, err := transact(ctx, d, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
-		var u subject
-		var erased bool
-		var exited []db.JourneyState
-		var err error
-		if req.Mode == IngestStore {
-			var contact *db.Contact
-			contact, exited, err = storeEvent(ctx, tx, d, req, now)
-			erased = err == nil && contact == nil
-			u = subjectOf(ev.UserID, deref(ev.UserEmail), contact)
-		} else {
-			u, erased, err = liveSubject(ctx, tx, ev.UserID, deref(ev.UserEmail))
-		}
-		if err != nil || erased {
-			out.Status, out.Reason = ignoredIf(erased, ReasonContactDeleted)
-			return Outcome{}, err
-		}
-		transitions, err := evaluateUser(ctx, tx, d, u, candidates, SourceEvent, now)
-		transitions.Exited = append(exited, transitions.Exited...)
-		return transitions, err
-	})
-	switch {
-	case errors.Is(err, errDuplicateEvent):
-		return out, nil
-	case err != nil:
-		return out, fmt.Errorf("ingesting %q for user %q: %w", ev.Event, ev.UserID, err)
-	}
-	out.Stored = req.Mode == IngestStore && out.Status == ""
-	out.ClampedOccurredAt = out.Stored && clamped(ev, now)
-	out.Transitions = append(out.Transitions, outcome.Transitions...)
-	for _, s := range outcome.Exited {
-		if !slices.Contains(out.Exited, s.JourneyID) {
-			out.Exited = append(out.Exited, s.JourneyID)
-		}
-	}
-	return out, nil
-}
-
-// storeEvent is the store-mode part of an ingest: upsert the contact,
-// store the event (or roll everything back when its key is taken) and
-// exit the journeys it ends. It returns the contact as patched, or nil,
-// having written nothing, when the user is erased.
-func storeEvent(ctx context.Context, tx bun.IDB, d *Deps, req IngestRequest, now time.Time) (*db.Contact, []db.JourneyState, error) {
-	ev := req.Event
-	contact, err := db.UpsertContact(ctx, tx, db.ContactPatch{UserID: ev.UserID, Email: ev.UserEmail,
-		Properties: ev.ContactPropertiesJSON}, now)
-	if err != nil || contact == nil {
-		return nil, nil, err
-	}
-	key := ev.IdempotencyKey
-	if key == nil && req.RunID != "" {
-		key = ptr(runKeyPrefix + req.RunID)
-	}
-	props := ev.PropertiesJSON
-	if props == nil {
-		props = json.RawMessage(`{}`)
-	}
-	stored, err := db.InsertUserEvent(ctx, tx, &db.UserEvent{UserID: ev.UserID, Event: ev.Event, Properties: props,
-		IdempotencyKey: key, Source: ptr("ingest"), OccurredAt: occurredAt(ev, now)})
-	if err != nil {
-		return nil, nil, err
-	}
-	if !stored {
-		return nil, nil, errDuplicateEvent
-	}
-	exited, err := db.ExitJourneys(ctx, tx, []string{ev.UserID}, d.Journeys.ExitingOn(ev.Event, ev.Properties), now)
-	return contact, exited, err
+	return results[0], nil
 }
 
 // occurredAt is when the event is stored as having happened: its
@@ -315,11 +244,4 @@ func occurredAt(ev IngestEvent, now time.Time) time.Time {
 // clamped reports whether the event's occurredAt is too far ahead.
 func clamped(ev IngestEvent, now time.Time) bool {
 	return ev.OccurredAt != nil && ev.OccurredAt.Sub(now) > MaxClockSkew
-}
-
-func ignoredIf(cond bool, reason string) (status, why string) {
-	if cond {
-		return StatusIgnored, reason
-	}
-	return "", ""
 }

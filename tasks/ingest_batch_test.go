@@ -135,7 +135,7 @@ func TestBatchEqualsSingleIngests(t *testing.T) {
 	require.Equal(t, map[string]any{"plan": "pro", "seats": 3.0}, got.Contacts["u1"])
 	var kinds []string
 	for _, tr := range out.Transitions {
-		kinds = append(kinds, tr.UserID+" "+tr.BucketID+" "+tr.Transition)
+		kinds = append(kinds, tr.UserID+" "+tr.BucketID+" "+string(tr.Transition))
 	}
 	require.Contains(t, kinds, "u1 engaged-pro left", "the report lists every transition of the batch")
 
@@ -378,7 +378,7 @@ func TestBatchEvaluateModeOnlyEvaluates(t *testing.T) {
 	require.Equal(t, 1, out.Ignored, "the erased user")
 	var joined []string
 	for _, tr := range out.Transitions {
-		joined = append(joined, tr.UserID+" "+tr.BucketID+" "+tr.Transition)
+		joined = append(joined, tr.UserID+" "+tr.BucketID+" "+string(tr.Transition))
 	}
 	require.ElementsMatch(t, []string{"a engaged-pro entered", "a once entered", "b engaged-pro entered"}, joined,
 		"once is a candidate only for the event that names its property")

@@ -45,7 +45,7 @@ func TestIngestJoinsOnceAndLeavesOnce(t *testing.T) {
 	require.Len(t, rows, 1)
 	require.Equal(t, db.StatusActive, rows[0].Status)
 	require.Equal(t, "u@example.com", *rows[0].UserEmail)
-	require.Equal(t, SourceEvent, *rows[0].Source)
+	require.Equal(t, string(SourceEvent), *rows[0].Source)
 	events := e.transitions("u")
 	require.Len(t, events, 1)
 	require.Equal(t, "bucket:entered:engaged-pro", events[0].Event)
@@ -60,7 +60,7 @@ func TestIngestJoinsOnceAndLeavesOnce(t *testing.T) {
 	require.Len(t, e.transitions("u"), 1)
 
 	out = e.ingest(ContactUpdated, `{"userId":"u","contactProperties":{"plan":"free"}}`)
-	require.Equal(t, []string{Left}, transitionKinds(out))
+	require.Equal(t, []TransitionKind{Left}, transitionKinds(out))
 	require.Equal(t, db.StatusLeft, e.status("engaged-pro", "u"))
 	events = e.transitions("u")
 	require.Len(t, events, 2)
@@ -68,8 +68,8 @@ func TestIngestJoinsOnceAndLeavesOnce(t *testing.T) {
 	require.Len(t, e.hatchet.pushedKeys(), 2, "each transition pushed at the end of its run")
 }
 
-func transitionKinds(out IngestOutput) []string {
-	var kinds []string
+func transitionKinds(out IngestOutput) []TransitionKind {
+	var kinds []TransitionKind
 	for _, t := range out.Transitions {
 		kinds = append(kinds, t.Transition)
 	}
@@ -159,7 +159,7 @@ func TestCountCriteriaSeeTheIngestedEvent(t *testing.T) {
 		require.Empty(t, e.ingest("key.action", `{"userId":"u"}`).Transitions, "event %d", i)
 	}
 	out := e.ingest("key.action", `{"userId":"u"}`)
-	require.Equal(t, []string{Entered}, transitionKinds(out), "the 10th event joins on that very event")
+	require.Equal(t, []TransitionKind{Entered}, transitionKinds(out), "the 10th event joins on that very event")
 }
 
 func TestIdempotentIngest(t *testing.T) {
@@ -314,7 +314,7 @@ func TestIngestExitsJourneysOfTheEventAndItsTransitions(t *testing.T) {
 	out = e.ingest("purchase", `{"userId":"u","properties":{"plan":"pro"}}`)
 	require.Equal(t, []string{"trial"}, out.Exited)
 	out = e.ingest("app.active", `{"userId":"u"}`) // back: leaves dormant, which ends winback
-	require.Equal(t, []string{Left}, transitionKinds(out))
+	require.Equal(t, []TransitionKind{Left}, transitionKinds(out))
 	require.Equal(t, []string{"winback"}, out.Exited)
 	var props map[string]any
 	require.NoError(t, json.Unmarshal(e.transitions("u")[0].Properties, &props))
@@ -348,7 +348,7 @@ func TestEvaluateModeOnlyEvaluates(t *testing.T) {
 		[]byte(`{"userId":"u","contactProperties":{"plan":"free"},"idempotencyKey":"k"}`), "run-1")
 	require.NoError(t, err)
 	require.False(t, out.Stored)
-	require.Equal(t, []string{Entered}, transitionKinds(out), "the stored contact, not the payload, decides")
+	require.Equal(t, []TransitionKind{Entered}, transitionKinds(out), "the stored contact, not the payload, decides")
 	require.Equal(t, 1, e.count("SELECT count(*) FROM user_events WHERE event = 'app.active'"), "nothing stored")
 	require.Equal(t, map[string]any{"plan": "pro"}, e.contactProps("u"), "the contact is not patched")
 }

@@ -107,7 +107,7 @@ func (e *env) requireEmittedOnce(b *buckets.Bucket, userID string) {
 		} else {
 			require.Equal(e.t, 1, keys[leftKey], "user %s: one leave of epoch %d", userID, r.EntryCount)
 		}
-		if src := deref(r.Source); src != fixtureSource && src != SourceBackfill {
+		if src := deref(r.Source); src != fixtureSource && src != string(SourceBackfill) {
 			require.Equal(e.t, 1, keys[enteredKey], "user %s: one join of epoch %d", userID, r.EntryCount)
 		}
 	}

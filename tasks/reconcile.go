@@ -9,8 +9,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/uptrace/bun"
-
 	"github.com/bucketworker/bucket-worker/buckets"
 	"github.com/bucketworker/bucket-worker/db"
 )
@@ -145,12 +143,12 @@ type sweep struct {
 // cleaner bounds its batches the same way).
 const BatchTimeout = 2 * time.Minute
 
-// transact runs one transaction of the sweep (see transact), bounded by
-// BatchTimeout, and counts the pushes it sent.
-func (s *sweep) transact(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) (Outcome, error)) (Outcome, error) {
+// transact runs one transaction of the sweep at its instant (see
+// Deps.transact), bounded by BatchTimeout, and counts the pushes it sent.
+func (s *sweep) transact(ctx context.Context, fn func(ctx context.Context, t *txn) error) (Outcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, BatchTimeout)
 	defer cancel()
-	out, err := transact(ctx, s.d, fn)
+	out, err := s.d.transact(ctx, s.now, fn)
 	s.dispatched += out.Dispatched
 	return out, err
 }
@@ -254,10 +252,10 @@ func (s *sweep) criteriaLeaves(ctx context.Context) error {
 	}
 	for !s.budgetSpent() {
 		var evaluated int
-		out, err := s.transact(ctx, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
-			batch, err := db.EvaluateMembers(ctx, tx, s.b, s.now, ReconcileBatch)
+		out, err := s.transact(ctx, func(ctx context.Context, t *txn) error {
+			batch, err := db.EvaluateMembers(ctx, t.tx, s.b, s.now, ReconcileBatch)
 			if err != nil {
-				return Outcome{}, err
+				return err
 			}
 			evaluated = len(batch)
 			var leavers []db.Membership
@@ -268,7 +266,8 @@ func (s *sweep) criteriaLeaves(ctx context.Context) error {
 			}
 			// holds was computed on the batch statement's snapshot, before its
 			// row locks were granted: leave re-checks it after the lock.
-			return leave(ctx, tx, s.d, s.b, leavers, leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: s.b.Criteria}, s.now)
+			_, err = t.leave(ctx, s.b, leavers, leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: s.b.Criteria})
+			return err
 		})
 		if err != nil {
 			return err
@@ -300,8 +299,9 @@ func (s *sweep) leaveAll(ctx context.Context, members []db.Membership, spec leav
 	}
 	left := 0
 	for chunk := range slices.Chunk(members, db.LeaveChunk) {
-		out, err := s.transact(ctx, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
-			return leave(ctx, tx, s.d, s.b, chunk, spec, s.now)
+		out, err := s.transact(ctx, func(ctx context.Context, t *txn) error {
+			_, err := t.leave(ctx, s.b, chunk, spec)
+			return err
 		})
 		if err != nil {
 			return left, err
@@ -351,8 +351,9 @@ func (s *sweep) joins(ctx context.Context) error {
 		for i, c := range batch {
 			joiners[i] = db.Joiner{UserID: c.UserID, Email: deref(c.Email)}
 		}
-		out, err := s.transact(ctx, func(ctx context.Context, tx bun.Tx) (Outcome, error) {
-			return join(ctx, tx, s.d, s.b, joiners, joinSpec{Source: SourceReconcile, Recheck: true}, s.now)
+		out, err := s.transact(ctx, func(ctx context.Context, t *txn) error {
+			_, err := t.join(ctx, s.b, joiners, joinSpec{Source: SourceReconcile, Recheck: true})
+			return err
 		})
 		if err != nil {
 			return err
@@ -369,8 +370,8 @@ func joinPassClosed(ctx context.Context, d *Deps, b *buckets.Bucket) (string, er
 	if err != nil {
 		return "", err
 	}
-	if mode := BackfillMode(b, configs); mode != "" {
-		return map[string]string{ModeFirstTime: "backfill_missing", ModeReeval: "criteria_changed"}[mode], nil
+	if mode := NeededBackfill(b, configs); mode != "" {
+		return map[BackfillMode]string{ModeFirstTime: "backfill_missing", ModeReeval: "criteria_changed"}[mode], nil
 	}
 	running, err := db.HasOpenBackfill(ctx, d.DB, b.ID)
 	if err != nil || !running {

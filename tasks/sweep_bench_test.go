@@ -271,7 +271,7 @@ const rawTimeOrderedID = `encode(set_bit(set_bit(overlay(uuid_send(gen_random_uu
 // user_id and entry_count of transitions of the bucket: it stores their
 // events and enqueues their pushes, as the funnel does, and selects how
 // many pushes it enqueued. ?0 is now.
-func rawEmissions(bucketID, bucketName, transition, reason string) string {
+func rawEmissions(bucketID, bucketName string, transition TransitionKind, reason LeaveReason) string {
 	props := fmt.Sprintf(`'bucketId', '%s', 'bucketName', '%s', 'userId', user_id, 'transition', '%s', 'source', 'reconcile', 'entryCount', entry_count`,
 		bucketID, bucketName, transition)
 	if reason != "" {

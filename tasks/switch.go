@@ -7,6 +7,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/bucketworker/bucket-worker/buckets"
 	"github.com/bucketworker/bucket-worker/db"
 )
 
@@ -55,4 +56,35 @@ func (s *RuntimeSwitch) Set(ctx context.Context, bucketID string, enabled bool, 
 	defer s.mu.Unlock()
 	s.disabled = nil
 	return db.SetBucketEnabled(ctx, s.idb, bucketID, enabled, now)
+}
+
+// switchedOn keeps the buckets the runtime switch leaves on. Call it before
+// opening a transaction: the switch may read from the pool, and a
+// transaction waiting for a second connection can starve the pool.
+func switchedOn(ctx context.Context, d *Deps, bs []*buckets.Bucket) ([]*buckets.Bucket, error) {
+	on := make([]*buckets.Bucket, 0, len(bs))
+	for _, b := range bs {
+		enabled, err := d.Switch.Enabled(ctx, b.ID)
+		if err != nil {
+			return nil, err
+		}
+		if enabled {
+			on = append(on, b)
+		}
+	}
+	return on, nil
+}
+
+// switchedOnIDs reads the runtime switch of each bucket id. Like
+// switchedOn, call it before opening a transaction.
+func switchedOnIDs(ctx context.Context, d *Deps, ids []string) (map[string]bool, error) {
+	on := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		enabled, err := d.Switch.Enabled(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		on[id] = enabled
+	}
+	return on, nil
 }

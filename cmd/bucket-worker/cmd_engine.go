@@ -235,7 +235,7 @@ func runBackfill(ctx context.Context, env *environment, args []string) error {
 	switch {
 	case *bucketID == "":
 		return usageError{"--bucket is required"}
-	case *mode != "auto" && *mode != tasks.ModeFirstTime && *mode != tasks.ModeReeval:
+	case *mode != "auto" && *mode != string(tasks.ModeFirstTime) && *mode != string(tasks.ModeReeval):
 		return usageError{fmt.Sprintf("--mode %q: use auto, first-time or reeval", *mode)}
 	}
 	e, closeEngine, err := openEngine(ctx, env, false)
@@ -247,13 +247,13 @@ func runBackfill(ctx context.Context, env *environment, args []string) error {
 	if !ok {
 		return usageError{fmt.Sprintf("no enabled bucket %q", *bucketID)}
 	}
-	in := tasks.BackfillInput{BucketID: b.ID, Mode: *mode}
-	if in.Mode == "auto" {
+	in := tasks.BackfillInput{BucketID: b.ID, Mode: tasks.BackfillMode(*mode)}
+	if *mode == "auto" {
 		configs, err := db.BucketConfigs(ctx, e.deps.DB)
 		if err != nil {
 			return err
 		}
-		in.Mode = tasks.BackfillMode(b, configs)
+		in.Mode = tasks.NeededBackfill(b, configs)
 	}
 	out := tasks.BackfillOutput{BucketID: b.ID, Mode: "none", Status: tasks.StatusUpToDate}
 	var failed error

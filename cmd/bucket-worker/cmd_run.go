@@ -74,7 +74,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 				slog.Int("buckets", e.defs.bucketRegistry.Len()),
 				slog.Int("journeys", len(e.defs.journeyRegistry.All())),
 				slog.String("reconcile_cron", cfg.ReconcileCron),
-				slog.String("ingest_mode", cfg.IngestMode))
+				slog.String("ingest_mode", string(cfg.IngestMode)))
 		}
 		// Hatchet going away would make the SDK's worker end the process
 		// when it reconnects to a server that no longer knows it: stop it

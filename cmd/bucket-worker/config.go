@@ -27,7 +27,7 @@ type config struct {
 	ReconcileTimeout time.Duration
 	BackfillTimeout  time.Duration
 	ConfigTTL        time.Duration
-	IngestMode       string
+	IngestMode       tasks.IngestMode
 	IngestEvents     []string
 	IngestBatchEvent string
 	Migrate          string
@@ -91,7 +91,7 @@ func loadConfig(getenv func(string) string, flags globalFlags) (config, error) {
 		ReconcileTimeout: duration("BUCKET_RECONCILE_TIMEOUT", "120s"),
 		BackfillTimeout:  duration("BUCKET_BACKFILL_TIMEOUT", "600s"),
 		ConfigTTL:        duration("BUCKET_CONFIG_TTL", "5s"),
-		IngestMode:       oneOf("INGEST_MODE", "store", "store", "evaluate", "off"),
+		IngestMode:       tasks.IngestMode(oneOf("INGEST_MODE", string(tasks.IngestStore), string(tasks.IngestStore), string(tasks.IngestEvaluate), string(tasks.IngestOff))),
 		IngestBatchEvent: env("INGEST_BATCH_EVENT", tasks.DefaultBatchEvent),
 		Migrate:          oneOf("MIGRATE", "auto", "auto", "off"),
 		WorkerName:       env("WORKER_NAME", "bucket-worker"),

@@ -1,0 +1,349 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/db"
+)
+
+// ingestEvents is the one decision path of ingested events, for a single
+// ingest (a batch of one) as for a batch of a thousand (contract §7,
+// §7.1). Each user's events are put in order of occurredAt, then of
+// position, and ingested in rounds, the k-th round holding the k-th event
+// of every user. A round is one transaction of a few statements for all
+// its users — the key lookup, the contact upsert, the event insert, the
+// journey exits, the membership locks, and per candidate bucket one
+// compiled evaluation (db.EvaluateUsers) and its joins and leaves through
+// the funnel — and since users are evaluated independently, each event's
+// transitions are those its single ingest would make.
+//
+// It returns each event's result, and the order the events were ingested
+// in: users in order of first appearance, each user's events in turn. A
+// bucket:* event is ignored (contract §5.7) and takes no part.
+func ingestEvents(ctx context.Context, d *Deps, mode IngestMode, events []IngestEvent) (results []IngestOutput, order []int, err error) {
+	now := d.Now()
+	results = make([]IngestOutput, len(events))
+	byUser := map[string][]int{}
+	var users []string
+	for i, ev := range events {
+		results[i] = IngestOutput{Transitions: []Transition{}, Exited: []string{}}
+		if strings.HasPrefix(ev.Event, reservedPrefix) {
+			results[i].Status, results[i].Reason = StatusIgnored, ReasonReservedPrefix
+			continue
+		}
+		if _, seen := byUser[ev.UserID]; !seen {
+			users = append(users, ev.UserID)
+		}
+		byUser[ev.UserID] = append(byUser[ev.UserID], i)
+	}
+	for _, user := range users {
+		slices.SortStableFunc(byUser[user], func(a, b int) int {
+			return occurredAt(events[a], now).Compare(occurredAt(events[b], now))
+		})
+		order = append(order, byUser[user]...)
+	}
+	candidates, err := eventCandidates(ctx, d, events, order)
+	if err != nil {
+		return results, order, err
+	}
+	for _, round := range rounds(events, users, byUser) {
+		if err := ingestRound(ctx, d, mode, events, round, candidates, now, results); err != nil {
+			return results, order, err
+		}
+	}
+	return results, order, nil
+}
+
+// rounds deals each user's events, in order, into rounds: each event goes
+// in the first round after its predecessor's that does not hold its key,
+// so that a round has at most one event per user and per key, and a key
+// repeated in the batch is stored by an earlier round and found stored by
+// a later one. A round holds indexes of events.
+func rounds(events []IngestEvent, users []string, byUser map[string][]int) [][]int {
+	var out [][]int
+	var roundKeys []map[string]bool
+	for _, user := range users {
+		r := 0
+		for _, i := range byUser[user] {
+			key := events[i].IdempotencyKey
+			for r < len(out) && key != nil && roundKeys[r][*key] {
+				r++
+			}
+			if r == len(out) {
+				out, roundKeys = append(out, nil), append(roundKeys, map[string]bool{})
+			}
+			out[r] = append(out[r], i)
+			if key != nil {
+				roundKeys[r][*key] = true
+			}
+			r++
+		}
+	}
+	return out
+}
+
+// eventCandidates returns, by event index, the candidate buckets of each
+// of the events (contract §5.3) that the runtime switch leaves on. It reads
+// the switch, so call it before opening a transaction (see switchedOn).
+func eventCandidates(ctx context.Context, d *Deps, events []IngestEvent, indexes []int) (map[int][]*buckets.Bucket, error) {
+	byIndex := make(map[int][]*buckets.Bucket, len(indexes))
+	var all []*buckets.Bucket
+	for _, i := range indexes {
+		ev := events[i]
+		bs := d.Buckets.Candidates(ev.Event, slices.Sorted(maps.Keys(ev.ContactProperties)))
+		byIndex[i] = bs
+		for _, b := range bs {
+			if !slices.Contains(all, b) {
+				all = append(all, b)
+			}
+		}
+	}
+	on, err := switchedOn(ctx, d, all)
+	if err != nil {
+		return nil, err
+	}
+	for i, bs := range byIndex {
+		byIndex[i] = slices.DeleteFunc(bs, func(b *buckets.Bucket) bool { return !slices.Contains(on, b) })
+	}
+	return byIndex, nil
+}
+
+// errKeyRaced rolls back a round in which another transaction stored one
+// of its keys between the key lookup and the insert; the round runs again
+// and finds the key stored.
+var errKeyRaced = errors.New("an idempotency key was stored concurrently")
+
+// keyRaceAttempts is how often a round runs whose keys keep racing.
+const keyRaceAttempts = 5
+
+// roundEvent is an event of a round whose user is evaluated: stored
+// (store mode) or to be evaluated (evaluate mode).
+type roundEvent struct {
+	index  int
+	userID string
+	// email is the one a join records: the live contact's, else the
+	// event's.
+	email string
+}
+
+// ingestRound ingests the events of a round — of distinct users — in one
+// transaction and writes each one's result into results.
+func ingestRound(ctx context.Context, d *Deps, mode IngestMode, events []IngestEvent, round []int,
+	candidates map[int][]*buckets.Bucket, now time.Time, results []IngestOutput) error {
+	for attempt := 1; ; attempt++ {
+		var live []roundEvent
+		outcome, err := d.transact(ctx, now, func(ctx context.Context, t *txn) error {
+			for _, i := range round {
+				results[i] = IngestOutput{Transitions: []Transition{}, Exited: []string{}}
+			}
+			var err error
+			if mode == IngestStore {
+				live, err = t.storeRound(ctx, events, round, results)
+			} else {
+				live, err = t.lockRound(ctx, events, round, results)
+			}
+			if err != nil {
+				return err
+			}
+			return t.evaluateRound(ctx, live, candidates)
+		})
+		switch {
+		case errors.Is(err, errKeyRaced) && attempt < keyRaceAttempts:
+			continue
+		case err != nil:
+			return fmt.Errorf("ingesting a round of %d events: %w", len(round), err)
+		}
+		byUser := make(map[string]*IngestOutput, len(live))
+		for _, ev := range live {
+			res := &results[ev.index]
+			res.Stored = mode == IngestStore
+			res.ClampedOccurredAt = res.Stored && clamped(events[ev.index], now)
+			byUser[ev.userID] = res
+		}
+		for _, tr := range outcome.Transitions {
+			byUser[tr.UserID].Transitions = append(byUser[tr.UserID].Transitions, tr)
+		}
+		for _, s := range outcome.Exited {
+			if res := byUser[s.UserID]; !slices.Contains(res.Exited, s.JourneyID) {
+				res.Exited = append(res.Exited, s.JourneyID)
+			}
+		}
+		return nil
+	}
+}
+
+// storeRound is the store-mode part of a round: it upserts the contacts
+// and stores the events in one statement each, leaving out the events
+// whose key is stored (duplicates, which patch no contact) and those of
+// erased users (ignored, even when their key is stored too), and exits
+// the journeys the events end. It returns the events whose users are then
+// evaluated.
+func (t *txn) storeRound(ctx context.Context, events []IngestEvent, round []int, results []IngestOutput) ([]roundEvent, error) {
+	var keys []string
+	for _, i := range round {
+		if k := events[i].IdempotencyKey; k != nil {
+			keys = append(keys, *k)
+		}
+	}
+	taken, err := db.StoredKeys(ctx, t.tx, keys)
+	if err != nil {
+		return nil, err
+	}
+	var fresh, duplicates []int
+	var patches []db.ContactPatch
+	var duplicated []string
+	for _, i := range round {
+		ev := events[i]
+		if k := ev.IdempotencyKey; k != nil && taken[*k] {
+			duplicates, duplicated = append(duplicates, i), append(duplicated, ev.UserID)
+			continue
+		}
+		fresh = append(fresh, i)
+		patches = append(patches, db.ContactPatch{UserID: ev.UserID, Email: ev.UserEmail, Properties: ev.ContactPropertiesJSON})
+	}
+	if len(duplicates) > 0 {
+		contacts, err := db.ContactsByUser(ctx, t.tx, duplicated)
+		if err != nil {
+			return nil, err
+		}
+		for _, i := range duplicates {
+			if c := contacts[events[i].UserID]; c != nil && c.DeletedAt != nil {
+				results[i].Status, results[i].Reason = StatusIgnored, ReasonContactDeleted
+			}
+		}
+	}
+	contacts, err := db.UpsertContacts(ctx, t.tx, patches, t.now)
+	if err != nil {
+		return nil, err
+	}
+	var live []roundEvent
+	var rows []db.UserEvent
+	exits := journeyExits{}
+	for _, i := range fresh {
+		ev := events[i]
+		contact := contacts[ev.UserID]
+		if contact == nil {
+			results[i].Status, results[i].Reason = StatusIgnored, ReasonContactDeleted
+			continue
+		}
+		live = append(live, roundEvent{index: i, userID: ev.UserID, email: contactEmail(contact, deref(ev.UserEmail))})
+		props := ev.PropertiesJSON
+		if props == nil {
+			props = json.RawMessage(`{}`)
+		}
+		rows = append(rows, db.UserEvent{UserID: ev.UserID, Event: ev.Event, Properties: props,
+			IdempotencyKey: ev.IdempotencyKey, Source: ptr("ingest"), OccurredAt: occurredAt(ev, t.now)})
+		exits.add(t.d.Journeys.ExitingOn(ev.Event, ev.Properties), ev.UserID)
+	}
+	stored, err := db.InsertUserEvents(ctx, t.tx, rows)
+	if err != nil {
+		return nil, err
+	}
+	if slices.Contains(stored, false) {
+		return nil, errKeyRaced
+	}
+	return live, t.exit(ctx, exits)
+}
+
+// lockRound is the evaluate-mode part of a round: another writer stored
+// the events, so it only locks the users' contacts — the per-user lock of
+// an evaluation that does not write the contact (contract §5.3) — and
+// leaves out the erased users.
+func (t *txn) lockRound(ctx context.Context, events []IngestEvent, round []int, results []IngestOutput) ([]roundEvent, error) {
+	users := make([]string, len(round))
+	for k, i := range round {
+		users[k] = events[i].UserID
+	}
+	contacts, err := db.LockContactsByUser(ctx, t.tx, users)
+	if err != nil {
+		return nil, err
+	}
+	var live []roundEvent
+	for _, i := range round {
+		ev := events[i]
+		c := contacts[ev.UserID]
+		if c != nil && c.DeletedAt != nil {
+			results[i].Status, results[i].Reason = StatusIgnored, ReasonContactDeleted
+			continue
+		}
+		live = append(live, roundEvent{index: i, userID: ev.UserID, email: contactEmail(c, deref(ev.UserEmail))})
+	}
+	return live, nil
+}
+
+// contactEmail is the email a join of the user records: the contact's
+// (nil for none) when it has one, else the event's.
+func contactEmail(c *db.Contact, eventEmail string) string {
+	if c != nil && c.Email != nil && *c.Email != "" {
+		return *c.Email
+	}
+	return eventEmail
+}
+
+// evaluateRound decides the candidate buckets of a round's users: it locks
+// their active memberships of those buckets in one statement — so every
+// later statement sees the commits of the paths it waited for (contract
+// §5.3) — then evaluates each bucket for all the users it is a candidate
+// for in one compiled statement, and joins and leaves them through the
+// funnel, bucket by bucket in definition order.
+func (t *txn) evaluateRound(ctx context.Context, live []roundEvent, candidates map[int][]*buckets.Bucket) error {
+	byBucket := map[string][]roundEvent{}
+	var users, bucketIDs []string
+	for _, ev := range live {
+		users = append(users, ev.userID)
+		for _, b := range candidates[ev.index] {
+			byBucket[b.ID] = append(byBucket[b.ID], ev)
+			if !slices.Contains(bucketIDs, b.ID) {
+				bucketIDs = append(bucketIDs, b.ID)
+			}
+		}
+	}
+	rows, err := db.LockUserMemberships(ctx, t.tx, users, bucketIDs)
+	if err != nil {
+		return err
+	}
+	active := make(map[[2]string]db.Membership, len(rows))
+	for _, m := range rows {
+		active[[2]string{m.BucketID, m.UserID}] = m
+	}
+	for _, b := range t.d.Buckets.All() {
+		evs := byBucket[b.ID]
+		if len(evs) == 0 {
+			continue
+		}
+		users := make([]string, len(evs))
+		for i, ev := range evs {
+			users[i] = ev.userID
+		}
+		verdicts, err := db.EvaluateUsers(ctx, t.tx, b.Criteria, t.now, users)
+		if err != nil {
+			return fmt.Errorf("evaluating bucket %q: %w", b.ID, err)
+		}
+		var joiners []db.Joiner
+		var leavers []db.Membership
+		for _, ev := range evs {
+			m, member := active[[2]string{b.ID, ev.userID}]
+			switch holds := verdicts[ev.userID]; {
+			case holds && !member:
+				joiners = append(joiners, db.Joiner{UserID: ev.userID, Email: ev.email})
+			case !holds && member:
+				leavers = append(leavers, m)
+			}
+		}
+		if _, err := t.join(ctx, b, joiners, joinSpec{Source: SourceEvent}); err != nil {
+			return fmt.Errorf("bucket %q: %w", b.ID, err)
+		}
+		if _, err := t.leave(ctx, b, leavers, leaveSpec{Source: SourceEvent, Reason: ReasonCriteria}); err != nil {
+			return fmt.Errorf("bucket %q: %w", b.ID, err)
+		}
+	}
+	return nil
+}
