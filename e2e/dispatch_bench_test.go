@@ -28,8 +28,7 @@ func BenchmarkDispatch(b *testing.B) {
 	conn, _, client := benchSetup(b, "dispatch")
 	ctx := context.Background()
 	now := time.Now()
-	d := &tasks.Deps{DB: conn, Hatchet: tasks.NewHatchet(client), Logger: slog.New(slog.DiscardHandler),
-		Now: func() time.Time { return now }}
+	dispatcher := tasks.NewDispatcher(conn, tasks.NewHatchet(client), slog.New(slog.DiscardHandler), func() time.Time { return now })
 	exec := func(query string, args ...any) {
 		if _, err := conn.NewRaw(query, args...).Exec(ctx); err != nil {
 			b.Fatal(err)
@@ -66,7 +65,7 @@ func BenchmarkDispatch(b *testing.B) {
 		exec("VACUUM ANALYZE bucket_event_outbox")
 		b.StartTimer()
 		start := time.Now()
-		pushed, err := tasks.Dispatch(ctx, d, tasks.WorkerPushTimeout)
+		pushed, err := dispatcher.Dispatch(ctx, tasks.WorkerPushTimeout)
 		if err != nil || pushed != n {
 			b.Fatalf("dispatched %d of %d: %v", pushed, n, err)
 		}

@@ -16,7 +16,8 @@ import (
 	"github.com/bucketworker/bucket-worker/journeys"
 )
 
-// Deps is everything a task needs, built once in main and shared.
+// Deps is everything a task needs, built once in main and shared; nothing
+// changes it once built.
 type Deps struct {
 	DB       *bun.DB
 	Buckets  *buckets.Registry
@@ -27,12 +28,12 @@ type Deps struct {
 	Now func() time.Time
 	// Switch is the runtime switch of contract §9.
 	Switch *RuntimeSwitch
-	// Hatchet receives the outbox's pushes and run cancellations; nil when
-	// no Hatchet server is configured, and pushes then stay pending.
+	// Hatchet receives the run cancellations of exited journeys; nil when
+	// no Hatchet server is configured.
 	Hatchet Hatchet
-	// Dispatcher sends the outbox after each commit of transitions: in the
-	// background in a running worker, inline in a command; nil when there
-	// is no Hatchet.
+	// Dispatcher sends the outbox to Hatchet after each commit of
+	// transitions: in the background in a running worker, inline in a
+	// command; nil when there is no Hatchet, and pushes then stay pending.
 	Dispatcher *Dispatcher
 	// EnqueueBackfill starts a bucket-backfill run without waiting; nil
 	// outside a running worker, where nothing is enqueued (contract §8).

@@ -34,7 +34,7 @@ func BenchmarkFunnel(b *testing.B) {
 	for _, transition := range []TransitionKind{Entered, Left} {
 		b.Run(string(transition), func(b *testing.B) {
 			e := newEnv(b, defs{"buckets/recent.yaml": recentlyActive})
-			e.deps.Hatchet = nil
+			e.deps = e.offline()
 			if transition == Left {
 				e.exec(`INSERT INTO bucket_memberships (user_id, bucket_id, entered_at) SELECT 'u' || i, 'recent', ? FROM generate_series(1, ?) i`,
 					t0.Add(-9*day), n)

@@ -122,19 +122,33 @@ func newEnvOn(t testing.TB, conn *bun.DB, files defs) *env {
 	js, jreport := journeys.Load(fsys)
 	require.NoError(t, jreport.Err())
 	e := &env{t: t, ctx: context.Background(), db: conn, clock: &clock{now: t0}, hatchet: &fakeHatchet{}}
+	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
 	e.deps = &Deps{
-		DB:       conn,
-		Buckets:  buckets.NewRegistry(bs),
-		Journeys: journeys.NewRegistry(js),
-		Logger:   slog.New(slog.NewTextHandler(t.Output(), nil)),
-		Now:      e.clock.Now,
-		Switch:   NewRuntimeSwitch(conn, 0),
-		Hatchet:  e.hatchet,
+		DB:         conn,
+		Buckets:    buckets.NewRegistry(bs),
+		Journeys:   journeys.NewRegistry(js),
+		Logger:     logger,
+		Now:        e.clock.Now,
+		Switch:     NewRuntimeSwitch(conn, 0),
+		Hatchet:    e.hatchet,
+		Dispatcher: NewDispatcher(conn, e.hatchet, logger, e.clock.Now),
 		// A backfill job with no progress for two hours is dead.
 		BackfillTimeout: time.Hour,
 	}
-	e.deps.Dispatcher = NewDispatcher(e.deps)
 	return e
+}
+
+// offline is the env's deps without Hatchet, as a command without
+// HATCHET_CLIENT_TOKEN runs: pushes stay pending in the outbox.
+func (e *env) offline() *Deps {
+	d := *e.deps
+	d.Hatchet, d.Dispatcher = nil, nil
+	return &d
+}
+
+// dispatch runs the env's dispatcher as a command does.
+func (e *env) dispatch() (int, error) {
+	return e.deps.Dispatcher.Dispatch(e.ctx, CommandPushTimeout)
 }
 
 func (e *env) bucket(id string) *buckets.Bucket {

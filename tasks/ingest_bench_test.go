@@ -15,7 +15,7 @@ import (
 // event, evaluation, membership, transition event and outbox row.
 func BenchmarkIngestInProcess(b *testing.B) {
 	e := newEnv(b, defs{"buckets/recent.yaml": recentlyActive})
-	e.deps.Hatchet = nil
+	e.deps = e.offline()
 	i := 0
 	for b.Loop() {
 		i++
@@ -42,7 +42,7 @@ func BenchmarkIngestBatchInProcess(b *testing.B) {
 					events = append(events, fmt.Sprintf(`{"event":"app.active","userId":"r%d-u%d"}`, round, i%users))
 				}
 				e := newEnv(b, defs{"buckets/recent.yaml": recentlyActive})
-				e.deps.Hatchet = nil
+				e.deps = e.offline()
 				start := time.Now()
 				for chunk := range slices.Chunk(events, size) {
 					if _, err := HandleBatch(e.ctx, e.deps, IngestStore, []byte(`{"events":[`+strings.Join(chunk, ",")+`]}`), ""); err != nil {
@@ -51,7 +51,7 @@ func BenchmarkIngestBatchInProcess(b *testing.B) {
 				}
 				batched += time.Since(start)
 				e = newEnv(b, defs{"buckets/recent.yaml": recentlyActive})
-				e.deps.Hatchet = nil
+				e.deps = e.offline()
 				start = time.Now()
 				for _, ev := range events {
 					if _, err := HandleIngest(e.ctx, e.deps, IngestStore, "app.active", []byte(ev), ""); err != nil {

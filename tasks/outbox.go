@@ -2,7 +2,6 @@ package tasks
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -30,22 +29,42 @@ const (
 	WorkerPushTimeout = time.Minute
 )
 
-// ErrNoHatchet is returned by Dispatch when no Hatchet server is configured.
-var ErrNoHatchet = errors.New("no Hatchet server is configured")
+// Dispatcher sends the outbox to Hatchet (contract §5.2). After every
+// commit of transitions (Deps.afterCommit) it is told there is work: in a
+// running worker (Run) it then dispatches in the background, so that the
+// pushes of many concurrent task runs go out together in a few bulk calls;
+// in a command it dispatches inline, and once Hatchet did not take a push
+// it stops trying: the rest stays pending in the outbox for the next
+// `outbox --flush` or running worker, and the command says so instead of
+// waiting for Hatchet (contract §11).
+type Dispatcher struct {
+	db      *bun.DB
+	hatchet Hatchet
+	logger  *slog.Logger
+	now     func() time.Time
+
+	wake       chan struct{}
+	background atomic.Bool
+	gaveUp     atomic.Bool
+}
+
+// NewDispatcher returns a dispatcher of the outbox in conn to h, stamping
+// with the clock now; it dispatches inline until Run starts it in the
+// background.
+func NewDispatcher(conn *bun.DB, h Hatchet, logger *slog.Logger, now func() time.Time) *Dispatcher {
+	return &Dispatcher{db: conn, hatchet: h, logger: logger, now: now, wake: make(chan struct{}, 1)}
+}
 
 // Dispatch pushes the pending outbox rows that are due to Hatchet, in id
 // order and in bulk, each push bounded by timeout, until none is left, and
-// returns how many it pushed.
-// Each batch is claimed with FOR UPDATE SKIP LOCKED, so replicas share the
-// work. A failed push is recorded on its rows, which back off and are
-// retried later; Dispatch then returns the error.
-func Dispatch(ctx context.Context, d *Deps, timeout time.Duration) (int, error) {
-	if d.Hatchet == nil {
-		return 0, ErrNoHatchet
-	}
+// returns how many it pushed. Each batch is claimed with FOR UPDATE SKIP
+// LOCKED, so replicas share the work. A failed push is recorded on its
+// rows, which back off and are retried later; Dispatch then returns the
+// error.
+func (p *Dispatcher) Dispatch(ctx context.Context, timeout time.Duration) (int, error) {
 	total := 0
 	for {
-		n, err := dispatchBatch(ctx, d, timeout)
+		n, err := p.dispatchBatch(ctx, timeout)
 		total += n
 		if err != nil || n < DispatchBatch {
 			return total, err
@@ -53,11 +72,11 @@ func Dispatch(ctx context.Context, d *Deps, timeout time.Duration) (int, error) 
 	}
 }
 
-func dispatchBatch(ctx context.Context, d *Deps, timeout time.Duration) (int, error) {
+func (p *Dispatcher) dispatchBatch(ctx context.Context, timeout time.Duration) (int, error) {
 	var pushed int
 	var pushErr error
-	err := d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		now := d.Now()
+	err := p.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		now := p.now()
 		rows, err := db.ClaimOutbox(ctx, tx, now, DispatchBatch)
 		if err != nil || len(rows) == 0 {
 			return err
@@ -67,7 +86,7 @@ func dispatchBatch(ctx context.Context, d *Deps, timeout time.Duration) (int, er
 			ids[i] = r.ID
 		}
 		pushCtx, cancel := context.WithTimeout(ctx, timeout)
-		pushErr = d.Hatchet.Push(pushCtx, rows)
+		pushErr = p.hatchet.Push(pushCtx, rows)
 		cancel()
 		if pushErr != nil {
 			return db.MarkFailed(ctx, tx, ids, pushErr.Error(), now, RetryBase, RetryCap)
@@ -79,26 +98,6 @@ func dispatchBatch(ctx context.Context, d *Deps, timeout time.Duration) (int, er
 		return 0, err
 	}
 	return pushed, pushErr
-}
-
-// Dispatcher sends the outbox to Hatchet after every commit of
-// transitions (Deps.afterCommit). In a running worker (Run) it dispatches
-// in the background, so that the pushes of many concurrent task runs go
-// out together in a few bulk calls. In a command it dispatches inline, and
-// once Hatchet did not take a push it stops trying: the rest stays pending
-// in the outbox for the next `outbox --flush` or running worker, and the
-// command says so instead of waiting for Hatchet (contract §11).
-type Dispatcher struct {
-	d          *Deps
-	wake       chan struct{}
-	background atomic.Bool
-	gaveUp     atomic.Bool
-}
-
-// NewDispatcher returns a dispatcher for d that dispatches inline until Run
-// starts it in the background.
-func NewDispatcher(d *Deps) *Dispatcher {
-	return &Dispatcher{d: d, wake: make(chan struct{}, 1)}
 }
 
 // Wake asks the background dispatcher for a dispatch now; it never blocks,
@@ -118,10 +117,10 @@ func (p *Dispatcher) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if n, err := Dispatch(ctx, p.d, WorkerPushTimeout); err != nil && ctx.Err() == nil {
-			p.d.Logger.WarnContext(ctx, "dispatching the outbox", slog.Int("pushed", n), slog.Any("error", err))
+		if n, err := p.Dispatch(ctx, WorkerPushTimeout); err != nil && ctx.Err() == nil {
+			p.logger.WarnContext(ctx, "dispatching the outbox", slog.Int("pushed", n), slog.Any("error", err))
 		} else if n > 0 {
-			p.d.Logger.DebugContext(ctx, "outbox dispatched", slog.Int("pushed", n))
+			p.logger.DebugContext(ctx, "outbox dispatched", slog.Int("pushed", n))
 		}
 		select {
 		case <-ctx.Done():
@@ -149,9 +148,9 @@ func (p *Dispatcher) flush(ctx context.Context) int {
 	if p.gaveUp.Load() {
 		return 0
 	}
-	n, err := Dispatch(ctx, p.d, CommandPushTimeout)
+	n, err := p.Dispatch(ctx, CommandPushTimeout)
 	if err != nil && ctx.Err() == nil && !p.gaveUp.Swap(true) {
-		p.d.Logger.WarnContext(ctx, "Hatchet did not take the pushes: they stay pending in the outbox "+
+		p.logger.WarnContext(ctx, "Hatchet did not take the pushes: they stay pending in the outbox "+
 			"(bucket-worker outbox --flush, or a running worker, sends them)", slog.Any("error", err))
 	}
 	return n

@@ -23,18 +23,17 @@ func TestCrashBetweenCommitAndDispatchLosesNothing(t *testing.T) {
 	seedLeavers(e, 2500)
 
 	// The process dies right after the commit: nothing was pushed.
-	e.deps.Hatchet = nil
-	out := e.sweep(ReconcileInput{})
+	out, err := Reconcile(e.ctx, e.offline(), ReconcileInput{})
+	require.NoError(t, err)
 	require.Equal(t, 2500, out.Reconciled)
 	require.Equal(t, 0, out.Dispatched)
 	require.Equal(t, 2500, out.Pending)
 
 	// A later dispatch (a restarted worker) pushes each exactly once.
-	e.deps.Hatchet = e.hatchet
-	n, err := Dispatch(e.ctx, e.deps, CommandPushTimeout)
+	n, err := e.dispatch()
 	require.NoError(t, err)
 	require.Equal(t, 2500, n)
-	n, err = Dispatch(e.ctx, e.deps, CommandPushTimeout)
+	n, err = e.dispatch()
 	require.NoError(t, err)
 	require.Zero(t, n)
 	keys := e.hatchet.pushedKeys()
@@ -66,13 +65,13 @@ func TestFailingPushBacksOffAndRetries(t *testing.T) {
 
 	// Not due yet: no attempt.
 	calls := e.hatchet.calls
-	_, err = Dispatch(e.ctx, e.deps, CommandPushTimeout)
+	_, err = e.dispatch()
 	require.NoError(t, err)
 	require.Equal(t, calls, e.hatchet.calls)
 
 	// Due, still failing: the backoff doubles.
 	e.clock.Advance(RetryBase)
-	_, err = Dispatch(e.ctx, e.deps, CommandPushTimeout)
+	_, err = e.dispatch()
 	require.ErrorIs(t, err, errHatchetDown)
 	rows, _ = dbtest.ListOutbox(e.ctx, e.db)
 	require.Equal(t, 2, rows[0].Attempts)
@@ -80,7 +79,7 @@ func TestFailingPushBacksOffAndRetries(t *testing.T) {
 
 	// Many failures later the backoff is capped.
 	e.exec("UPDATE bucket_event_outbox SET attempts = 20, available_at = ?", e.clock.Now())
-	_, err = Dispatch(e.ctx, e.deps, CommandPushTimeout)
+	_, err = e.dispatch()
 	require.ErrorIs(t, err, errHatchetDown)
 	rows, _ = dbtest.ListOutbox(e.ctx, e.db)
 	require.Equal(t, e.clock.Now().Add(RetryCap), rows[0].AvailableAt.UTC())
@@ -88,7 +87,7 @@ func TestFailingPushBacksOffAndRetries(t *testing.T) {
 	// Hatchet is back: everything goes out, once.
 	e.hatchet.setFail(nil)
 	e.clock.Advance(RetryCap)
-	n, err := Dispatch(e.ctx, e.deps, CommandPushTimeout)
+	n, err := e.dispatch()
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
 	require.Len(t, e.hatchet.pushedKeys(), 3)
@@ -101,14 +100,13 @@ func TestConcurrentDispatchersShareTheOutbox(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
 	seedLeavers(e, 5000)
-	e.deps.Hatchet = nil
-	e.sweep(ReconcileInput{})
-	e.deps.Hatchet = e.hatchet
+	_, err := Reconcile(e.ctx, e.offline(), ReconcileInput{})
+	require.NoError(t, err)
 
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			_, err := Dispatch(e.ctx, e.deps, CommandPushTimeout)
+			_, err := e.dispatch()
 			require.NoError(t, err)
 		})
 	}
@@ -184,7 +182,6 @@ func TestUnknownBucketIsAnError(t *testing.T) {
 func TestRunningDispatcherIsWokenByTaskRuns(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
-	e.deps.Dispatcher = NewDispatcher(e.deps)
 	ctx, cancel := context.WithCancel(e.ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { e.deps.Dispatcher.Run(ctx, time.Hour) })

@@ -30,7 +30,7 @@ func runReconcile(ctx context.Context, env *environment, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	e, closeEngine, err := openEngine(ctx, env, false)
+	e, closeEngine, err := openEngine(ctx, env, offline)
 	if err != nil {
 		return err
 	}
@@ -141,7 +141,11 @@ func runOutbox(ctx context.Context, env *environment, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	e, closeEngine, err := openEngine(ctx, env, *flush)
+	mode := offline
+	if *flush {
+		mode = needsHatchet
+	}
+	e, closeEngine, err := openEngine(ctx, env, mode)
 	if err != nil {
 		return err
 	}
@@ -149,7 +153,7 @@ func runOutbox(ctx context.Context, env *environment, args []string) error {
 	var out outboxOutput
 	var flushErr error
 	if *flush {
-		n, err := tasks.Dispatch(ctx, e.deps, tasks.CommandPushTimeout)
+		n, err := e.deps.Dispatcher.Dispatch(ctx, tasks.CommandPushTimeout)
 		out.Dispatched, flushErr = &n, err
 	}
 	summary, err := db.SummarizeOutbox(ctx, e.deps.DB, 10)
@@ -202,7 +206,7 @@ func runSwitch(enabled bool) func(ctx context.Context, env *environment, args []
 			return usageError{"give exactly one bucket id"}
 		}
 		id := fs.Arg(0)
-		e, closeEngine, err := openEngine(ctx, env, false)
+		e, closeEngine, err := openEngine(ctx, env, offline)
 		if err != nil {
 			return err
 		}
@@ -238,7 +242,7 @@ func runBackfill(ctx context.Context, env *environment, args []string) error {
 	case *mode != "auto" && *mode != string(tasks.ModeFirstTime) && *mode != string(tasks.ModeReeval):
 		return usageError{fmt.Sprintf("--mode %q: use auto, first-time or reeval", *mode)}
 	}
-	e, closeEngine, err := openEngine(ctx, env, false)
+	e, closeEngine, err := openEngine(ctx, env, offline)
 	if err != nil {
 		return err
 	}

@@ -23,7 +23,7 @@ func runExplain(ctx context.Context, env *environment, args []string) error {
 	if *user == "" || *bucketID == "" {
 		return usageError{"--user and --bucket are required"}
 	}
-	e, closeEngine, err := openEngine(ctx, env, false)
+	e, closeEngine, err := openEngine(ctx, env, offline)
 	if err != nil {
 		return err
 	}

@@ -33,7 +33,7 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 
-	e, closeEngine, err := openEngine(ctx, env, false)
+	e, closeEngine, err := openEngine(ctx, env, offline)
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func runExpire(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return usageIfInvalid(err)
 	}
-	e, closeEngine, err := openEngine(ctx, env, false)
+	e, closeEngine, err := openEngine(ctx, env, offline)
 	if err != nil {
 		return err
 	}
@@ -114,7 +114,7 @@ func runForget(ctx context.Context, env *environment, args []string) error {
 	if *user == "" {
 		return usageError{"--user is required"}
 	}
-	e, closeEngine, err := openEngine(ctx, env, false)
+	e, closeEngine, err := openEngine(ctx, env, offline)
 	if err != nil {
 		return err
 	}

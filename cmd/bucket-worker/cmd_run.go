@@ -25,7 +25,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	e, closeEngine, err := openEngine(ctx, env, true)
+	e, closeEngine, err := openEngine(ctx, env, workerMode)
 	if err != nil {
 		return err
 	}
@@ -39,7 +39,6 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		logger.InfoContext(ctx, "database migrated", slog.Int("applied", len(applied)))
 	}
 
-	e.deps.EnqueueBackfill = tasks.EnqueueThrough(e.client)
 	opts := tasks.WorkerOptions{
 		Name:             cfg.WorkerName,
 		ReconcileCron:    cfg.ReconcileCron,

@@ -24,10 +24,24 @@ type engine struct {
 	hatchet hatchetServer
 }
 
+// engineMode says what a command needs of Hatchet.
+type engineMode int
+
+const (
+	// offline: Hatchet when HATCHET_CLIENT_TOKEN is set, to dispatch the
+	// command's pushes; otherwise they stay pending.
+	offline engineMode = iota
+	// needsHatchet: the command fails without Hatchet.
+	needsHatchet
+	// workerMode: the running worker, which also enqueues task runs.
+	workerMode
+)
+
 // openEngine loads the configuration and the definitions (any invalid
 // definition stops it), connects to the database and, when
-// HATCHET_CLIENT_TOKEN is set, to Hatchet. close releases the connections.
-func openEngine(ctx context.Context, env *environment, needHatchet bool) (e *engine, close func(), err error) {
+// HATCHET_CLIENT_TOKEN is set or the mode needs it, to Hatchet, and builds
+// the task dependencies once. close releases the connections.
+func openEngine(ctx context.Context, env *environment, mode engineMode) (e *engine, close func(), err error) {
 	cfg, err := loadConfig(env.getenv, env.flags)
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid configuration: %w", err)
@@ -54,7 +68,8 @@ func openEngine(ctx context.Context, env *environment, needHatchet bool) (e *eng
 	if err != nil {
 		return nil, nil, err
 	}
-	e = &engine{cfg: cfg, defs: defs, logger: logger, deps: &tasks.Deps{
+	e = &engine{cfg: cfg, defs: defs, logger: logger}
+	deps := tasks.Deps{
 		DB:              conn,
 		Buckets:         defs.bucketRegistry,
 		Journeys:        defs.journeyRegistry,
@@ -63,16 +78,20 @@ func openEngine(ctx context.Context, env *environment, needHatchet bool) (e *eng
 		Switch:          tasks.NewRuntimeSwitch(conn, cfg.ConfigTTL),
 		SweepBudget:     cfg.ReconcileTimeout * 3 / 4,
 		BackfillTimeout: cfg.BackfillTimeout,
-	}}
-	if env.getenv("HATCHET_CLIENT_TOKEN") != "" || needHatchet {
+	}
+	if env.getenv("HATCHET_CLIENT_TOKEN") != "" || mode != offline {
 		client, server, err := connectHatchet(env.getenv)
 		if err != nil {
 			conn.Close()
 			return nil, nil, err
 		}
 		e.client, e.hatchet = client, server
-		e.deps.Hatchet = tasks.NewHatchet(client)
-		e.deps.Dispatcher = tasks.NewDispatcher(e.deps)
+		deps.Hatchet = tasks.NewHatchet(client)
+		deps.Dispatcher = tasks.NewDispatcher(conn, deps.Hatchet, logger, deps.Now)
+		if mode == workerMode {
+			deps.EnqueueBackfill = tasks.EnqueueThrough(client)
+		}
 	}
+	e.deps = &deps
 	return e, func() { conn.Close() }, nil
 }
