@@ -115,20 +115,7 @@ func (s *exactSum) compare(op CountOperator, threshold extended, n int64) bool {
 	if threshold.inf == 0 && n != 1 {
 		threshold.finite = new(big.Rat).Mul(threshold.finite, new(big.Rat).SetInt64(n))
 	}
-	c := sum.cmp(threshold)
-	switch op {
-	case CountGt:
-		return c > 0
-	case CountGte:
-		return c >= 0
-	case CountLt:
-		return c < 0
-	case CountLte:
-		return c <= 0
-	case CountEq:
-		return c == 0
-	}
-	return false
+	return compares(sum.cmp(threshold), op)
 }
 
 func (s *exactSum) float() float64 {

@@ -2,7 +2,9 @@ package buckets
 
 import (
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/bucketworker/bucket-worker/buckets/definition"
 )
@@ -39,16 +41,6 @@ const (
 	PropAfterNext  PropertyOperator = "after_next"
 )
 
-// IsRelativeDate reports whether the operator compares a time property
-// with the clock (contract §3.6).
-func (op PropertyOperator) IsRelativeDate() bool {
-	switch op {
-	case PropWithinLast, PropBeforeLast, PropWithinNext, PropAfterNext:
-		return true
-	}
-	return false
-}
-
 // EventCheck is what an event condition asks of the user's events.
 type EventCheck string
 
@@ -67,15 +59,6 @@ const (
 	CheckMin EventCheck = "min"
 	CheckMax EventCheck = "max"
 )
-
-// IsAggregate reports whether the check aggregates a numeric property.
-func (c EventCheck) IsAggregate() bool {
-	switch c {
-	case CheckSum, CheckAvg, CheckMin, CheckMax:
-		return true
-	}
-	return false
-}
 
 // CountOperator compares an event count with a value.
 type CountOperator string
@@ -349,54 +332,49 @@ func decodePropertyCondition(n *definition.Node, relative bool) (*PropertyCondit
 	if !opOK {
 		return nil, false
 	}
-	switch c.Operator {
-	case PropExists, PropNotExists:
+	spec, known := lookupProperty(c.Operator)
+	switch {
+	case !known:
+		var ops []string
+		for _, p := range propertyOperators {
+			if relative || p.value != spanValue {
+				ops = append(ops, string(p.op))
+			}
+		}
+		fields["operator"].Errorf("unknown property operator %q: use %s", op, orList(ops))
+		return c, false
+	case spec.value == noValue:
 		if hasValue {
 			valueNode.Errorf("must be absent with operator %q", op)
 			valid = false
 		}
-	case PropEq, PropNeq, PropGt, PropGte, PropLt, PropLte, PropContains:
-		if !hasValue {
-			n.Errorf("value is required with operator %q", op)
-			return nil, false
-		}
+	case spec.value == spanValue && !relative:
+		fields["operator"].Errorf("relative-date operator %q is allowed on a criteria leg only, not in a where", op)
+		valid = false
+	case !hasValue && spec.value == spanValue:
+		n.Errorf("value is required with operator %q: a duration such as 3d", op)
+		return nil, false
+	case !hasValue:
+		n.Errorf("value is required with operator %q", op)
+		return nil, false
+	case spec.value == spanValue:
+		d, ok := decodeDuration(valueNode)
+		valid = valid && ok
+		c.Span = d
+	default:
 		v, ok := valueNode.Scalar()
 		if !ok {
 			return nil, false
 		}
 		c.Value = v
-		switch c.Operator {
-		case PropGt, PropGte, PropLt, PropLte:
-			if _, isNumber := v.(float64); !isNumber {
-				valueNode.Errorf("must be a number with operator %q", op)
-				valid = false
-			}
-		case PropContains:
-			if _, isString := v.(string); !isString {
-				valueNode.Errorf("must be a string with operator %q", op)
-				valid = false
-			}
-		}
-	case PropWithinLast, PropBeforeLast, PropWithinNext, PropAfterNext:
-		switch {
-		case !relative:
-			fields["operator"].Errorf("relative-date operator %q is allowed on a criteria leg only, not in a where", op)
+		if _, isNumber := v.(float64); spec.value == numberValue && !isNumber {
+			valueNode.Errorf("must be a number with operator %q", op)
 			valid = false
-		case !hasValue:
-			n.Errorf("value is required with operator %q: a duration such as 3d", op)
-			return nil, false
-		default:
-			d, ok := decodeDuration(valueNode)
-			valid = valid && ok
-			c.Span = d
 		}
-	default:
-		ops := "eq, neq, gt, gte, lt, lte, contains, exists or not_exists"
-		if relative {
-			ops = "eq, neq, gt, gte, lt, lte, contains, exists, not_exists, within_last, before_last, within_next or after_next"
+		if _, isString := v.(string); spec.value == stringValue && !isString {
+			valueNode.Errorf("must be a string with operator %q", op)
+			valid = false
 		}
-		fields["operator"].Errorf("unknown property operator %q: use %s", op, ops)
-		valid = false
 	}
 	return c, valid
 }
@@ -421,14 +399,12 @@ func decodeEventCondition(n *definition.Node) (Condition, bool) {
 	}
 	check, checkOK := requiredString(n, fields, "check", true)
 	c.Check = EventCheck(check)
-	if checkOK {
-		switch c.Check {
-		case CheckExists, CheckNotExists, CheckCount, CheckSum, CheckAvg, CheckMin, CheckMax:
-		default:
-			fields["check"].Errorf("unknown event check %q: use exists, not_exists, count, sum, avg, min or max", check)
-			return nil, false
-		}
-	} else {
+	if !checkOK {
+		return nil, false
+	}
+	spec, known := lookupCheck(c.Check)
+	if !known {
+		fields["check"].Errorf("unknown event check %q: use %s", check, orList(EventChecks()))
 		return nil, false
 	}
 	opNode, hasOp := fields["operator"]
@@ -437,17 +413,15 @@ func decodeEventCondition(n *definition.Node) (Condition, bool) {
 	operator := func() {
 		op, ok := opNode.String()
 		c.Operator = CountOperator(op)
-		switch c.Operator {
-		case CountGt, CountGte, CountLt, CountLte, CountEq:
-		default:
+		if !slices.Contains(comparisons, c.Operator) {
 			if ok {
-				opNode.Errorf("unknown comparison %q: use gt, gte, lt, lte or eq", op)
+				opNode.Errorf("unknown comparison %q: use %s", op, orList(comparisons))
 			}
 			valid = false
 		}
 	}
 	switch {
-	case c.Check.IsAggregate():
+	case spec.aggregate:
 		if !hasProp {
 			n.Errorf("property is required with check %q: the numeric event property it reads", check)
 			valid = false
@@ -459,6 +433,18 @@ func decodeEventCondition(n *definition.Node) (Condition, bool) {
 		} else {
 			c.Property = p
 		}
+	case hasProp:
+		var aggregates []EventCheck
+		for _, e := range eventChecks {
+			if e.aggregate {
+				aggregates = append(aggregates, e.check)
+			}
+		}
+		propNode.Errorf("property goes with check %s only", orList(aggregates))
+		valid = false
+	}
+	switch {
+	case spec.comparison == numberComparison:
 		if !hasOp || !hasValue {
 			n.Errorf("operator and value are required with check %q", check)
 			return nil, false
@@ -474,9 +460,7 @@ func decodeEventCondition(n *definition.Node) (Condition, bool) {
 			valid = false
 		}
 	case hasProp:
-		propNode.Errorf("property goes with check sum, avg, min or max only")
-		valid = false
-	case (hasOp || hasValue) && c.Check != CheckCount:
+	case (hasOp || hasValue) && spec.comparison == noComparison:
 		n.Errorf("operator and value go with check \"count\" or an aggregate only")
 		valid = false
 	case hasOp != hasValue:
@@ -566,21 +550,15 @@ func requiredString(n *definition.Node, fields map[string]*definition.Node, key 
 
 // unbounded returns the path of the first leaf that makes the criteria able
 // to match a user about whom nothing is known, or ok=false when the criteria
-// are bounded (contract §3.4 rule 1).
+// are bounded (contract §3.4 rule 1). A leaf is unbounded when the
+// evaluator says it holds for a user with no properties and, without a
+// window, no events: a windowed absence is a time-bounded one.
 func unbounded(c Condition, path string) (string, bool) {
 	switch c := c.(type) {
 	case *PropertyCondition:
-		return path, c.Operator == PropNeq || c.Operator == PropNotExists
+		return path, c.Holds(nil, false, time.Time{})
 	case *EventCondition:
-		switch c.Check {
-		case CheckNotExists:
-			return path, c.Within.IsZero()
-		case CheckCount:
-			return path, c.Within.IsZero() && countAcceptsZero(c.Operator, c.Value)
-		case CheckSum: // like a count: with nothing known the sum is 0
-			return path, c.Within.IsZero() && compareNumber(0, c.Operator, c.Threshold)
-		}
-		return path, false
+		return path, c.Within.IsZero() && c.HoldsFor(EventTally{})
 	case *Composite:
 		first := ""
 		for i, child := range c.Conditions {
@@ -603,6 +581,14 @@ func unbounded(c Condition, path string) (string, bool) {
 	return path, false
 }
 
-func countAcceptsZero(op CountOperator, value int64) bool {
-	return compareCount(0, op, value)
+// orList writes the items as "a, b or c".
+func orList[T ~string](items []T) string {
+	words := make([]string, len(items))
+	for i, item := range items {
+		words[i] = string(item)
+	}
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
 }

@@ -1,8 +1,10 @@
 package buckets
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -178,57 +180,63 @@ next:
 
 // HoldsFor reports whether the tally of the leg's events satisfies the check.
 func (c *EventCondition) HoldsFor(t EventTally) bool {
-	switch c.Check {
-	case CheckExists:
-		return t.Count > 0
-	case CheckNotExists:
-		return t.Count == 0
-	case CheckCount:
-		return compareCount(t.Count, c.Operator, c.Value)
-	case CheckSum:
+	test := eventTests[c.Check]
+	return test != nil && test(c, t)
+}
+
+// eventTests is the evaluate layer of the event checks (see operators.go):
+// whether the tally of a leg's events satisfies it.
+var eventTests = map[EventCheck]func(c *EventCondition, t EventTally) bool{
+	CheckExists:    func(_ *EventCondition, t EventTally) bool { return t.Count > 0 },
+	CheckNotExists: func(_ *EventCondition, t EventTally) bool { return t.Count == 0 },
+	CheckCount:     func(c *EventCondition, t EventTally) bool { return compareCount(t.Count, c.Operator, c.Value) },
+	CheckSum: func(c *EventCondition, t EventTally) bool {
 		return t.sum.compare(c.Operator, exactOf(c.Threshold), 1)
-	case CheckAvg:
+	},
+	CheckAvg: func(c *EventCondition, t EventTally) bool {
 		return t.Fed > 0 && t.sum.compare(c.Operator, exactOf(c.Threshold), t.Fed)
-	case CheckMin:
+	},
+	CheckMin: func(c *EventCondition, t EventTally) bool {
 		return t.Fed > 0 && compareNumber(t.Min, c.Operator, c.Threshold)
-	case CheckMax:
+	},
+	CheckMax: func(c *EventCondition, t EventTally) bool {
 		return t.Fed > 0 && compareNumber(t.Max, c.Operator, c.Threshold)
-	}
-	return false
+	},
 }
 
+// comparisonTests is the evaluate layer of the comparisons (see
+// operators.go): whether an order, as cmp.Compare gives it, satisfies the
+// comparison.
+var comparisonTests = map[CountOperator]func(order int) bool{
+	CountGt:  func(order int) bool { return order > 0 },
+	CountGte: func(order int) bool { return order >= 0 },
+	CountLt:  func(order int) bool { return order < 0 },
+	CountLte: func(order int) bool { return order <= 0 },
+	CountEq:  func(order int) bool { return order == 0 },
+}
+
+// compares reports whether order satisfies the comparison op.
+func compares(order int, op CountOperator) bool {
+	test := comparisonTests[op]
+	return test != nil && test(order)
+}
+
+// compareNumber compares two doubles as IEEE 754 does: nothing compares
+// with NaN.
 func compareNumber(a float64, op CountOperator, b float64) bool {
-	switch op {
-	case CountGt:
-		return a > b
-	case CountGte:
-		return a >= b
-	case CountLt:
-		return a < b
-	case CountLte:
-		return a <= b
-	case CountEq:
-		return a == b
+	if math.IsNaN(a) || math.IsNaN(b) {
+		return false
 	}
-	return false
+	return compares(cmp.Compare(a, b), op)
 }
 
+// compareCount compares a count; a count without comparison (CountAny)
+// holds above zero.
 func compareCount(count int64, op CountOperator, value int64) bool {
-	switch op {
-	case CountAny:
+	if op == CountAny {
 		return count > 0
-	case CountGt:
-		return count > value
-	case CountGte:
-		return count >= value
-	case CountLt:
-		return count < value
-	case CountLte:
-		return count <= value
-	case CountEq:
-		return count == value
 	}
-	return false
+	return compares(cmp.Compare(count, value), op)
 }
 
 // Holds reports whether the condition holds for the property's actual
@@ -236,42 +244,52 @@ func compareCount(count int64, op CountOperator, value int64) bool {
 // Comparisons are JSON-type-strict: 1 is not "1", true is not "true", and 1
 // equals 1.0. Numbers are float64, as DecodeJSON decodes them.
 func (c *PropertyCondition) Holds(actual any, present bool, now time.Time) bool {
-	exists := present && actual != nil
-	if c.Operator.IsRelativeDate() {
-		t, ok := ParseTime(actual)
-		return ok && c.HoldsAt(t, now)
-	}
-	switch c.Operator {
-	case PropExists:
-		return exists
-	case PropNotExists:
-		return !exists
-	case PropEq:
+	test := propertyTests[c.Operator]
+	return test != nil && test(c, actual, present && actual != nil, now)
+}
+
+// propertyTests is the evaluate layer of the property operators (see
+// operators.go): whether the actual value — which exists when present and
+// not null — satisfies the condition at now.
+var propertyTests = map[PropertyOperator]func(c *PropertyCondition, actual any, exists bool, now time.Time) bool{
+	PropEq: func(c *PropertyCondition, actual any, exists bool, _ time.Time) bool {
 		return exists && jsonEqual(actual, c.Value)
-	case PropNeq:
+	},
+	PropNeq: func(c *PropertyCondition, actual any, exists bool, _ time.Time) bool {
 		return !exists || !jsonEqual(actual, c.Value)
-	case PropGt, PropGte, PropLt, PropLte:
-		a, ok := actual.(float64)
-		v, _ := c.Value.(float64)
-		if !ok {
-			return false
-		}
-		switch c.Operator {
-		case PropGt:
-			return a > v
-		case PropGte:
-			return a >= v
-		case PropLt:
-			return a < v
-		default:
-			return a <= v
-		}
-	case PropContains:
+	},
+	PropGt:  numberTest(CountGt),
+	PropGte: numberTest(CountGte),
+	PropLt:  numberTest(CountLt),
+	PropLte: numberTest(CountLte),
+	PropContains: func(c *PropertyCondition, actual any, _ bool, _ time.Time) bool {
 		a, ok := actual.(string)
 		v, _ := c.Value.(string)
 		return ok && strings.Contains(a, v)
+	},
+	PropExists:     func(_ *PropertyCondition, _ any, exists bool, _ time.Time) bool { return exists },
+	PropNotExists:  func(_ *PropertyCondition, _ any, exists bool, _ time.Time) bool { return !exists },
+	PropWithinLast: dateTest,
+	PropBeforeLast: dateTest,
+	PropWithinNext: dateTest,
+	PropAfterNext:  dateTest,
+}
+
+// numberTest is the test of a property that must be a number comparing
+// with the condition's value as op says.
+func numberTest(op CountOperator) func(c *PropertyCondition, actual any, exists bool, now time.Time) bool {
+	return func(c *PropertyCondition, actual any, _ bool, _ time.Time) bool {
+		a, ok := actual.(float64)
+		v, _ := c.Value.(float64)
+		return ok && compareNumber(a, op, v)
 	}
-	return false
+}
+
+// dateTest is the test of a relative-date leg (contract §3.6): the
+// property read as a time, in the leg's window at now.
+func dateTest(c *PropertyCondition, actual any, _ bool, now time.Time) bool {
+	t, ok := ParseTime(actual)
+	return ok && c.HoldsAt(t, now)
 }
 
 // jsonEqual compares two JSON scalars by type and value.

@@ -97,43 +97,66 @@ func (c *compiler) condition(cond buckets.Condition) string {
 // contains apply only to numbers and strings, and a leg on any other type
 // is false, never NULL.
 func (c *compiler) property(p *buckets.PropertyCondition, props string) string {
-	key := func() string { return c.arg(p.Property) }
-	exists := func() string {
-		return fmt.Sprintf("coalesce(jsonb_typeof(%s -> %s) <> 'null', false)", props, key())
+	compile, ok := propertyCompilers[p.Operator]
+	if !ok {
+		panic(fmt.Sprintf("db: unknown property operator %q", p.Operator))
 	}
-	compare := func(op string) string {
-		return fmt.Sprintf("coalesce(bucket_worker_double(%s -> %s) %s %s::float8, false)", props, key(), op, c.arg(p.Value))
-	}
-	equal := func() string {
-		if _, number := p.Value.(float64); number {
-			return compare("=")
-		}
-		// The value as a jsonb constant, folded once; to_jsonb(?) is
-		// evaluated per row, which doubled a scan of a million contacts.
-		doc, err := json.Marshal(p.Value)
-		if err != nil {
-			panic(fmt.Sprintf("db: property value %v: %v", p.Value, err)) // a string or a bool
-		}
-		return fmt.Sprintf("coalesce((%s -> %s) = %s::jsonb, false)", props, key(), c.arg(string(doc)))
-	}
-	switch p.Operator {
-	case buckets.PropExists:
-		return exists()
-	case buckets.PropNotExists:
-		return "NOT " + exists()
-	case buckets.PropEq:
-		return equal()
-	case buckets.PropNeq:
-		return "NOT " + equal()
-	case buckets.PropGt, buckets.PropGte, buckets.PropLt, buckets.PropLte:
-		return compare(map[buckets.PropertyOperator]string{buckets.PropGt: ">", buckets.PropGte: ">=", buckets.PropLt: "<", buckets.PropLte: "<="}[p.Operator])
-	case buckets.PropContains:
+	return compile(c, p, props)
+}
+
+// propertyCompilers is the compile layer of the property operators (see
+// the checklist in buckets/operators.go): the SQL of a leg over the
+// properties document props.
+var propertyCompilers = map[buckets.PropertyOperator]func(c *compiler, p *buckets.PropertyCondition, props string) string{
+	buckets.PropEq: (*compiler).equal,
+	buckets.PropNeq: func(c *compiler, p *buckets.PropertyCondition, props string) string {
+		return "NOT " + c.equal(p, props)
+	},
+	buckets.PropGt:  numberComparison(buckets.CountGt),
+	buckets.PropGte: numberComparison(buckets.CountGte),
+	buckets.PropLt:  numberComparison(buckets.CountLt),
+	buckets.PropLte: numberComparison(buckets.CountLte),
+	buckets.PropContains: func(c *compiler, p *buckets.PropertyCondition, props string) string {
 		return fmt.Sprintf("CASE WHEN jsonb_typeof(%s -> %s) = 'string' THEN strpos(%s ->> %s, %s) > 0 ELSE false END",
-			props, key(), props, key(), c.arg(p.Value))
-	case buckets.PropWithinLast, buckets.PropBeforeLast, buckets.PropWithinNext, buckets.PropAfterNext:
-		return c.relativeDate(p, props)
+			props, c.arg(p.Property), props, c.arg(p.Property), c.arg(p.Value))
+	},
+	buckets.PropExists: (*compiler).exists,
+	buckets.PropNotExists: func(c *compiler, p *buckets.PropertyCondition, props string) string {
+		return "NOT " + c.exists(p, props)
+	},
+	buckets.PropWithinLast: (*compiler).relativeDate,
+	buckets.PropBeforeLast: (*compiler).relativeDate,
+	buckets.PropWithinNext: (*compiler).relativeDate,
+	buckets.PropAfterNext:  (*compiler).relativeDate,
+}
+
+// exists is true when the key is present and not JSON null.
+func (c *compiler) exists(p *buckets.PropertyCondition, props string) string {
+	return fmt.Sprintf("coalesce(jsonb_typeof(%s -> %s) <> 'null', false)", props, c.arg(p.Property))
+}
+
+// equal compares the value JSON-type-strict: a number as a double, a
+// string or a bool by jsonb equality with the value as a jsonb constant,
+// folded once (to_jsonb(?) is evaluated per row, which doubled a scan of a
+// million contacts).
+func (c *compiler) equal(p *buckets.PropertyCondition, props string) string {
+	if _, number := p.Value.(float64); number {
+		return numberComparison(buckets.CountEq)(c, p, props)
 	}
-	panic(fmt.Sprintf("db: unknown property operator %q", p.Operator))
+	doc, err := json.Marshal(p.Value)
+	if err != nil {
+		panic(fmt.Sprintf("db: property value %v: %v", p.Value, err)) // a string or a bool
+	}
+	return fmt.Sprintf("coalesce((%s -> %s) = %s::jsonb, false)", props, c.arg(p.Property), c.arg(string(doc)))
+}
+
+// numberComparison compares the property, read as a double, with the
+// value as op says; a property that is no number makes it false.
+func numberComparison(op buckets.CountOperator) func(c *compiler, p *buckets.PropertyCondition, props string) string {
+	return func(c *compiler, p *buckets.PropertyCondition, props string) string {
+		return fmt.Sprintf("coalesce(bucket_worker_double(%s -> %s) %s %s::float8, false)",
+			props, c.arg(p.Property), comparisonSQL[op].op, c.arg(p.Value))
+	}
 }
 
 // relativeDate compiles a relative-date leg (contract §3.6): the property
@@ -200,6 +223,10 @@ func writtenDate(t time.Time) string {
 // which the (user_id, event, occurred_at) index answers; a where filters
 // the rows, an aggregate reads its property of those (contract §3.5).
 func (c *compiler) event(e *buckets.EventCondition) string {
+	compile, ok := eventCompilers[e.Check]
+	if !ok {
+		panic(fmt.Sprintf("db: unknown event check %q", e.Check))
+	}
 	// The rows' filter is compiled apart: an aggregate writes it after
 	// arguments of its own.
 	rows := &compiler{now: c.now, subject: c.subject}
@@ -210,51 +237,81 @@ func (c *compiler) event(e *buckets.EventCondition) string {
 	for _, w := range e.Where {
 		where += " AND " + rows.property(w, "e.properties")
 	}
-	if e.Check.IsAggregate() {
-		return c.aggregate(e, where, rows.args)
-	}
-	c.args = append(c.args, rows.args...)
-	exists := "EXISTS (SELECT 1 FROM user_events AS e WHERE " + where + ")"
-	positive := e.Check == buckets.CheckExists || e.Check == buckets.CheckCount && e.Operator == buckets.CountAny
-	switch {
-	case positive && !c.negate, e.Check == buckets.CheckNotExists && c.negate:
-		return exists
-	case positive, e.Check == buckets.CheckNotExists:
-		return "NOT " + exists
-	}
-	op := countOperators[e.Operator]
-	if c.negate {
-		op = negatedCountOperators[e.Operator]
-	}
-	return fmt.Sprintf("(SELECT count(*) FROM user_events AS e WHERE %s) %s %s", where, op, c.arg(e.Value))
+	return compile(c, e, eventRows{where: where, args: rows.args})
 }
 
-// aggregate compiles sum, avg, min and max over the events of where. Sums
-// and averages add each value's shortest decimal (float8 printed, as
-// buckets does) exactly as numerics and compare exactly, infinities
-// included; a sum of both infinities is NaN and false. min and max compare
-// doubles. With no value, sum is 0 and the others are false.
-func (c *compiler) aggregate(e *buckets.EventCondition, where string, whereArgs []any) string {
-	var agg, test string
-	op := countOperators[e.Operator]
-	switch e.Check {
-	case buckets.CheckSum:
-		agg = "coalesce(sum(x::text::numeric), 0) AS s"
-		test = fmt.Sprintf("s <> 'NaN' AND s %s %s::numeric", op, c.arg(numericText(e.Threshold)))
-	case buckets.CheckAvg:
-		agg = "sum(x::text::numeric) AS s, count(x) AS n"
-		test = fmt.Sprintf("s <> 'NaN' AND s %s %s::numeric * n", op, c.arg(numericText(e.Threshold)))
-	case buckets.CheckMin, buckets.CheckMax:
-		agg = fmt.Sprintf("%s(x) AS s", e.Check)
-		test = fmt.Sprintf("s %s %s::float8", op, c.arg(e.Threshold))
+// eventRows is the filter of the events a leg reads: the user's events of
+// its name, in its window, passing its where.
+type eventRows struct {
+	where string
+	args  []any
+}
+
+// eventCompilers is the compile layer of the event checks (see the
+// checklist in buckets/operators.go): the SQL of a leg over its events.
+var eventCompilers = map[buckets.EventCheck]func(c *compiler, e *buckets.EventCondition, rows eventRows) string{
+	buckets.CheckExists:    (*compiler).presence,
+	buckets.CheckNotExists: (*compiler).presence,
+	buckets.CheckCount:     (*compiler).count,
+	buckets.CheckSum: aggregate("coalesce(sum(x::text::numeric), 0) AS s", func(c *compiler, e *buckets.EventCondition, op string) string {
+		return fmt.Sprintf("s <> 'NaN' AND s %s %s::numeric", op, c.arg(numericText(e.Threshold)))
+	}),
+	buckets.CheckAvg: aggregate("sum(x::text::numeric) AS s, count(x) AS n", func(c *compiler, e *buckets.EventCondition, op string) string {
+		return fmt.Sprintf("s <> 'NaN' AND s %s %s::numeric * n", op, c.arg(numericText(e.Threshold)))
+	}),
+	buckets.CheckMin: aggregate("min(x) AS s", extremeTest),
+	buckets.CheckMax: aggregate("max(x) AS s", extremeTest),
+}
+
+// presence is an exists or not_exists leg, and a count without
+// comparison: an EXISTS, negated as the check and the compiler's own
+// negation say, so that an absence leg's SHOULD-LEAVE test is a plain
+// EXISTS the planner can turn into a semi-join.
+func (c *compiler) presence(e *buckets.EventCondition, rows eventRows) string {
+	c.args = append(c.args, rows.args...)
+	exists := "EXISTS (SELECT 1 FROM user_events AS e WHERE " + rows.where + ")"
+	if (e.Check == buckets.CheckNotExists) != c.negate {
+		return "NOT " + exists
 	}
-	values := fmt.Sprintf("SELECT bucket_worker_double(e.properties -> %s) AS x FROM user_events AS e WHERE %s", c.arg(e.Property), where)
-	c.args = append(c.args, whereArgs...)
-	sql := fmt.Sprintf("coalesce((SELECT %s FROM (SELECT %s FROM (%s) AS v) AS a), false)", test, agg, values)
+	return exists
+}
+
+// count compares the number of the leg's events.
+func (c *compiler) count(e *buckets.EventCondition, rows eventRows) string {
+	if e.Operator == buckets.CountAny {
+		return c.presence(e, rows)
+	}
+	c.args = append(c.args, rows.args...)
+	op := comparisonSQL[e.Operator].op
 	if c.negate {
-		return "NOT " + sql
+		op = comparisonSQL[e.Operator].negated
 	}
-	return sql
+	return fmt.Sprintf("(SELECT count(*) FROM user_events AS e WHERE %s) %s %s", rows.where, op, c.arg(e.Value))
+}
+
+// aggregate compiles sum, avg, min and max over the leg's events: agg
+// computes s (and n) over the events' values x, test compares them with
+// the threshold. Sums and averages add each value's shortest decimal
+// (float8 printed, as buckets does) exactly as numerics and compare
+// exactly, infinities included; a sum of both infinities is NaN and false.
+// min and max compare doubles. With no value, sum is 0 and the others are
+// false.
+func aggregate(agg string, test func(c *compiler, e *buckets.EventCondition, op string) string) func(c *compiler, e *buckets.EventCondition, rows eventRows) string {
+	return func(c *compiler, e *buckets.EventCondition, rows eventRows) string {
+		cmp := test(c, e, comparisonSQL[e.Operator].op)
+		values := fmt.Sprintf("SELECT bucket_worker_double(e.properties -> %s) AS x FROM user_events AS e WHERE %s", c.arg(e.Property), rows.where)
+		c.args = append(c.args, rows.args...)
+		sql := fmt.Sprintf("coalesce((SELECT %s FROM (SELECT %s FROM (%s) AS v) AS a), false)", cmp, agg, values)
+		if c.negate {
+			return "NOT " + sql
+		}
+		return sql
+	}
+}
+
+// extremeTest compares a min or a max as a double.
+func extremeTest(c *compiler, e *buckets.EventCondition, op string) string {
+	return fmt.Sprintf("s %s %s::float8", op, c.arg(e.Threshold))
 }
 
 // numericText writes a double as the numeric the compiler compares sums
@@ -269,11 +326,13 @@ func numericText(f float64) string {
 	return strconv.FormatFloat(f, 'g', -1, 64)
 }
 
-var (
-	countOperators = map[buckets.CountOperator]string{
-		buckets.CountGt: ">", buckets.CountGte: ">=", buckets.CountLt: "<", buckets.CountLte: "<=", buckets.CountEq: "=",
-	}
-	negatedCountOperators = map[buckets.CountOperator]string{
-		buckets.CountGt: "<=", buckets.CountGte: "<", buckets.CountLt: ">=", buckets.CountLte: ">", buckets.CountEq: "<>",
-	}
-)
+// comparisonSQL is the compile layer of the comparisons (see the
+// checklist in buckets/operators.go): the SQL operator, and the one of its
+// negation.
+var comparisonSQL = map[buckets.CountOperator]struct{ op, negated string }{
+	buckets.CountGt:  {">", "<="},
+	buckets.CountGte: {">=", "<"},
+	buckets.CountLt:  {"<", ">="},
+	buckets.CountLte: {"<=", ">"},
+	buckets.CountEq:  {"=", "<>"},
+}

@@ -379,6 +379,44 @@ func TestConformance(t *testing.T) {
 	}
 }
 
+// TestConformanceCoversEveryOperator requires a conformance case of every
+// operator, event check and comparison the loader accepts (see the
+// checklist in buckets/operators.go): a new one is held to the Go
+// evaluator only once the table has cases of it.
+func TestConformanceCoversEveryOperator(t *testing.T) {
+	t.Parallel()
+	properties, checks, comparisons := map[buckets.PropertyOperator]bool{}, map[buckets.EventCheck]bool{}, map[buckets.CountOperator]bool{}
+	criteria := make([]string, 0, len(conformanceCases)+len(richCases))
+	for _, tc := range conformanceCases {
+		criteria = append(criteria, tc.criteria)
+	}
+	for _, tc := range richCases {
+		criteria = append(criteria, tc.criteria)
+	}
+	for _, text := range criteria {
+		buckets.Walk(loadCriteria(t, text), func(_ string, c buckets.Condition) {
+			switch c := c.(type) {
+			case *buckets.PropertyCondition:
+				properties[c.Operator] = true
+			case *buckets.EventCondition:
+				checks[c.Check], comparisons[c.Operator] = true, true
+				for _, w := range c.Where {
+					properties[w.Operator] = true
+				}
+			}
+		})
+	}
+	for _, op := range buckets.PropertyOperators() {
+		require.True(t, properties[op], "no conformance case of the property operator %s", op)
+	}
+	for _, check := range buckets.EventChecks() {
+		require.True(t, checks[check], "no conformance case of the event check %s", check)
+	}
+	for _, op := range buckets.Comparisons() {
+		require.True(t, comparisons[op], "no conformance case of the comparison %s", op)
+	}
+}
+
 func loadCriteria(t *testing.T, criteria string) buckets.Condition {
 	t.Helper()
 	bs, report := buckets.Load(fstest.MapFS{"buckets/b.json": {Data: []byte(`{"id":"b","name":"B","criteria":` + criteria + `}`)}})

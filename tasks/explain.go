@@ -132,13 +132,7 @@ func explainCriteria(ctx context.Context, d *Deps, b *buckets.Bucket, props buck
 		case *buckets.PropertyCondition:
 			leaf.Type = "property"
 			leaf.Observed = map[string]any{"present": l.Present, "value": l.Value, "jsonType": jsonType(l.Value, l.Present)}
-			if c.Operator.IsRelativeDate() {
-				from, to := c.DateWindow(now)
-				leaf.Observed["time"], leaf.Observed["from"], leaf.Observed["to"] = nil, timeOrNil(from), timeOrNil(to)
-				if t, ok := buckets.ParseTime(l.Value); ok {
-					leaf.Observed["time"] = t
-				}
-			}
+			propertyReadings[c.Operator](leaf.Observed, c, l, now)
 		case *buckets.EventCondition:
 			newest, err := db.LatestUserEvent(ctx, d.DB, ex.UserID, c.EventName)
 			if err != nil {
@@ -149,12 +143,7 @@ func explainCriteria(ctx context.Context, d *Deps, b *buckets.Bucket, props buck
 			if len(c.Where) > 0 {
 				leaf.Observed["inWindow"] = l.Tally.InWindow
 			}
-			if c.Check.IsAggregate() {
-				leaf.Observed["aggregate"], leaf.Observed["fed"] = nil, l.Tally.Fed
-				if v, ok := l.Tally.Aggregate(c.Check); ok && !math.IsNaN(v) {
-					leaf.Observed["aggregate"] = v
-				}
-			}
+			eventReadings[c.Check](leaf.Observed, c, l)
 		}
 		ex.Leaves = append(ex.Leaves, leaf)
 	}
@@ -162,6 +151,63 @@ func explainCriteria(ctx context.Context, d *Deps, b *buckets.Bucket, props buck
 		ex.Branches = append(ex.Branches, BranchVerdict{Path: br.Path, Operator: string(br.Operator), Result: br.Result, DecidedBy: br.DecidedBy})
 	}
 	return nil
+}
+
+// propertyReadings is the explain layer of the property operators (see
+// the checklist in buckets/operators.go): what a leg observed beyond its
+// value, present and jsonType.
+var propertyReadings = map[buckets.PropertyOperator]func(observed map[string]any, c *buckets.PropertyCondition, l buckets.LeafTrace, now time.Time){
+	buckets.PropEq:         noReading,
+	buckets.PropNeq:        noReading,
+	buckets.PropGt:         noReading,
+	buckets.PropGte:        noReading,
+	buckets.PropLt:         noReading,
+	buckets.PropLte:        noReading,
+	buckets.PropContains:   noReading,
+	buckets.PropExists:     noReading,
+	buckets.PropNotExists:  noReading,
+	buckets.PropWithinLast: dateReading,
+	buckets.PropBeforeLast: dateReading,
+	buckets.PropWithinNext: dateReading,
+	buckets.PropAfterNext:  dateReading,
+}
+
+// noReading adds nothing to what every leg of its kind shows.
+func noReading(map[string]any, *buckets.PropertyCondition, buckets.LeafTrace, time.Time) {}
+
+// dateReading shows a relative date's value read as a time (null when it
+// is none) and the window's bounds now (null when open).
+func dateReading(observed map[string]any, c *buckets.PropertyCondition, l buckets.LeafTrace, now time.Time) {
+	from, to := c.DateWindow(now)
+	observed["time"], observed["from"], observed["to"] = nil, timeOrNil(from), timeOrNil(to)
+	if t, ok := buckets.ParseTime(l.Value); ok {
+		observed["time"] = t
+	}
+}
+
+// eventReadings is the explain layer of the event checks (see the
+// checklist in buckets/operators.go): what a leg observed beyond its
+// count, cutoff and newest event.
+var eventReadings = map[buckets.EventCheck]func(observed map[string]any, c *buckets.EventCondition, l buckets.LeafTrace){
+	buckets.CheckExists:    countReading,
+	buckets.CheckNotExists: countReading,
+	buckets.CheckCount:     countReading,
+	buckets.CheckSum:       aggregateReading,
+	buckets.CheckAvg:       aggregateReading,
+	buckets.CheckMin:       aggregateReading,
+	buckets.CheckMax:       aggregateReading,
+}
+
+// countReading adds nothing: the count is what the leg read.
+func countReading(map[string]any, *buckets.EventCondition, buckets.LeafTrace) {}
+
+// aggregateReading shows the value an aggregate compared (null when there
+// was none) and how many events fed it.
+func aggregateReading(observed map[string]any, c *buckets.EventCondition, l buckets.LeafTrace) {
+	observed["aggregate"], observed["fed"] = nil, l.Tally.Fed
+	if v, ok := l.Tally.Aggregate(c.Check); ok && !math.IsNaN(v) {
+		observed["aggregate"] = v
+	}
 }
 
 // explainNext predicts the next sweep (contract §6.2 and §6.3).
