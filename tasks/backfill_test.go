@@ -44,11 +44,10 @@ func TestFirstTimeBackfillJoinsSilently(t *testing.T) {
 	e := newEnv(t, defs{"buckets/trial.yaml": trialBucket, "buckets/dormant.yaml": wentDormant})
 	e.contact("on-trial", `{"plan":"trial"}`)
 	e.contact("returning", `{"plan":"trial"}`)
-	e.exec(`INSERT INTO bucket_memberships (user_id, bucket_id, status, entered_at, left_at, entry_count)
-		VALUES ('returning', 'trial', 'left', ?, ?, 1)`, t0.Add(-40*day), t0.Add(-20*day))
+	e.left("trial", "returning", t0.Add(-40*day), t0.Add(-20*day))
 	e.contact("paying", `{"plan":"pro"}`)
 	e.contact("erased", `{"plan":"trial"}`)
-	e.exec("UPDATE contacts SET deleted_at = ? WHERE external_id = 'erased'", t0)
+	e.setDeleted("erased", &t0)
 	e.events("no-contact", "app.active", 30*day) // lapsed, but without a contact
 	e.contact("lapsed", `{}`)
 	e.events("lapsed", "app.active", 30*day)
@@ -105,7 +104,7 @@ exitOn: [{event: bucket:left:trial}]
 	}))
 
 	// The worker restarts with edited criteria: plan trial and 10+ seats, or 40+ seats.
-	v2 := newEnvOn(t, v1.db, defs{"buckets/trial.yaml": `
+	v2 := newEnvOn(t, v1.db, v1.clock, defs{"buckets/trial.yaml": `
 id: trial
 name: Trial
 maxDwell: 14d
@@ -193,7 +192,7 @@ func TestConcurrentBootsEnqueueOneJobPerBucket(t *testing.T) {
 	enqueued := map[string]int{}
 	var replicas []*env
 	for range 6 {
-		replica := newEnvOn(t, first.db, files)
+		replica := newEnvOn(t, first.db, first.clock, files)
 		replica.deps.EnqueueBackfill = func(_ context.Context, in BackfillInput) error {
 			mu.Lock()
 			defer mu.Unlock()
@@ -203,7 +202,7 @@ func TestConcurrentBootsEnqueueOneJobPerBucket(t *testing.T) {
 		replicas = append(replicas, replica)
 	}
 	for round := range 10 {
-		first.exec("DELETE FROM import_jobs")
+		require.NoError(t, dbtest.DeleteAll(first.ctx, first.db, (*db.ImportJob)(nil)))
 		clear(enqueued)
 		start := make(chan struct{})
 		var wg sync.WaitGroup

@@ -113,9 +113,9 @@ func TestExpiryOutcomes(t *testing.T) {
 	require.Equal(t, ExpiryResult{Status: "skipped", Reason: ReasonBucketDisabled}, e.expire(a))
 	require.NoError(t, e.deps.Switch.Set(e.ctx, "active-now", true, t0))
 
-	e.exec("UPDATE contacts SET deleted_at = ? WHERE external_id = 'u'", t0)
+	e.setDeleted("u", &t0)
 	require.Equal(t, ExpiryResult{Status: "skipped", Reason: ReasonContactDeleted}, e.expire(a))
-	e.exec("UPDATE contacts SET deleted_at = NULL WHERE external_id = 'u'")
+	e.setDeleted("u", nil)
 
 	require.Equal(t, ExpiryResult{Status: "left", RowID: row.ID}, e.expire(a))
 	require.Equal(t, db.StatusLeft, e.status("active-now", "u"))
@@ -223,7 +223,7 @@ func TestArmFromAPush(t *testing.T) {
 	require.True(t, res.FiresAt.Equal(*row.ExpiresAt))
 	require.Len(t, e.timers(), 1, "armed once")
 
-	e.exec("DELETE FROM bucket_expiry_timers")
+	require.NoError(t, dbtest.DeleteAll(e.ctx, e.db, (*db.ExpiryTimer)(nil)))
 	res, err = HandleArm(e.ctx, e.deps, a)
 	require.NoError(t, err)
 	require.Equal(t, StatusArmed, res.Status)
@@ -260,9 +260,7 @@ func TestReplicasShareTimers(t *testing.T) {
 
 	replicas := make([]*env, 3)
 	for i := range replicas {
-		replicas[i] = newEnvOn(t, e.db, defs{"buckets/active-now.yaml": activeNow})
-		replicas[i].clock = e.clock
-		replicas[i].deps.Now = e.clock.Now
+		replicas[i] = newEnvOn(t, e.db, e.clock, defs{"buckets/active-now.yaml": activeNow})
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex

@@ -91,7 +91,8 @@ func TestExplainNextSweep(t *testing.T) {
 
 	e.events("expired", "app.active", time.Minute)
 	old := e.member("hot", "expired", 4*day)
-	e.exec("UPDATE bucket_memberships SET max_dwell_at = ? WHERE id = ?", t0.Add(-day), old.ID)
+	old.MaxDwellAt = ptr(t0.Add(-day))
+	e.update(old)
 	ex = e.explain("expired", "hot")
 	require.True(t, ex.Verdict)
 	require.Equal(t, "leave", ex.Next)

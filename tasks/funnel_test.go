@@ -19,10 +19,11 @@ func TestConcurrentSweepsEmitEachTransitionOnce(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive, "buckets/engaged-pro.yaml": proAndActive})
 	const n = 3000
-	e.exec(`INSERT INTO contacts (external_id, properties) SELECT 'u' || i, '{"plan":"pro"}' FROM generate_series(1, ?) i`, n)
-	e.exec(`INSERT INTO user_events (user_id, event, occurred_at) SELECT 'u' || i, 'app.active', ? FROM generate_series(1, ?) i`, t0.Add(-8*day), n)
+	users := dbtest.Users("u", n)
+	require.NoError(t, dbtest.InsertContacts(e.ctx, e.db, dbtest.Contacts(users, `{"plan":"pro"}`)))
+	require.NoError(t, dbtest.InsertUserEvents(e.ctx, e.db, dbtest.Events(users, "app.active", t0.Add(-8*day))))
 	for _, b := range []string{"recent", "engaged-pro"} {
-		e.exec(`INSERT INTO bucket_memberships (user_id, bucket_id, entered_at) SELECT 'u' || i, ?, ? FROM generate_series(1, ?) i`, b, t0.Add(-9*day), n)
+		require.NoError(t, dbtest.InsertMemberships(e.ctx, e.db, dbtest.Members(users, b, t0.Add(-9*day))))
 	}
 
 	var wg sync.WaitGroup
@@ -108,8 +109,9 @@ func TestSweepRacingLeaveAndRejoin(t *testing.T) {
 	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
 	b := e.bucket("recent")
 	const users = 200
-	e.exec(`INSERT INTO user_events (user_id, event, occurred_at) SELECT 'u' || i, 'app.active', ? FROM generate_series(1, ?) i`, t0.Add(-8*day), users)
-	e.exec(`INSERT INTO bucket_memberships (user_id, bucket_id, entered_at) SELECT 'u' || i, 'recent', ? FROM generate_series(1, ?) i`, t0.Add(-9*day), users)
+	ids := dbtest.Users("u", users)
+	require.NoError(t, dbtest.InsertUserEvents(e.ctx, e.db, dbtest.Events(ids, "app.active", t0.Add(-8*day))))
+	require.NoError(t, dbtest.InsertMemberships(e.ctx, e.db, dbtest.Members(ids, "recent", t0.Add(-9*day))))
 
 	// A real-time writer leaves and re-joins every user while sweeps run.
 	var wg sync.WaitGroup
@@ -167,7 +169,7 @@ func TestSeventyThousandLeaversInOneTick(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
 	const n = 70_001
-	e.exec(`INSERT INTO bucket_memberships (user_id, bucket_id, entered_at) SELECT 'u' || i, 'recent', ? FROM generate_series(1, ?) i`, t0.Add(-9*day), n)
+	require.NoError(t, dbtest.InsertMemberships(e.ctx, e.db, dbtest.Members(dbtest.Users("u", n), "recent", t0.Add(-9*day))))
 
 	out := e.sweep(ReconcileInput{})
 	require.Equal(t, n, out.bucket("recent").Left)

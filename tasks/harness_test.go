@@ -106,12 +106,12 @@ type defs map[string]string
 func newEnv(t testing.TB, files defs) *env {
 	t.Helper()
 	conn, _ := dbtest.New(t)
-	return newEnvOn(t, conn, files)
+	return newEnvOn(t, conn, &clock{now: t0}, files)
 }
 
-// newEnvOn is newEnv on an existing database: a worker restarted with
-// other definitions, or a second replica.
-func newEnvOn(t testing.TB, conn *bun.DB, files defs) *env {
+// newEnvOn is newEnv on an existing database and clock: a worker
+// restarted with other definitions, or a second replica.
+func newEnvOn(t testing.TB, conn *bun.DB, clk *clock, files defs) *env {
 	t.Helper()
 	fsys := fstest.MapFS{}
 	for name, content := range files {
@@ -121,7 +121,7 @@ func newEnvOn(t testing.TB, conn *bun.DB, files defs) *env {
 	require.NoError(t, report.Err())
 	js, jreport := journeys.Load(fsys)
 	require.NoError(t, jreport.Err())
-	e := &env{t: t, ctx: context.Background(), db: conn, clock: &clock{now: t0}, hatchet: &fakeHatchet{}}
+	e := &env{t: t, ctx: context.Background(), db: conn, clock: clk, hatchet: &fakeHatchet{}}
 	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
 	e.deps = &Deps{
 		DB:         conn,
@@ -169,6 +169,32 @@ func (e *env) contact(userID, props string) {
 	require.NoError(e.t, dbtest.InsertContact(e.ctx, e.db, &db.Contact{
 		ExternalID: &userID, Email: ptr(" " + userID + "@Example.com "), Properties: []byte(props),
 	}))
+}
+
+// setDeleted soft-deletes the user's contact at at, or makes it live
+// again with nil.
+func (e *env) setDeleted(userID string, at *time.Time) {
+	e.t.Helper()
+	c, err := db.ContactByUser(e.ctx, e.db, userID)
+	require.NoError(e.t, err)
+	require.NotNil(e.t, c, "user %s has a contact", userID)
+	c.DeletedAt = at
+	require.NoError(e.t, dbtest.UpdateContact(e.ctx, e.db, *c))
+}
+
+// update writes the membership row as it is now.
+func (e *env) update(m db.Membership) {
+	e.t.Helper()
+	require.NoError(e.t, dbtest.UpdateMembership(e.ctx, e.db, m))
+}
+
+// left records that the user was a member of the bucket from entered to
+// left (epoch 1, no event).
+func (e *env) left(bucketID, userID string, entered, left time.Time) {
+	e.t.Helper()
+	m := dbtest.Members([]string{userID}, bucketID, entered)[0]
+	m.Status, m.LeftAt = db.StatusLeft, &left
+	require.NoError(e.t, dbtest.InsertMemberships(e.ctx, e.db, []db.Membership{m}))
 }
 
 // events stores one event per age, at now - age.

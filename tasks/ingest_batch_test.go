@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/db/dbtest"
 )
 
 // batchDefs exercise what a batch must keep of single ingests: a join and
@@ -192,7 +193,8 @@ func TestRandomBatchesEqualSingleIngests(t *testing.T) {
 			singles, batched := newEnv(t, files), newEnv(t, files)
 			for _, e := range []*env{singles, batched} {
 				for _, u := range users {
-					e.exec("INSERT INTO journey_states (user_id, user_email, journey_id, current_node_id, status) VALUES (?, '', 'upsell', 'start', 'active')", u)
+					require.NoError(t, dbtest.InsertJourneyStates(e.ctx, e.db, []db.JourneyState{
+						{UserID: u, JourneyID: "upsell", CurrentNodeID: "start", Status: "active"}}))
 				}
 			}
 			for i, batch := range batches {
@@ -258,7 +260,7 @@ func TestBatchKeyStoredConcurrently(t *testing.T) {
 	other, err := e.db.BeginTx(e.ctx, nil)
 	require.NoError(t, err)
 	defer other.Rollback()
-	_, err = other.NewRaw("INSERT INTO user_events (user_id, event, idempotency_key, occurred_at) VALUES ('w', 'app.active', 'k', ?)", t0).Exec(e.ctx)
+	_, err = db.InsertUserEvents(e.ctx, other, []db.UserEvent{{UserID: "w", Event: "app.active", IdempotencyKey: ptr("k"), OccurredAt: t0}})
 	require.NoError(t, err)
 
 	done := make(chan BatchOutput)

@@ -144,7 +144,7 @@ func TestIngestIgnoresReservedEventsAndErasedUsers(t *testing.T) {
 	require.False(t, out.Stored)
 
 	e.contact("gone", `{}`)
-	e.exec("UPDATE contacts SET deleted_at = ? WHERE external_id = 'gone'", t0)
+	e.setDeleted("gone", &t0)
 	out = e.ingest("app.active", `{"userId":"gone","contactProperties":{"plan":"pro"}}`)
 	require.Equal(t, IngestOutput{Stored: false, Status: "ignored", Reason: "contact_deleted", Transitions: []Transition{}, Exited: []string{}}, out)
 	require.Equal(t, 0, e.count("SELECT count(*) FROM user_events"))

@@ -14,7 +14,7 @@ import (
 
 // seedLeavers makes n members of "recent" that the next sweep must leave.
 func seedLeavers(e *env, n int) {
-	e.exec(`INSERT INTO bucket_memberships (user_id, bucket_id, entered_at) SELECT 'u' || i, 'recent', ? FROM generate_series(1, ?) i`, t0.Add(-9*day), n)
+	require.NoError(e.t, dbtest.InsertMemberships(e.ctx, e.db, dbtest.Members(dbtest.Users("u", n), "recent", t0.Add(-9*day))))
 }
 
 func TestCrashBetweenCommitAndDispatchLosesNothing(t *testing.T) {
@@ -78,7 +78,11 @@ func TestFailingPushBacksOffAndRetries(t *testing.T) {
 	require.Equal(t, e.clock.Now().Add(2*RetryBase), rows[0].AvailableAt.UTC())
 
 	// Many failures later the backoff is capped.
-	e.exec("UPDATE bucket_event_outbox SET attempts = 20, available_at = ?", e.clock.Now())
+	rows, _ = dbtest.ListOutbox(e.ctx, e.db)
+	for i := range rows {
+		rows[i].Attempts, rows[i].AvailableAt = 20, e.clock.Now()
+	}
+	require.NoError(t, dbtest.UpdateOutbox(e.ctx, e.db, rows))
 	_, err = e.dispatch()
 	require.ErrorIs(t, err, errHatchetDown)
 	rows, _ = dbtest.ListOutbox(e.ctx, e.db)

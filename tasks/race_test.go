@@ -293,7 +293,7 @@ func TestRaceSweepBackfill(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, defs{"buckets/recent.yaml": recentAction})
 	b := e.bucket("recent")
-	e.exec("INSERT INTO bucket_configs (bucket_id, criteria_hash, enabled) VALUES ('recent', 'an older criteria', true)")
+	require.NoError(t, db.SetCriteriaHash(e.ctx, e.db, "recent", "an older criteria", t0))
 	for round := range raceRounds {
 		lapsed, fresh := roundUsers(round, "lapsed", raceFillers), roundUsers(round, "fresh", raceUsers)
 		e.lapsedMembers(b.ID, lapsed...)

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/db/dbtest"
 )
 
 const powerUsers = `
@@ -110,10 +111,12 @@ maxDwell: 14d
 `})
 	e.contact("expired", `{"plan":"trial"}`)
 	old := e.member("trial", "expired", 15*day)
-	e.exec("UPDATE bucket_memberships SET max_dwell_at = ? WHERE id = ?", t0.Add(-day), old.ID)
+	old.MaxDwellAt = ptr(t0.Add(-day))
+	e.update(old)
 	e.contact("fresh", `{"plan":"trial"}`)
 	fresh := e.member("trial", "fresh", day)
-	e.exec("UPDATE bucket_memberships SET max_dwell_at = ? WHERE id = ?", t0.Add(13*day), fresh.ID)
+	fresh.MaxDwellAt = ptr(t0.Add(13 * day))
+	e.update(fresh)
 
 	out := e.sweep(ReconcileInput{})
 	require.Equal(t, 1, out.bucket("trial").TTLLeft)
@@ -165,10 +168,12 @@ minDwell: 2d
 `})
 	e.contact("downgraded", `{"tier":"silver"}`)
 	d := e.member("vip", "downgraded", day)
-	e.exec("UPDATE bucket_memberships SET expires_at = entered_at + interval '2 days' WHERE id = ?", d.ID)
+	d.ExpiresAt = ptr(d.EnteredAt.Add(2 * day))
+	e.update(d)
 	e.contact("regained", `{"tier":"gold"}`)
 	r := e.member("vip", "regained", day)
-	e.exec("UPDATE bucket_memberships SET expires_at = entered_at + interval '2 days' WHERE id = ?", r.ID)
+	r.ExpiresAt = ptr(r.EnteredAt.Add(2 * day))
+	e.update(r)
 
 	require.Equal(t, 0, e.sweep(ReconcileInput{}).Reconciled, "not due yet")
 	e.clock.Advance(day)
@@ -188,8 +193,9 @@ func TestDeletedContactsAreNeverTouched(t *testing.T) {
 	e.contact("erased", `{}`)
 	e.events("erased", "app.active", 30*day)
 	m := e.member("recent", "erased", 30*day) // should leave by criteria and by TTL
-	e.exec("UPDATE bucket_memberships SET max_dwell_at = ? WHERE id = ?", t0.Add(-day), m.ID)
-	e.exec("UPDATE contacts SET deleted_at = ? WHERE external_id = 'erased'", t0)
+	m.MaxDwellAt = ptr(t0.Add(-day))
+	e.update(m)
+	e.setDeleted("erased", &t0)
 
 	out := e.sweep(ReconcileInput{})
 	require.Equal(t, 0, out.Reconciled)
@@ -237,10 +243,12 @@ func TestCompositeLoopCoversEveryMember(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, defs{"buckets/engaged-pro.yaml": proAndActive})
 	const n = 3*ReconcileBatch + 7
-	e.exec(`INSERT INTO contacts (external_id, properties) SELECT 'u' || i, '{"plan":"pro"}' FROM generate_series(1, ?) i`, n)
-	e.exec(`INSERT INTO user_events (user_id, event, occurred_at) SELECT 'u' || i, 'app.active', ? FROM generate_series(1, ?) i`, t0.Add(-day), n)
-	e.exec(`INSERT INTO bucket_memberships (user_id, bucket_id, entered_at) SELECT 'u' || i, 'engaged-pro', ? FROM generate_series(1, ?) i`, t0.Add(-day), n)
-	e.exec(`UPDATE contacts SET properties = '{"plan":"free"}' WHERE external_id = ?`, fmt.Sprintf("u%d", n))
+	users := dbtest.Users("u", n)
+	contacts := dbtest.Contacts(users, `{"plan":"pro"}`)
+	contacts[n-1].Properties = json.RawMessage(`{"plan":"free"}`)
+	require.NoError(t, dbtest.InsertContacts(e.ctx, e.db, contacts))
+	require.NoError(t, dbtest.InsertUserEvents(e.ctx, e.db, dbtest.Events(users, "app.active", t0.Add(-day))))
+	require.NoError(t, dbtest.InsertMemberships(e.ctx, e.db, dbtest.Members(users, "engaged-pro", t0.Add(-day))))
 
 	rep := e.sweep(ReconcileInput{}).bucket("engaged-pro")
 	require.Equal(t, n, rep.Evaluated, "one sweep evaluates every member once, not one batch")
@@ -278,8 +286,7 @@ func TestAbsenceJoins(t *testing.T) {
 	e.events("active", "app.active", 10*day, day)
 	e.contact("returning", `{}`) // left "quiet" before; entryLimit once
 	e.events("returning", "app.active", 10*day)
-	e.exec(`INSERT INTO bucket_memberships (user_id, bucket_id, status, entered_at, left_at, entry_count)
-		VALUES ('returning', 'quiet', 'left', ?, ?, 1)`, t0.Add(-40*day), t0.Add(-20*day))
+	e.left("quiet", "returning", t0.Add(-40*day), t0.Add(-20*day))
 
 	out := e.sweep(ReconcileInput{})
 	require.Equal(t, 2, out.bucket("dormant").Joined) // lapsed and returning
@@ -329,11 +336,12 @@ func TestJoinPassWaitsForTheBackfill(t *testing.T) {
 	require.Equal(t, "criteria_changed", e.sweep(ReconcileInput{}).bucket("dormant").JoinsSkipped)
 
 	e.backfilled("dormant")
-	e.exec(`INSERT INTO import_jobs (file_name, format, status) VALUES ('dormant', 'bucket-reeval', 'processing')`)
+	job, err := db.CreateBackfillJob(e.ctx, e.db, "dormant", db.FormatReeval, db.JobProcessing, t0)
+	require.NoError(t, err)
 	require.Equal(t, "backfill_running", e.sweep(ReconcileInput{}).bucket("dormant").JoinsSkipped)
 	require.Equal(t, "none", e.status("dormant", "lapsed"))
 
-	e.exec(`UPDATE import_jobs SET status = 'completed'`)
+	require.NoError(t, db.SetJobStatus(e.ctx, e.db, job.ID, db.JobCompleted, 0, t0))
 	rep = e.sweep(ReconcileInput{}).bucket("dormant")
 	require.Empty(t, rep.JoinsSkipped)
 	require.Equal(t, 1, rep.Joined)
@@ -344,11 +352,14 @@ func TestDormantUserBehindManyActiveContactsIsFound(t *testing.T) {
 	e := newEnv(t, defs{"buckets/dormant.yaml": wentDormant})
 	e.backfilled("dormant")
 	// 1 200 active contacts whose ids sort before the one dormant user's.
-	e.exec(`INSERT INTO contacts (id, external_id)
-		SELECT ('00000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid, 'active-' || i FROM generate_series(1, 1200) i`)
-	e.exec(`INSERT INTO user_events (user_id, event, occurred_at)
-		SELECT 'active-' || i, 'app.active', ? FROM generate_series(1, 1200) i`, t0.Add(-day))
-	e.exec(`INSERT INTO contacts (id, external_id) VALUES ('ffffffff-0000-0000-0000-000000000000', 'dormant-one')`)
+	active := dbtest.Users("active-", 1200)
+	contacts := dbtest.Contacts(append(active, "dormant-one"), `{}`)
+	for i := range active {
+		contacts[i].ID = fmt.Sprintf("00000000-0000-0000-0000-%012d", i+1)
+	}
+	contacts[len(active)].ID = "ffffffff-0000-0000-0000-000000000000"
+	require.NoError(t, dbtest.InsertContacts(e.ctx, e.db, contacts))
+	require.NoError(t, dbtest.InsertUserEvents(e.ctx, e.db, dbtest.Events(active, "app.active", t0.Add(-day))))
 	e.events("dormant-one", "app.active", 9*day)
 
 	rep := e.sweep(ReconcileInput{}).bucket("dormant")

@@ -181,9 +181,9 @@ func TestBackfillCommand(t *testing.T) {
 	conn, url := dbtest.New(t)
 	env := []string{"DATABASE_URL=" + url, "DEFINITIONS_DIR=../../definitions"}
 	ctx := context.Background()
-	_, err := conn.ExecContext(ctx, `INSERT INTO contacts (external_id, properties) VALUES
-		('t1', '{"plan":"trial","trial_days_left":2}'), ('t2', '{"plan":"pro"}')`)
-	require.NoError(t, err)
+	contacts := dbtest.Contacts([]string{"t1", "t2"}, `{"plan":"trial","trial_days_left":2}`)
+	contacts[1].Properties = json.RawMessage(`{"plan":"pro"}`)
+	require.NoError(t, dbtest.InsertContacts(ctx, conn, contacts))
 
 	r := runBinary(t, env, "backfill", "--bucket", "trial-expiring-soon", "--json")
 	require.Equal(t, 0, r.code, r.stderr)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,10 +113,8 @@ func TestKilledBackfillIsTakenOver(t *testing.T) {
 	conn, url := dbtest.New(t)
 	ctx := context.Background()
 	const matchers = 60_000
-	_, err := conn.ExecContext(ctx, fmt.Sprintf(`
-		INSERT INTO contacts (external_id, properties) SELECT 'u' || g, '{"plan":"pro"}' FROM generate_series(1, %d) AS g;
-		INSERT INTO contacts (external_id, properties) SELECT 'free' || g, '{"plan":"free"}' FROM generate_series(1, 1000) AS g`, matchers))
-	require.NoError(t, err)
+	require.NoError(t, dbtest.InsertContacts(ctx, conn, dbtest.Contacts(dbtest.Users("u", matchers), `{"plan":"pro"}`)))
+	require.NoError(t, dbtest.InsertContacts(ctx, conn, dbtest.Contacts(dbtest.Users("free", 1000), `{"plan":"free"}`)))
 	dir := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "buckets"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "buckets", "pro.yaml"),

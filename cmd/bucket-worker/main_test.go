@@ -199,8 +199,7 @@ func TestMigrateListMembers(t *testing.T) {
 		{UserID: "u1", UserEmail: &email, BucketID: "power-users", Status: db.StatusActive, EnteredAt: now.Add(-time.Minute), EntryCount: 2, Source: &source},
 		{UserID: "u2", BucketID: "power-users", Status: db.StatusActive, EnteredAt: now, EntryCount: 1, Source: &source},
 	}))
-	_, err := conn.ExecContext(ctx, "INSERT INTO bucket_configs (bucket_id, enabled) VALUES ('went-dormant', false)")
-	require.NoError(t, err)
+	require.NoError(t, db.SetBucketEnabled(ctx, conn, "went-dormant", false, now))
 
 	r = runBinary(t, env, "list", "--json")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -252,7 +251,7 @@ func TestMigrateListMembers(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &members))
 	require.Len(t, members.Members, 1)
 	require.NotNil(t, members.Members[0].LeftAt)
-	_, err = time.Parse(time.RFC3339, *members.Members[0].LeftAt)
+	_, err := time.Parse(time.RFC3339, *members.Members[0].LeftAt)
 	require.NoError(t, err)
 
 	r = runBinary(t, env, "members", "--bucket", "power-users")

@@ -11,14 +11,17 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -243,31 +246,54 @@ func randomSuffix() string {
 	return hex.EncodeToString(b)
 }
 
-// The fixture writers and readers of the tests: rows inserted as given,
-// which no path of the engine writes that way.
+// The fixtures of the tests: typed rows, inserted and updated as given —
+// which no path of the engine writes that way — so that a change of the
+// schema breaks a test's fixtures where it is compiled.
 
-// InsertMemberships inserts membership rows as given.
-func InsertMemberships(ctx context.Context, idb bun.IDB, rows []db.Membership) error {
-	return insertAll(ctx, idb, rows, "memberships")
-}
-
-// insertAll inserts the rows as given, in one statement.
-func insertAll[T any](ctx context.Context, idb bun.IDB, rows []T, what string) error {
-	if len(rows) == 0 {
-		return nil
+// Users names n users prefix1 … prefixN.
+func Users(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%d", prefix, i+1)
 	}
-	if _, err := idb.NewInsert().Model(&rows).Exec(ctx); err != nil {
-		return fmt.Errorf("inserting %d %s: %w", len(rows), what, err)
+	return out
+}
+
+// Contacts returns a live contact row for each user, with the properties
+// (a JSON object).
+func Contacts(users []string, properties string) []db.Contact {
+	rows := make([]db.Contact, len(users))
+	for i := range users {
+		rows[i] = db.Contact{ExternalID: &users[i], Properties: json.RawMessage(properties)}
 	}
-	return nil
+	return rows
 }
 
-// InsertUserEvents inserts events as given.
-func InsertUserEvents(ctx context.Context, idb bun.IDB, events []db.UserEvent) error {
-	return insertAll(ctx, idb, events, "user events")
+// Events returns one event row named event at at for each user.
+func Events(users []string, event string, at time.Time) []db.UserEvent {
+	rows := make([]db.UserEvent, len(users))
+	for i, u := range users {
+		rows[i] = db.UserEvent{UserID: u, Event: event, OccurredAt: at}
+	}
+	return rows
 }
 
-// InsertContact inserts a contact row as given.
+// Members returns, for each user, an active membership row of the bucket
+// entered at enteredAt, the user's first (epoch 1).
+func Members(users []string, bucketID string, enteredAt time.Time) []db.Membership {
+	rows := make([]db.Membership, len(users))
+	for i, u := range users {
+		rows[i] = db.Membership{UserID: u, BucketID: bucketID, Status: db.StatusActive, EnteredAt: enteredAt, EntryCount: 1}
+	}
+	return rows
+}
+
+// InsertContacts inserts contact rows as given.
+func InsertContacts(ctx context.Context, idb bun.IDB, rows []db.Contact) error {
+	return insertAll(ctx, idb, rows, "contacts")
+}
+
+// InsertContact inserts a contact row as given and sets its id.
 func InsertContact(ctx context.Context, idb bun.IDB, c *db.Contact) error {
 	if _, err := idb.NewInsert().Model(c).Returning("id").Exec(ctx); err != nil {
 		return fmt.Errorf("inserting a contact: %w", err)
@@ -275,9 +301,72 @@ func InsertContact(ctx context.Context, idb bun.IDB, c *db.Contact) error {
 	return nil
 }
 
+// InsertMemberships inserts membership rows as given.
+func InsertMemberships(ctx context.Context, idb bun.IDB, rows []db.Membership) error {
+	return insertAll(ctx, idb, rows, "memberships")
+}
+
+// InsertUserEvents inserts events as given.
+func InsertUserEvents(ctx context.Context, idb bun.IDB, events []db.UserEvent) error {
+	return insertAll(ctx, idb, events, "user events")
+}
+
 // InsertJourneyStates inserts journey state rows as given.
 func InsertJourneyStates(ctx context.Context, idb bun.IDB, rows []db.JourneyState) error {
 	return insertAll(ctx, idb, rows, "journey states")
+}
+
+// insertChunk is how many rows one insert of insertAll carries.
+const insertChunk = 5000
+
+// insertAll inserts the rows as given, insertChunk per statement.
+func insertAll[T any](ctx context.Context, idb bun.IDB, rows []T, what string) error {
+	for chunk := range slices.Chunk(rows, insertChunk) {
+		if _, err := idb.NewInsert().Model(&chunk).Exec(ctx); err != nil {
+			return fmt.Errorf("inserting %d %s: %w", len(chunk), what, err)
+		}
+	}
+	return nil
+}
+
+// UpdateContact writes every column of the contact row with its id.
+func UpdateContact(ctx context.Context, idb bun.IDB, c db.Contact) error {
+	return updateRow(ctx, idb, &c, "contact")
+}
+
+// UpdateMembership writes every column of the membership row with its id.
+func UpdateMembership(ctx context.Context, idb bun.IDB, m db.Membership) error {
+	return updateRow(ctx, idb, &m, "membership")
+}
+
+// UpdateOutbox writes every column of the outbox rows, by id.
+func UpdateOutbox(ctx context.Context, idb bun.IDB, rows []db.OutboxEvent) error {
+	for i := range rows {
+		if err := updateRow(ctx, idb, &rows[i], "outbox row"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func updateRow[T any](ctx context.Context, idb bun.IDB, row *T, what string) error {
+	res, err := idb.NewUpdate().Model(row).WherePK().Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("updating a %s: %w", what, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("updating a %s: %d rows have its id", what, n)
+	}
+	return nil
+}
+
+// DeleteAll deletes every row of the model's table, such as
+// (*db.ExpiryTimer)(nil).
+func DeleteAll[T any](ctx context.Context, idb bun.IDB, model *T) error {
+	if _, err := idb.NewDelete().Model(model).Where("true").Exec(ctx); err != nil {
+		return fmt.Errorf("deleting every %T: %w", model, err)
+	}
+	return nil
 }
 
 // ListOutbox returns every outbox row in id order.
