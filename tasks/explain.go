@@ -131,7 +131,7 @@ func explainCriteria(ctx context.Context, d *Deps, b *buckets.Bucket, props buck
 		switch c := l.Condition.(type) {
 		case *buckets.PropertyCondition:
 			leaf.Type = "property"
-			leaf.Observed = map[string]any{"present": l.Present, "value": l.Value, "jsonType": jsonType(l.Value, l.Present)}
+			leaf.Observed = map[string]any{"present": l.Present, "value": jsonValue(l.Value), "jsonType": jsonType(l.Value, l.Present)}
 			propertyReadings[c.Operator](leaf.Observed, c, l, now)
 		case *buckets.EventCondition:
 			newest, err := db.LatestUserEvent(ctx, d.DB, ex.UserID, c.EventName)
@@ -206,8 +206,38 @@ func countReading(map[string]any, *buckets.EventCondition, buckets.LeafTrace) {}
 func aggregateReading(observed map[string]any, c *buckets.EventCondition, l buckets.LeafTrace) {
 	observed["aggregate"], observed["fed"] = nil, l.Tally.Fed
 	if v, ok := l.Tally.Aggregate(c.Check); ok && !math.IsNaN(v) {
-		observed["aggregate"] = v
+		observed["aggregate"] = jsonValue(v)
 	}
+}
+
+// jsonValue is v as JSON can carry it. A number beyond the double range
+// reads as ±Infinity (contract §3.1), which JSON has no word for: it is
+// written as the string "Infinity" or "-Infinity", as JavaScript and
+// Postgres print it, while jsonType still says "number". Objects and
+// lists are written the same way, all the way down.
+func jsonValue(v any) any {
+	switch v := v.(type) {
+	case float64:
+		switch {
+		case math.IsInf(v, 1):
+			return "Infinity"
+		case math.IsInf(v, -1):
+			return "-Infinity"
+		}
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, x := range v {
+			out[k] = jsonValue(x)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, x := range v {
+			out[i] = jsonValue(x)
+		}
+		return out
+	}
+	return v
 }
 
 // explainNext predicts the next sweep (contract §6.2 and §6.3).

@@ -1,6 +1,8 @@
 package tasks
 
 import (
+	"encoding/json"
+	"math"
 	"testing"
 	"time"
 
@@ -127,4 +129,32 @@ func TestExplainCountLeaf(t *testing.T) {
 	require.Equal(t, t0.Add(-day), l.Observed["newest"].(*time.Time).UTC())
 	e.events("u", "key.action", time.Hour)
 	require.True(t, e.explain("u", "power").Verdict)
+}
+
+// A number beyond the double range reads as ±Infinity (contract §3.1);
+// JSON has no infinities, so explain writes them as "Infinity" and
+// "-Infinity", with jsonType number, and its JSON encodes.
+func TestExplainInfinityEncodes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{
+		"buckets/score.yaml": "id: score\nname: Score\ncriteria: {type: property, property: score, operator: gte, value: 0}\n",
+		"buckets/spend.yaml": "id: spend\nname: Spend\ncriteria: {type: event, eventName: purchase, check: sum, property: amount, operator: lt, value: 0, within: 1d}\n",
+	})
+	e.contact("huge", `{"score":1e999,"nested":{"low":-1e999,"list":[1e999]}}`)
+	e.eventsWith("huge", "purchase", `{"amount":-1e999}`, time.Hour)
+
+	ex := e.explain("huge", "score")
+	require.True(t, ex.Verdict, "+Infinity >= 0")
+	require.Equal(t, map[string]any{"present": true, "value": "Infinity", "jsonType": "number"}, leaf(ex, "criteria").Observed)
+	doc, err := json.Marshal(ex)
+	require.NoError(t, err)
+	require.Contains(t, string(doc), `"value":"Infinity"`)
+
+	ex = e.explain("huge", "spend")
+	require.True(t, ex.Verdict)
+	require.Equal(t, "-Infinity", leaf(ex, "criteria").Observed["aggregate"])
+	_, err = json.Marshal(ex)
+	require.NoError(t, err)
+
+	require.Equal(t, map[string]any{"low": "-Infinity", "list": []any{"Infinity"}}, jsonValue(map[string]any{"low": math.Inf(-1), "list": []any{math.Inf(1)}}))
 }

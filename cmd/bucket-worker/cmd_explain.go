@@ -109,7 +109,7 @@ func observed(l tasks.LeafVerdict) string {
 		s += " since " + cutoff.UTC().Format(time.RFC3339)
 	}
 	if fed, ok := o["fed"]; ok {
-		if v, ok := o["aggregate"].(float64); ok {
+		if v := o["aggregate"]; v != nil {
 			s += fmt.Sprintf(", aggregate %v over %v value(s)", v, fed)
 		} else {
 			s += ", no numeric value"

@@ -318,6 +318,16 @@ func TestExplainCommand(t *testing.T) {
 	require.Contains(t, r.stdout, "next sweep: none")
 	require.Equal(t, 2, runBinary(t, env, "explain", "--user", "x1", "--bucket", "nope").code)
 	require.Equal(t, 2, runBinary(t, env, "explain", "--user", "x1").code)
+
+	// A property beyond the double range reads as Infinity (contract
+	// §3.1), which JSON carries as a string beside jsonType number.
+	require.Equal(t, 0, runBinary(t, env, "ingest", "--event", "contact:updated", "--user", "x2",
+		"--contact-properties", `{"plan":"trial","trial_days_left":-1e999}`).code)
+	r = runBinary(t, env, "explain", "--user", "x2", "--bucket", "trial-expiring-soon", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, `"value": "-Infinity"`)
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &ex), r.stdout)
+	require.Equal(t, true, ex["verdict"], "-Infinity <= 3")
 }
 
 // An ingest evaluates where, aggregates and relative dates in real time,
