@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
-	"strings"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
@@ -19,15 +17,17 @@ import (
 // runs at once opens a connection for each and exhausts the server's.
 const DefaultMaxConns = 10
 
-// Open connects to the database at url and checks that it answers.
+// Open connects to the database of the connection string — a URL or
+// keyword/value pairs (see connURL) — and checks that it answers. No error
+// it returns holds the password.
 //
 // Reads have no fixed timeout (the driver's default is 10 s): a set-based
 // sweep or backfill over a large bucket runs longer than that, and every
 // statement is bounded by its context instead — a task's execution
 // timeout, or the command's signal handling.
 // A read_timeout in the URL still applies.
-func Open(ctx context.Context, url string) (*bun.DB, error) {
-	connector, err := newConnector(url)
+func Open(ctx context.Context, dsn string) (*bun.DB, error) {
+	connector, err := newConnector(dsn)
 	if err != nil {
 		return nil, err
 	}
@@ -37,7 +37,7 @@ func Open(ctx context.Context, url string) (*bun.DB, error) {
 	db := bun.NewDB(sqldb, pgdialect.New())
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("connecting to the database: %w", err)
+		return nil, fmt.Errorf("connecting to the database: %s", Mask(err.Error(), Secrets(dsn)))
 	}
 	return db, nil
 }
@@ -45,28 +45,30 @@ func Open(ctx context.Context, url string) (*bun.DB, error) {
 // ErrInvalidURL is returned by Open for a database URL it cannot use.
 var ErrInvalidURL = errors.New("invalid database URL")
 
-// newConnector parses the URL. A malformed one is an ErrInvalidURL error
-// that shows the URL with its password masked, never the password (the
-// driver panics on some, with the URL in the message).
+// newConnector parses the connection string. A malformed one is an
+// ErrInvalidURL error that shows it with its password masked, never the
+// password (the driver panics on some, with the URL in the message).
 func newConnector(dsn string) (c *pgdriver.Connector, err error) {
-	mask := func(msg string) string { return msg }
-	u, perr := url.Parse(dsn)
-	if perr != nil {
-		var ue *url.Error
-		if errors.As(perr, &ue) {
-			perr = ue.Err
-		}
-		return nil, fmt.Errorf("%w %s: %v", ErrInvalidURL, maskedURL(dsn), perr)
+	invalid := func(cause string) error {
+		return fmt.Errorf("%w %s: %s", ErrInvalidURL, MaskConnString(dsn), Mask(cause, Secrets(dsn)))
 	}
-	if password, ok := u.User.Password(); ok && password != "" {
-		mask = func(msg string) string { return strings.ReplaceAll(msg, password, "xxxxx") }
+	u, err := connURL(dsn)
+	if err != nil {
+		return nil, invalid(err.Error())
+	}
+	if _, err := url.Parse(u); err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, invalid(err.Error())
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w %s: %s", ErrInvalidURL, maskedURL(dsn), mask(fmt.Sprint(r)))
+			c, err = nil, invalid(fmt.Sprint(r))
 		}
 	}()
-	return pgdriver.NewConnector(pgdriver.WithReadTimeout(0), pgdriver.WithDSN(dsn), shortestFloats), nil
+	return pgdriver.NewConnector(pgdriver.WithReadTimeout(0), pgdriver.WithDSN(u), shortestFloats), nil
 }
 
 // shortestFloats makes every session print a double as its shortest
@@ -80,25 +82,6 @@ func shortestFloats(conf *pgdriver.Config) {
 	}
 	params["extra_float_digits"] = "1"
 	conf.ConnParams = params
-}
-
-// passwordParam matches a password query parameter's value.
-var passwordParam = regexp.MustCompile(`([?&]password=)[^&#]*`)
-
-// maskedURL is the URL with its password replaced by xxxxx: the user
-// info's, everything between the first colon after the scheme and the
-// last @ (a malformed URL may hold anything there), and a password query
-// parameter's.
-func maskedURL(dsn string) string {
-	if scheme := strings.Index(dsn, "://"); scheme >= 0 {
-		rest := dsn[scheme+3:]
-		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			if colon := strings.Index(rest[:at], ":"); colon >= 0 {
-				dsn = dsn[:scheme+3] + rest[:colon+1] + "xxxxx" + rest[at:]
-			}
-		}
-	}
-	return passwordParam.ReplaceAllString(dsn, "${1}xxxxx")
 }
 
 // IsDeadlock reports whether err is Postgres aborting a transaction to

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +51,63 @@ func TestMalformedConnectionSettings(t *testing.T) {
 			r := runBinary(t, []string{"DATABASE_URL=" + url, "HATCHET_CLIENT_TOKEN=" + token}, "--definitions", "../../definitions", cmd)
 			requireOneLine(t, r, token)
 			require.Contains(t, r.stderr, "HATCHET_CLIENT_TOKEN is not a Hatchet API token", cmd)
+		}
+	}
+}
+
+// TestNoPasswordInAnyFormOfTheDatabaseURL writes DATABASE_URL in every
+// form it takes — URL user info, a password query parameter, keyword/value
+// pairs, a quoted value — with a wrong value in each field in turn, and
+// runs commands that fail on it (and run, which logs): the password never
+// shows in stdout or stderr, as written or as it decodes.
+func TestNoPasswordInAnyFormOfTheDatabaseURL(t *testing.T) {
+	t.Parallel()
+	const pw = "Pw-s3cret 7/Q@x'y"
+	enc := url.QueryEscape(pw)
+	secrets := []string{pw, enc, url.PathEscape(pw), "s3cret"}
+	type field struct{ name, good, bad string }
+	fields := []field{{"host", "127.0.0.1", "no-such-host.invalid"}, {"port", "5432", "1"}, {"badport", "5432", "notaport"},
+		{"user", "bucket_worker", "nobody"}, {"dbname", "bucket_worker", "no_such_db"}, {"sslmode", "disable", "bogus"},
+		{"password", "", ""}}
+	forms := map[string]func(v map[string]string) string{
+		"userinfo": func(v map[string]string) string {
+			return "postgres://" + v["user"] + ":" + enc + "@" + v["host"] + ":" + v["port"] + "/" + v["dbname"] + "?sslmode=" + v["sslmode"]
+		},
+		"query": func(v map[string]string) string {
+			return "postgres://" + v["user"] + "@" + v["host"] + ":" + v["port"] + "/" + v["dbname"] + "?sslmode=" + v["sslmode"] + "&password=" + enc
+		},
+		"keyword": func(v map[string]string) string {
+			return "host=" + v["host"] + " port=" + v["port"] + " user=" + v["user"] + " dbname=" + v["dbname"] +
+				" sslmode=" + v["sslmode"] + " password='" + strings.ReplaceAll(pw, "'", `\'`) + "'"
+		},
+		"keyword, unquoted": func(v map[string]string) string {
+			return "password=" + strings.NewReplacer(" ", "", "'", "").Replace(pw) + " host=" + v["host"] + " port=" + v["port"] +
+				" user=" + v["user"] + " dbname=" + v["dbname"] + " sslmode=" + v["sslmode"]
+		},
+	}
+	secrets = append(secrets, strings.NewReplacer(" ", "", "'", "").Replace(pw))
+	for name, form := range forms {
+		for _, wrong := range fields {
+			v := map[string]string{}
+			for _, f := range fields {
+				v[strings.TrimPrefix(f.name, "bad")] = f.good
+			}
+			if wrong.bad != "" {
+				v[strings.TrimPrefix(wrong.name, "bad")] = wrong.bad
+			}
+			dsn := form(v)
+			for _, args := range [][]string{{"list"}, {"migrate"}, {"--log-level", "debug", "reconcile", "--json"}} {
+				r := runBinary(t, []string{"DATABASE_URL=" + dsn, "PGCONNECT_TIMEOUT=2"}, append([]string{"--definitions", "../../definitions"}, args...)...)
+				require.Equal(t, 1, r.code, "%s, wrong %s, %v: %s", name, wrong.name, args, r.stderr)
+				for _, secret := range secrets {
+					require.NotContains(t, r.stdout+r.stderr, secret, "%s, wrong %s, %v", name, wrong.name, args)
+				}
+			}
+			r := runBinary(t, nil, "--database-url", dsn, "--definitions", "../../definitions", "list")
+			require.Equal(t, 1, r.code)
+			for _, secret := range secrets {
+				require.NotContains(t, r.stdout+r.stderr, secret, "--database-url, %s, wrong %s", name, wrong.name)
+			}
 		}
 	}
 }

@@ -83,7 +83,8 @@ func main() {
 // run executes one command line and returns the exit status: 0 success,
 // 1 failure (with a one-line reason on stderr), 2 usage error.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	env := &environment{stdout: stdout, stderr: stderr, getenv: getenv}
+	env := &environment{stdout: stdout, getenv: getenv}
+	env.stderr = &redactor{w: stderr, secrets: env.secrets}
 	root := flag.NewFlagSet("bucket-worker", flag.ContinueOnError)
 	root.SetOutput(io.Discard)
 	env.flags.register(root)
@@ -92,13 +93,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			printUsage(stdout)
 			return 0
 		}
-		fmt.Fprintf(stderr, "bucket-worker: %v\n", err)
-		printUsage(stderr)
+		fmt.Fprintf(env.stderr, "bucket-worker: %v\n", err)
+		printUsage(env.stderr)
 		return 2
 	}
 	rest := root.Args()
 	if len(rest) == 0 {
-		printUsage(stderr)
+		printUsage(env.stderr)
 		return 2
 	}
 	for _, cmd := range commands() {
@@ -113,15 +114,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		case errors.Is(err, flag.ErrHelp):
 			return 0
 		case errors.As(err, &usage):
-			fmt.Fprintf(stderr, "bucket-worker %s: %v\n", cmd.name, err)
+			fmt.Fprintf(env.stderr, "bucket-worker %s: %v\n", cmd.name, err)
 			return 2
 		default:
-			fmt.Fprintf(stderr, "bucket-worker %s: %v\n", cmd.name, err)
+			fmt.Fprintf(env.stderr, "bucket-worker %s: %v\n", cmd.name, err)
 			return 1
 		}
 	}
-	fmt.Fprintf(stderr, "bucket-worker: unknown command %q\n", rest[0])
-	printUsage(stderr)
+	fmt.Fprintf(env.stderr, "bucket-worker: unknown command %q\n", rest[0])
+	printUsage(env.stderr)
 	return 2
 }
 
