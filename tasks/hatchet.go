@@ -118,8 +118,12 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 	}
 
 	if armsExpiry(d) {
-		workflows = append(workflows, client.NewStandaloneTask(TaskExpiry,
-			func(ctx hatchet.Context, in any) (ExpiryResult, error) {
+		// A durable task, as the design has it, listening on
+		// bucket:arm-expiry. Its body arms the timer row and returns: it
+		// holds its durable slot for milliseconds, never for a window
+		// (docs/expiry.md says why the timer is a row).
+		workflows = append(workflows, client.NewStandaloneDurableTask(TaskExpiry,
+			func(ctx hatchet.DurableContext, in any) (ExpiryResult, error) {
 				payload, err := json.Marshal(in)
 				if err != nil {
 					return taskResult(ExpiryResult{}, fmt.Errorf("%w: %v", ErrInvalidInput, err))
