@@ -219,6 +219,10 @@ type NewMemberships struct {
 	// criteria no longer hold at Now (with the contact's properties) does
 	// not join. It closes the gap between choosing joiners and inserting.
 	If buckets.Condition
+	// LiveContact, when set, joins only users who still have a live
+	// contact at the INSERT: joiners chosen from contacts (the sweep's,
+	// a backfill's) whom an erasure may have reached since.
+	LiveContact bool
 	// DateExpiry, when ExpiresAt is nil, sets each row's expires_at to the
 	// earliest end of these relative-date legs for the user's contact
 	// (contract §3.6).
@@ -253,11 +257,14 @@ func JoinMemberships(ctx context.Context, idb bun.IDB, n NewMemberships) ([]Memb
 	if dateExpiry {
 		expires = compileDateExpiry(n.DateExpiry, subject.Properties)
 	}
-	// Only the re-check and the date expiry read the contact: without
-	// them, probing a million contacts for each joiner costs a quarter of
-	// the join.
+	// Only the re-check, the date expiry and a live contact read the
+	// contact: without them, probing a million contacts for each joiner
+	// costs a quarter of the join.
 	contact := ""
-	if n.If != nil || dateExpiry {
+	switch {
+	case n.LiveContact:
+		contact = "JOIN contacts AS c ON c.external_id = u.user_id AND c.deleted_at IS NULL"
+	case n.If != nil || dateExpiry:
 		contact = "LEFT JOIN contacts AS c ON c.external_id = u.user_id AND c.deleted_at IS NULL"
 	}
 	var rows []Membership

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"time"
@@ -86,6 +87,49 @@ func LockContacts(ctx context.Context, idb bun.IDB, userIDs []string) error {
 		Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("locking the contacts of %d users: %w", len(userIDs), err)
+	}
+	return nil
+}
+
+// The per-user lock (contract §5.3): every path that can create a contact
+// or a membership — ingest, the sweep's joins, a backfill's — takes the
+// lock of its users shared, before anything else in its transaction, and
+// an erasure (EraseUser) takes the user's lock exclusively. So an erasure
+// waits for the writers of the user to commit, and they wait for it: none
+// can revive or join a user erased meanwhile, nor leave the erasure
+// without the rows it wrote. Leaves need none of it: an erasure updates
+// the membership rows every leave locks. The users are spread over
+// userLockStripes advisory locks, so a round of a thousand users takes at
+// most that many, and an erasure holds up a stripe's writers for the few
+// milliseconds it takes.
+const (
+	userLockSpace   int32 = 0x62776b75 // the first key of the two-key advisory locks: the worker's users
+	userLockStripes       = 128
+)
+
+// userStripe is the advisory lock of the user, by an FNV hash of the id.
+func userStripe(userID string) int32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(userID))
+	return int32(h.Sum32() % userLockStripes)
+}
+
+// LockUsers takes the users' locks shared until the transaction ends, in
+// stripe order (see userLockStripes).
+func LockUsers(ctx context.Context, idb bun.IDB, userIDs []string) error {
+	if len(userIDs) == 0 {
+		return nil
+	}
+	stripes := make([]int32, 0, len(userIDs))
+	for _, u := range userIDs {
+		stripes = append(stripes, userStripe(u))
+	}
+	slices.Sort(stripes)
+	stripes = slices.Compact(stripes)
+	_, err := idb.NewRaw("SELECT pg_advisory_xact_lock_shared(?, s) FROM unnest(?::int[]) AS s",
+		userLockSpace, pgdialect.Array(stripes)).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("locking %d users: %w", len(userIDs), err)
 	}
 	return nil
 }
@@ -231,9 +275,15 @@ type Erased struct {
 
 // EraseUser soft-deletes the user's contacts and memberships, leaving a
 // soft-deleted contact behind even for a user who had none, so that every
-// path from then on treats the user as erased. It emits nothing.
+// path from then on treats the user as erased. It emits nothing. It first
+// takes the user's lock exclusively (see LockUsers): the writers that hold
+// it have committed when its statements run, each of which then sees
+// them, and none starts until the erasure has committed and can be seen.
 func EraseUser(ctx context.Context, idb bun.IDB, userID string, now time.Time) (Erased, error) {
 	var e Erased
+	if _, err := idb.NewRaw("SELECT pg_advisory_xact_lock(?, ?)", userLockSpace, userStripe(userID)).Exec(ctx); err != nil {
+		return e, fmt.Errorf("locking user %q: %w", userID, err)
+	}
 	res, err := idb.NewUpdate().TableExpr("contacts AS c").
 		Set("deleted_at = ?", now).Set("updated_at = ?", now).
 		Where("c.external_id = ? AND c.deleted_at IS NULL", userID).

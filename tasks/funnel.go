@@ -136,7 +136,8 @@ func (d *Deps) afterCommit(ctx context.Context, out *Outcome) {
 type joinSpec struct {
 	Source Source
 	// Recheck re-evaluates the criteria in the INSERT, for joiners chosen
-	// outside the joining transaction.
+	// from contacts outside the joining transaction, who must still have
+	// a live contact.
 	Recheck bool
 	// Silent writes the membership without emitting bucket:entered: a
 	// backfill materializes historical matches, which must not fire
@@ -154,7 +155,7 @@ func (t *txn) join(ctx context.Context, b *buckets.Bucket, users []db.Joiner, js
 	}
 	spec := db.NewMemberships{BucketID: b.ID, Source: string(js.Source), Now: t.now, Users: users, DateExpiry: b.DateExpiry}
 	if js.Recheck {
-		spec.If = b.Criteria
+		spec.If, spec.LiveContact = b.Criteria, true
 	}
 	if (b.TimeBased || b.FastExpiry) && !b.ExpiryWindow.IsZero() {
 		spec.ExpiresAt = ptr(t.now.Add(b.ExpiryWindow.Std()))
@@ -163,12 +164,17 @@ func (t *txn) join(ctx context.Context, b *buckets.Bucket, users []db.Joiner, js
 		spec.MaxDwellAt = ptr(t.now.Add(b.MaxDwell.Std()))
 	}
 	if js.Recheck {
-		// The joiners were chosen on an earlier snapshot: wait for the
-		// ingests that hold their contacts, so the re-check sees what they
-		// stored (contract §5.3).
+		// The joiners were chosen from live contacts on an earlier
+		// snapshot: take their locks, which an erasure takes too, then
+		// wait for the ingests that hold their contacts, so the re-check
+		// sees what they stored and the insert sees an erasure (contract
+		// §5.3).
 		ids := make([]string, len(users))
 		for i, u := range users {
 			ids[i] = u.UserID
+		}
+		if err := db.LockUsers(ctx, t.tx, ids); err != nil {
+			return nil, err
 		}
 		if err := db.LockContacts(ctx, t.tx, ids); err != nil {
 			return nil, err

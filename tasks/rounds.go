@@ -141,8 +141,16 @@ func ingestRound(ctx context.Context, d *Deps, mode IngestMode, events []IngestE
 	for attempt := 1; ; attempt++ {
 		var live []roundEvent
 		outcome, err := d.transact(ctx, now, func(ctx context.Context, t *txn) error {
-			for _, i := range round {
+			users := make([]string, len(round))
+			for k, i := range round {
 				results[i] = IngestOutput{Transitions: []Transition{}, Exited: []string{}}
+				users[k] = events[i].UserID
+			}
+			// The users' locks first: an erasure that committed before
+			// is seen by every statement after, one that comes after
+			// waits for this round (contract §5.3, §7).
+			if err := db.LockUsers(ctx, t.tx, users); err != nil {
+				return err
 			}
 			var err error
 			if mode == IngestStore {
