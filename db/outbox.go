@@ -1,9 +1,11 @@
 package db
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -25,7 +27,15 @@ type OutboxEvent struct {
 	Attempts           int             `bun:"attempts,notnull"`
 	LastError          *string         `bun:"last_error"`
 	DispatchedAt       *time.Time      `bun:"dispatched_at"`
+	// LeasedUntil is when the lease of the dispatcher pushing the row
+	// lapses; nil when no dispatcher holds it.
+	LeasedUntil *time.Time `bun:"leased_until"`
 }
+
+// ArmExpiryEvent is the key of the push that announces an expiry timer:
+// the outbox sends every other push before it (the timers are rows
+// already, and journeys wait on transitions).
+const ArmExpiryEvent = "bucket:arm-expiry"
 
 // InsertOutbox enqueues pushes. A push whose idempotency key is already in
 // the outbox is skipped.
@@ -39,27 +49,49 @@ func InsertOutbox(ctx context.Context, idb bun.IDB, events []OutboxEvent) error 
 	return nil
 }
 
-// ClaimOutbox locks and returns, in id order, at most limit pending pushes
-// that are due at now. Rows another dispatcher holds are skipped, so
-// replicas share the work; the locks last until the transaction ends.
-func ClaimOutbox(ctx context.Context, tx bun.Tx, now time.Time, limit int) ([]OutboxEvent, error) {
+// ClaimOutbox leases, until now + lease, at most limit pending pushes that
+// are due at now and that no other dispatcher holds, and returns them in
+// the order they go out: every other push before the arms of expiry
+// timers, then by when they became due, then by id. A row that failed
+// backs off (MarkFailed), so rows not tried yet go out before it.
+func ClaimOutbox(ctx context.Context, idb bun.IDB, now time.Time, lease time.Duration, limit int) ([]OutboxEvent, error) {
 	var rows []OutboxEvent
-	err := tx.NewSelect().Model(&rows).
-		Where("o.dispatched_at IS NULL AND o.available_at <= ?", now).
-		OrderExpr("o.id").
-		Limit(int64(limit)).
-		For("UPDATE SKIP LOCKED").
-		Scan(ctx)
+	err := idb.NewRaw(`
+		UPDATE bucket_event_outbox AS o SET leased_until = ?0
+		FROM (
+			SELECT id, event_key = ?3 AS arm, available_at FROM bucket_event_outbox
+			WHERE dispatched_at IS NULL AND available_at <= ?1 AND (leased_until IS NULL OR leased_until <= ?1)
+			ORDER BY event_key = ?3, available_at, id
+			LIMIT ?2
+			FOR UPDATE SKIP LOCKED
+		) AS due
+		WHERE o.id = due.id
+		RETURNING o.*`, now.Add(lease), now, limit, ArmExpiryEvent).Scan(ctx, &rows)
 	if err != nil {
 		return nil, fmt.Errorf("claiming pending pushes: %w", err)
 	}
+	slices.SortFunc(rows, func(a, b OutboxEvent) int {
+		return cmp.Or(cmpBool(a.EventKey == ArmExpiryEvent, b.EventKey == ArmExpiryEvent),
+			a.AvailableAt.Compare(b.AvailableAt), cmp.Compare(a.ID, b.ID))
+	})
 	return rows, nil
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 // MarkDispatched records that the pushes reached Hatchet.
 func MarkDispatched(ctx context.Context, idb bun.IDB, ids []int64, now time.Time) error {
 	_, err := idb.NewUpdate().TableExpr("bucket_event_outbox AS o").
 		Set("dispatched_at = ?", now).
+		Set("leased_until = NULL").
 		Where("o.id = ANY(?::bigint[])", pgdialect.Array(ids)).
 		Exec(ctx)
 	if err != nil {
@@ -73,6 +105,7 @@ func MarkDispatched(ctx context.Context, idb bun.IDB, ids []int64, now time.Time
 func MarkFailed(ctx context.Context, idb bun.IDB, ids []int64, cause string, now time.Time, base, limit time.Duration) error {
 	_, err := idb.NewUpdate().TableExpr("bucket_event_outbox AS o").
 		Set("attempts = o.attempts + 1").
+		Set("leased_until = NULL").
 		Set("last_error = ?", cause).
 		Set("available_at = ?::timestamptz + least(? * interval '1 microsecond', ? * interval '1 microsecond' * power(2, least(o.attempts, 30)))",
 			now, limit.Microseconds(), base.Microseconds()).
@@ -119,11 +152,13 @@ func SummarizeOutbox(ctx context.Context, idb bun.IDB, errorLimit int) (OutboxSu
 
 // RetryOutboxNow makes the pending pushes that are backing off due at
 // now, and returns how many: once Hatchet is back, they need not wait out
-// a backoff earned while it was away.
+// a backoff earned while it was away. Rows a dispatcher is pushing are
+// left to it.
 func RetryOutboxNow(ctx context.Context, idb bun.IDB, now time.Time) (int, error) {
 	res, err := idb.NewUpdate().TableExpr("bucket_event_outbox AS o").
 		Set("available_at = ?", now).
 		Where("o.dispatched_at IS NULL AND o.available_at > ?", now).
+		Where("o.leased_until IS NULL OR o.leased_until <= ?", now).
 		Exec(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("retrying the pending pushes: %w", err)

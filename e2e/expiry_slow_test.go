@@ -104,6 +104,7 @@ func TestExpiryAtARealWindow(t *testing.T) {
 // within seconds. It logs the timers' lateness, p50 and p99.
 func TestTenThousandTimers(t *testing.T) {
 	const n = 10_000
+	start := time.Now().Add(-time.Minute)
 	conn, dbURL := dbtest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -155,4 +156,26 @@ func TestTenThousandTimers(t *testing.T) {
 	require.Less(t, p99, expiryLateness.Seconds())
 	report, _ := json.Marshal(map[string]any{"timers": n, "p50Seconds": p50, "p99Seconds": p99, "maxSeconds": lateness[len(lateness)-1]})
 	t.Logf("timer lateness (deadline to leave committed): %s", report)
+
+	// Each arm ran the durable bucket-expiry, which armed nothing more
+	// (the join had) and completed: none failed. A push Hatchet took twice
+	// runs twice (delivery is at least once).
+	var counts map[string]int
+	require.Eventually(t, func() bool {
+		counts = stack.taskCounts(tasks.TaskExpiry, start)
+		return counts["COMPLETED"] >= n && counts["RUNNING"]+counts["QUEUED"] == 0
+	}, 5*time.Minute, 5*time.Second, "every bucket-expiry run completes")
+	require.Zero(t, counts["FAILED"]+counts["CANCELLED"], "bucket-expiry runs: %v", counts)
+	t.Logf("bucket-expiry runs %v, all completed %s after the timers were armed", counts, time.Since(armedAt).Round(time.Second))
+
+	// Hatchet took each arm at most twice: a push that timed out is pushed
+	// again, smaller, once.
+	arms := stack.pushedEvents(tasks.ArmExpiryEvent)
+	require.Len(t, arms, n)
+	byTimes := map[int]int{}
+	for key, times := range arms {
+		require.LessOrEqual(t, times, 2, "arm %s", key)
+		byTimes[times]++
+	}
+	t.Logf("arms taken by Hatchet, by times taken: %v", byTimes)
 }

@@ -79,6 +79,19 @@ func (w *worker) Logs() string {
 // logged that it started. It is killed when the test ends.
 func startWorker(t testing.TB, env ...string) *worker {
 	t.Helper()
+	w, started := launchWorker(t, env...)
+	select {
+	case <-started:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("worker did not start:\n%s", w.Logs())
+	}
+	return w
+}
+
+// launchWorker runs the worker with extra environment and returns at
+// once, with a channel closed when it logged that it started.
+func launchWorker(t testing.TB, env ...string) (*worker, <-chan struct{}) {
+	t.Helper()
 	w := &worker{name: "e2e-" + time.Now().Format("150405.000")}
 	w.cmd = exec.Command(workerBinary(t), "run")
 	w.cmd.Env = append(append(os.Environ(), "WORKER_NAME="+w.name, "LOG_FORMAT=json", "BUCKET_RECONCILE_CRON="+farCron), env...)
@@ -113,12 +126,7 @@ func startWorker(t testing.TB, env ...string) *worker {
 		}
 		_, _ = io.Copy(io.Discard, stderr)
 	}()
-	select {
-	case <-started:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("worker did not start:\n%s", w.Logs())
-	}
-	return w
+	return w, started
 }
 
 // definitions writes a definitions folder of bucket files (name → YAML).

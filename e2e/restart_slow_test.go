@@ -77,6 +77,11 @@ func TestHatchetRestarts(t *testing.T) {
 	// on Hatchet within seconds and says its push is pending.
 	stack.run("down")
 	require.Eventually(t, func() bool { return strings.Contains(w.Logs(), "Hatchet is away") }, 15*time.Second, 200*time.Millisecond, w.Logs())
+	// A worker started now says within 5 s that Hatchet does not answer,
+	// and keeps saying it.
+	late, lateStarted := launchWorker(t, env...)
+	unreachable := func() int { return strings.Count(late.Logs(), "Hatchet does not answer") }
+	require.Eventually(t, func() bool { return unreachable() >= 1 }, 7*time.Second, 200*time.Millisecond, late.Logs())
 	began := time.Now()
 	cmd := exec.Command(workerBinary(t), "ingest", "--event", "e2e.hello", "--user", "while-down", "--json")
 	cmd.Env = append(append(os.Environ(), env...), "LOG_FORMAT=json")
@@ -86,11 +91,18 @@ func TestHatchetRestarts(t *testing.T) {
 	require.Contains(t, string(out), "stay pending in the outbox")
 	require.Equal(t, db.StatusActive, status(t, conn, "e2e-restart", "while-down"))
 	require.Nil(t, w.cmd.ProcessState, "the worker is still running")
+	require.Eventually(t, func() bool { return unreachable() >= 2 }, 20*time.Second, 200*time.Millisecond, late.Logs())
+	require.Contains(t, w.Logs(), "Hatchet does not answer", "the running worker says it too while it waits")
 
 	// Up on the same database: the worker serves again, the pending push
-	// goes out, and a new event is ingested.
+	// goes out, and a new event is ingested; the late worker starts.
 	stack.run("up")
 	require.Eventually(t, func() bool { return strings.Contains(w.Logs(), "Hatchet is back") }, time.Minute, 200*time.Millisecond, w.Logs())
+	select {
+	case <-lateStarted:
+	case <-time.After(time.Minute):
+		t.Fatalf("the worker started while Hatchet was down did not start once it was up:\n%s", late.Logs())
+	}
 	listenOn()
 	push("after")
 	require.Eventually(t, joined("after"), 3*time.Minute, time.Second, w.Logs())

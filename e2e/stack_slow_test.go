@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -75,16 +76,43 @@ func (s *ownStack) client() *hatchet.Client {
 func (s *ownStack) pushedEvents(key string) map[string]int {
 	s.t.Helper()
 	env := s.workerEnv()
-	var page struct {
-		Rows []struct {
-			AdditionalMetadata map[string]string `json:"additionalMetadata"`
-		} `json:"rows"`
-	}
-	hatchetAPIOf(s.t, env["HATCHET_API_URL"], env["HATCHET_CLIENT_TOKEN"],
-		"/api/v1/stable/tenants/"+env["HATCHET_TENANT_ID"]+"/events?limit=1000&keys="+url.QueryEscape(key), &page)
 	out := map[string]int{}
-	for _, r := range page.Rows {
-		out[r.AdditionalMetadata["idempotencyKey"]]++
+	for offset := 0; ; offset += 1000 {
+		var page struct {
+			Rows []struct {
+				AdditionalMetadata map[string]string `json:"additionalMetadata"`
+			} `json:"rows"`
+		}
+		hatchetAPIOf(s.t, env["HATCHET_API_URL"], env["HATCHET_CLIENT_TOKEN"],
+			fmt.Sprintf("/api/v1/stable/tenants/%s/events?limit=1000&offset=%d&keys=%s", env["HATCHET_TENANT_ID"], offset, url.QueryEscape(key)), &page)
+		for _, r := range page.Rows {
+			out[r.AdditionalMetadata["idempotencyKey"]]++
+		}
+		if len(page.Rows) < 1000 {
+			return out
+		}
+	}
+}
+
+// taskCounts counts the runs of a task since since, by status, as
+// Hatchet's task metrics give them.
+func (s *ownStack) taskCounts(taskName string, since time.Time) map[string]int {
+	s.t.Helper()
+	id, err := s.client().Workflows().GetId(context.Background(), taskName)
+	require.NoError(s.t, err)
+	var metrics []struct {
+		Status string `json:"status"`
+		Count  int    `json:"count"`
+	}
+	env := s.workerEnv()
+	q := url.Values{"since": {since.UTC().Format(time.RFC3339)}, "workflow_ids": {id.String()}}
+	hatchetAPIOf(s.t, env["HATCHET_API_URL"], env["HATCHET_CLIENT_TOKEN"],
+		"/api/v1/stable/tenants/"+env["HATCHET_TENANT_ID"]+"/task-metrics?"+q.Encode(), &metrics)
+	out := map[string]int{}
+	for _, m := range metrics {
+		if m.Count > 0 {
+			out[m.Status] = m.Count
+		}
 	}
 	return out
 }

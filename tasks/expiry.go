@@ -36,7 +36,7 @@ const (
 )
 
 // ArmExpiryEvent is the push that announces an expiry timer; it runs bucket-expiry.
-const ArmExpiryEvent = "bucket:arm-expiry"
+const ArmExpiryEvent = db.ArmExpiryEvent
 
 // ArmedTimeFormat is how armedExpiresAt is written: RFC 3339 with
 // microseconds, Postgres' precision, so it compares equal to the row.

@@ -52,6 +52,7 @@ type fakeHatchet struct {
 	fail      error
 	pushes    []db.OutboxEvent
 	calls     int
+	sizes     []int // the events of each call
 	cancelled []string
 }
 
@@ -59,6 +60,7 @@ func (h *fakeHatchet) Push(_ context.Context, events []db.OutboxEvent) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.calls++
+	h.sizes = append(h.sizes, len(events))
 	if h.fail != nil {
 		return h.fail
 	}

@@ -2,7 +2,10 @@ package tasks
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +18,8 @@ import (
 const (
 	// DispatchBatch is the most events one bulk push carries (Hatchet's cap).
 	DispatchBatch = 1000
+	// minPushSize is the fewest events a push is cut down to.
+	minPushSize = 10
 	// RetryBase and RetryCap bound the backoff of a failed push:
 	// RetryBase·2^attempts, at most RetryCap.
 	RetryBase = time.Second
@@ -24,9 +29,11 @@ const (
 	// §11).
 	CommandPushTimeout = 5 * time.Second
 	// WorkerPushTimeout bounds a bulk push of a running worker's
-	// dispatcher: a busy Hatchet may take several seconds for 1 000 events,
-	// and a push cut short is pushed again.
+	// dispatcher: a busy Hatchet may take several seconds for 1 000 events.
 	WorkerPushTimeout = time.Minute
+	// leaseMargin is how much longer than its push timeout a dispatcher
+	// holds the rows it pushes.
+	leaseMargin = 30 * time.Second
 )
 
 // Dispatcher sends the outbox to Hatchet (contract §5.2). After every
@@ -37,6 +44,13 @@ const (
 // it stops trying: the rest stays pending in the outbox for the next
 // `outbox --flush` or running worker, and the command says so instead of
 // waiting for Hatchet (contract §11).
+//
+// A push is sized to what Hatchet takes well within the push timeout: the
+// dispatcher measures each push and sizes the next to a quarter of the
+// timeout at that pace, and cuts the size by four when a push times out.
+// A push that timed out may still have been taken — Hatchet goes on with
+// a bulk push its client gave up on — so its rows are pushed again, each
+// after its own backoff, and rows not tried yet go first (db.ClaimOutbox).
 type Dispatcher struct {
 	db      *bun.DB
 	hatchet Hatchet
@@ -46,58 +60,106 @@ type Dispatcher struct {
 	wake       chan struct{}
 	background atomic.Bool
 	gaveUp     atomic.Bool
+	// sizes is the next push size of each push timeout.
+	mu    sync.Mutex
+	sizes map[time.Duration]int
 }
 
 // NewDispatcher returns a dispatcher of the outbox in conn to h, stamping
 // with the clock now; it dispatches inline until Run starts it in the
 // background.
 func NewDispatcher(conn *bun.DB, h Hatchet, logger *slog.Logger, now func() time.Time) *Dispatcher {
-	return &Dispatcher{db: conn, hatchet: h, logger: logger, now: now, wake: make(chan struct{}, 1)}
+	return &Dispatcher{db: conn, hatchet: h, logger: logger, now: now, wake: make(chan struct{}, 1), sizes: map[time.Duration]int{}}
 }
 
-// Dispatch pushes the pending outbox rows that are due to Hatchet, in id
-// order and in bulk, each push bounded by timeout, until none is left, and
-// returns how many it pushed. Each batch is claimed with FOR UPDATE SKIP
-// LOCKED, so replicas share the work. A failed push is recorded on its
-// rows, which back off and are retried later; Dispatch then returns the
-// error.
+// errPushTimedOut marks a push Hatchet did not answer within its timeout:
+// it may have taken the events all the same.
+var errPushTimedOut = errors.New("Hatchet did not answer the push in time; it may have taken the events, which are pushed again")
+
+// Dispatch pushes the pending outbox rows that are due to Hatchet, in
+// bulk, each push bounded by timeout, until none is left, and returns how
+// many it pushed. Replicas share the work: each push's rows are leased to
+// it (db.ClaimOutbox). A failed push is recorded on its rows, which back
+// off and are retried later; Dispatch then returns the error — after a
+// timed-out push, only when the smallest push times out too.
 func (p *Dispatcher) Dispatch(ctx context.Context, timeout time.Duration) (int, error) {
 	total := 0
 	for {
-		n, err := p.dispatchBatch(ctx, timeout)
+		size := p.pushSize(timeout)
+		n, claimed, err := p.dispatchBatch(ctx, timeout, size)
 		total += n
-		if err != nil || n < DispatchBatch {
+		switch {
+		case errors.Is(err, errPushTimedOut) && size > minPushSize:
+			continue // smaller now
+		case err != nil:
 			return total, err
+		case claimed < size:
+			return total, nil
 		}
 	}
 }
 
-func (p *Dispatcher) dispatchBatch(ctx context.Context, timeout time.Duration) (int, error) {
-	var pushed int
-	var pushErr error
-	err := p.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		now := p.now()
-		rows, err := db.ClaimOutbox(ctx, tx, now, DispatchBatch)
-		if err != nil || len(rows) == 0 {
-			return err
-		}
-		ids := make([]int64, len(rows))
-		for i, r := range rows {
-			ids[i] = r.ID
-		}
-		pushCtx, cancel := context.WithTimeout(ctx, timeout)
-		pushErr = p.hatchet.Push(pushCtx, rows)
-		cancel()
-		if pushErr != nil {
-			return db.MarkFailed(ctx, tx, ids, pushErr.Error(), now, RetryBase, RetryCap)
-		}
-		pushed = len(rows)
-		return db.MarkDispatched(ctx, tx, ids, now)
-	})
-	if err != nil {
-		return 0, err
+// pushSize is the size of the next push with this timeout: at first as
+// many as Hatchet takes in a quarter of it at 200 events a second.
+func (p *Dispatcher) pushSize(timeout time.Duration) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if size, ok := p.sizes[timeout]; ok {
+		return size
 	}
-	return pushed, pushErr
+	return clampPush(int(timeout.Seconds() / 4 * 200))
+}
+
+// measured sizes the next push from the last: n events in took, or a
+// timeout.
+func (p *Dispatcher) measured(timeout time.Duration, size, n int, took time.Duration, timedOut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case timedOut:
+		p.sizes[timeout] = clampPush(size / 4)
+	case n > 0:
+		rate := float64(n) / max(took.Seconds(), 0.001)
+		p.sizes[timeout] = clampPush(min(2*size, int(rate*timeout.Seconds()/4)))
+	}
+}
+
+func clampPush(size int) int { return min(max(size, minPushSize), DispatchBatch) }
+
+// dispatchBatch leases at most size due rows, pushes them and records
+// the result; it returns how many it pushed and how many it claimed.
+func (p *Dispatcher) dispatchBatch(ctx context.Context, timeout time.Duration, size int) (pushed, claimed int, err error) {
+	now := p.now()
+	rows, err := db.ClaimOutbox(ctx, p.db, now, timeout+leaseMargin, size)
+	if err != nil || len(rows) == 0 {
+		return 0, 0, err
+	}
+	ids := make([]int64, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+	}
+	pushCtx, cancel := context.WithTimeout(ctx, timeout)
+	start := time.Now()
+	pushErr := p.hatchet.Push(pushCtx, rows)
+	took := time.Since(start)
+	timedOut := pushErr != nil && pushCtx.Err() == context.DeadlineExceeded && ctx.Err() == nil
+	cancel()
+	p.measured(timeout, size, len(rows), took, timedOut)
+	// The marks are written whatever ctx does: the push is done.
+	markCtx, done := context.WithoutCancel(ctx), p.now()
+	if pushErr != nil {
+		if timedOut {
+			pushErr = fmt.Errorf("%w (%d events, %s)", errPushTimedOut, len(rows), timeout)
+		}
+		if err := db.MarkFailed(markCtx, p.db, ids, pushErr.Error(), done, RetryBase, RetryCap); err != nil {
+			return 0, len(rows), errors.Join(pushErr, err)
+		}
+		return 0, len(rows), pushErr
+	}
+	if err := db.MarkDispatched(markCtx, p.db, ids, done); err != nil {
+		return 0, len(rows), err
+	}
+	return len(rows), len(rows), nil
 }
 
 // Wake asks the background dispatcher for a dispatch now; it never blocks,

@@ -2,6 +2,10 @@ package tasks
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,7 +45,8 @@ func TestCrashBetweenCommitAndDispatchLosesNothing(t *testing.T) {
 	for key, pushes := range keys {
 		require.Equal(t, 1, pushes, key)
 	}
-	require.Equal(t, 3, e.hatchet.calls, "bulk pushes of at most 1000")
+	require.LessOrEqual(t, slices.Max(e.hatchet.sizes), DispatchBatch, "bulk pushes of at most 1000")
+	require.LessOrEqual(t, e.hatchet.calls, 4, "a command's first push is smaller, the next ones as large as Hatchet takes in time")
 }
 
 func TestFailingPushBacksOffAndRetries(t *testing.T) {
@@ -194,4 +199,101 @@ func TestRunningDispatcherIsWokenByTaskRuns(t *testing.T) {
 	e.ingest("app.active", `{"userId":"u"}`)
 	require.Eventually(t, func() bool { return len(e.hatchet.pushedKeys()) == 1 }, 5*time.Second, 10*time.Millisecond,
 		"the ingest woke the dispatcher; its ticker is an hour away")
+}
+
+// slowHatchet answers a push after perEvent for each of its events and,
+// as a real Hatchet does, takes every event of a push whether or not its
+// caller waited for the answer.
+type slowHatchet struct {
+	perEvent time.Duration
+	mu       sync.Mutex
+	taken    []string // idempotency keys, in the order taken
+	pending  sync.WaitGroup
+}
+
+func (h *slowHatchet) Push(ctx context.Context, events []db.OutboxEvent) error {
+	done := make(chan struct{})
+	h.pending.Go(func() {
+		time.Sleep(time.Duration(len(events)) * h.perEvent)
+		h.mu.Lock()
+		for _, e := range events {
+			h.taken = append(h.taken, deref(e.IdempotencyKey))
+		}
+		h.mu.Unlock()
+		close(done)
+	})
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (h *slowHatchet) CancelRuns(context.Context, []string) error { return nil }
+
+// TestDispatchToAHatchetSlowerThanThePushTimeout: the first push of 1 000
+// takes longer than the timeout, and Hatchet takes it all the same. The
+// dispatcher pushes smaller, pushes the timed-out rows again after their
+// backoff without letting them block the rows not tried yet, sends the
+// transitions before the arms, and delivers every row, each key at most
+// twice.
+func TestDispatchToAHatchetSlowerThanThePushTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{})
+	const transitions, arms = 1500, 3000
+	var rows []db.OutboxEvent
+	for i := range arms + transitions { // the arms first, as a backfill that armed them would write them
+		row := db.OutboxEvent{EventKey: ArmExpiryEvent, Payload: json.RawMessage(`{}`),
+			IdempotencyKey: ptr(fmt.Sprintf("arm:%d", i)), CreatedAt: t0, AvailableAt: t0}
+		if i >= arms {
+			row.EventKey, row.IdempotencyKey = "bucket:left:b", ptr(fmt.Sprintf("bucket:b:u%d:left:1", i))
+		}
+		rows = append(rows, row)
+	}
+	require.NoError(t, db.InsertOutbox(e.ctx, e.db, rows))
+
+	slow := &slowHatchet{perEvent: time.Millisecond}
+	d := NewDispatcher(e.db, slow, e.deps.Logger, time.Now)
+	const timeout = 400 * time.Millisecond
+	d.sizes[timeout] = DispatchBatch // a first push as a worker makes it: 1 000 events, a second here
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := d.Dispatch(e.ctx, timeout)
+		require.NoError(t, err, "a smaller push goes through")
+		summary, err := db.SummarizeOutbox(e.ctx, e.db, 0)
+		require.NoError(t, err)
+		if summary.Pending == 0 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "%d rows still pending after a minute", summary.Pending)
+		time.Sleep(100 * time.Millisecond)
+	}
+	slow.pending.Wait()
+
+	times := map[string]int{}
+	lastTransition, armsBefore := 0, 0
+	for i, key := range slow.taken {
+		times[key]++
+		if strings.HasPrefix(key, "bucket:") && times[key] == 1 {
+			lastTransition = i
+		}
+	}
+	for _, key := range slow.taken[:lastTransition] {
+		if strings.HasPrefix(key, "arm:") {
+			armsBefore++
+		}
+	}
+	require.Len(t, times, transitions+arms, "every row was delivered")
+	for key, n := range times {
+		require.LessOrEqual(t, n, 2, "key %s taken %d times", key, n)
+	}
+	require.Less(t, armsBefore, arms/2, "the transitions went out before most arms")
+	twice := 0
+	for _, n := range times {
+		if n == 2 {
+			twice++
+		}
+	}
+	t.Logf("%d pushes of %d rows: %d keys taken twice (the timed-out first push)", len(slow.taken), len(rows), twice)
 }

@@ -63,6 +63,20 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	}()
 
 	for first := true; ; first = false {
+		if err := e.hatchet.await(ctx, logger, hatchetProbeInterval); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("%w; restart the worker with the token of the current server", err)
+		}
+		if !first {
+			logger.InfoContext(ctx, "Hatchet is back: serving again")
+			if n, err := db.RetryOutboxNow(ctx, e.deps.DB, e.deps.Now()); err != nil {
+				logger.WarnContext(ctx, "retrying the outbox", slog.Any("error", err))
+			} else if n > 0 {
+				e.deps.Dispatcher.Wake()
+			}
+		}
 		stop, err := serve(ctx, e, opts)
 		if err != nil {
 			return err
@@ -90,18 +104,6 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		}
 		logger.WarnContext(ctx, "Hatchet is away: the worker takes no runs until it is back; "+
 			"pushes wait in the outbox and expiry timers keep firing", slog.Any("error", lost))
-		if err := e.hatchet.awaitBack(ctx, hatchetProbeInterval); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("%w; restart the worker with the token of the current server", err)
-		}
-		logger.InfoContext(ctx, "Hatchet is back: serving again")
-		if n, err := db.RetryOutboxNow(ctx, e.deps.DB, e.deps.Now()); err != nil {
-			logger.WarnContext(ctx, "retrying the outbox", slog.Any("error", err))
-		} else if n > 0 {
-			e.deps.Dispatcher.Wake()
-		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -108,15 +109,34 @@ func (s hatchetServer) watch(ctx context.Context, interval time.Duration) error 
 	}
 }
 
-// awaitBack probes Hatchet every interval until it answers (nil), rejects
-// the token (errTokenRejected) or ctx ends (its error).
-func (s hatchetServer) awaitBack(ctx context.Context, interval time.Duration) error {
+// The first warning that Hatchet does not answer comes this long after the
+// wait began; the next ones after twice as long each time, up to
+// unreachableRepeatMax between two.
+const (
+	unreachableFirstWarning = 5 * time.Second
+	unreachableRepeatMax    = time.Minute
+)
+
+// await probes Hatchet every interval until it answers (nil), rejects the
+// token (errTokenRejected) or ctx ends (its error). While Hatchet does not
+// answer it says so: within unreachableFirstWarning, then again and again,
+// less often as the wait goes on, until it answers.
+func (s hatchetServer) await(ctx context.Context, logger *slog.Logger, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	began := time.Now()
+	warnAt, gap := began.Add(unreachableFirstWarning), unreachableFirstWarning
 	for {
 		err := s.probe(ctx)
 		if err == nil || errors.Is(err, errTokenRejected) {
 			return err
+		}
+		if now := time.Now(); !now.Before(warnAt) && ctx.Err() == nil {
+			logger.WarnContext(ctx, "Hatchet does not answer: the worker waits for it; pushes wait in the outbox "+
+				"and expiry timers keep firing", slog.String("waited", now.Sub(began).Round(time.Second).String()),
+				slog.Any("error", err))
+			gap = min(2*gap, unreachableRepeatMax)
+			warnAt = now.Add(gap)
 		}
 		select {
 		case <-ctx.Done():
