@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,13 +142,13 @@ func definitions(t testing.TB, bucketFiles map[string]string) string {
 }
 
 // hatchetAPI GETs a path of the stack's Hatchet REST API into out.
-func hatchetAPI(t *testing.T, path string, out any) {
+func hatchetAPI(t testing.TB, path string, out any) {
 	t.Helper()
 	hatchetAPIOf(t, os.Getenv("HATCHET_API_URL"), os.Getenv("HATCHET_CLIENT_TOKEN"), path, out)
 }
 
 // hatchetAPIOf GETs a path of the REST API of the Hatchet at apiURL.
-func hatchetAPIOf(t *testing.T, apiURL, token, path string, out any) {
+func hatchetAPIOf(t testing.TB, apiURL, token, path string, out any) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, apiURL+path, nil)
 	require.NoError(t, err)
@@ -158,6 +159,28 @@ func hatchetAPIOf(t *testing.T, apiURL, token, path string, out any) {
 	body, _ := io.ReadAll(resp.Body)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "GET %s: %s", path, body)
 	require.NoError(t, json.Unmarshal(body, out), string(body))
+}
+
+// pushedEvents counts the events of the key that reached the Hatchet at
+// apiURL, by their idempotency key.
+func pushedEvents(t testing.TB, apiURL, token, tenant, key string) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for offset := 0; ; offset += 1000 {
+		var page struct {
+			Rows []struct {
+				AdditionalMetadata map[string]string `json:"additionalMetadata"`
+			} `json:"rows"`
+		}
+		hatchetAPIOf(t, apiURL, token, fmt.Sprintf("/api/v1/stable/tenants/%s/events?limit=1000&offset=%d&keys=%s",
+			tenant, offset, url.QueryEscape(key)), &page)
+		for _, r := range page.Rows {
+			out[r.AdditionalMetadata["idempotencyKey"]]++
+		}
+		if len(page.Rows) < 1000 {
+			return out
+		}
+	}
 }
 
 // delivery is one event a listening task received.

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -76,22 +75,7 @@ func (s *ownStack) client() *hatchet.Client {
 func (s *ownStack) pushedEvents(key string) map[string]int {
 	s.t.Helper()
 	env := s.workerEnv()
-	out := map[string]int{}
-	for offset := 0; ; offset += 1000 {
-		var page struct {
-			Rows []struct {
-				AdditionalMetadata map[string]string `json:"additionalMetadata"`
-			} `json:"rows"`
-		}
-		hatchetAPIOf(s.t, env["HATCHET_API_URL"], env["HATCHET_CLIENT_TOKEN"],
-			fmt.Sprintf("/api/v1/stable/tenants/%s/events?limit=1000&offset=%d&keys=%s", env["HATCHET_TENANT_ID"], offset, url.QueryEscape(key)), &page)
-		for _, r := range page.Rows {
-			out[r.AdditionalMetadata["idempotencyKey"]]++
-		}
-		if len(page.Rows) < 1000 {
-			return out
-		}
-	}
+	return pushedEvents(s.t, env["HATCHET_API_URL"], env["HATCHET_CLIENT_TOKEN"], env["HATCHET_TENANT_ID"], key)
 }
 
 // taskCounts counts the runs of a task since since, by status, as

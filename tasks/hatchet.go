@@ -14,6 +14,7 @@ import (
 	"github.com/hatchet-dev/hatchet/pkg/client/types"
 	"github.com/hatchet-dev/hatchet/pkg/worker"
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
+	"github.com/hatchet-dev/hatchet/sdks/go/features"
 	"github.com/rs/zerolog"
 
 	"github.com/bucketworker/bucket-worker/buckets"
@@ -109,6 +110,9 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 				"or each event of a batch ("+opts.BatchEvent+"), evaluates the buckets it can change and emits their "+
 				"joins and leaves."),
 			hatchet.WithWorkflowEvents(append(slices.Clone(opts.IngestEvents), opts.BatchEvent)...),
+			// Real time: ahead of the worker's other runs (and the arms of
+			// expiry timers) when Hatchet is busy.
+			hatchet.WithWorkflowDefaultPriority(features.RunPriorityHigh),
 			// A transient failure (a lost connection) is retried: the run's
 			// key-less event is stored as hatchet-run:<run id>, so a retry
 			// never counts it twice. Invalid payloads are not retried.
@@ -138,6 +142,7 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 				"The running workers fire it at its deadline and leave the member unless the criteria hold again "+
 				"or the membership was re-armed."),
 			hatchet.WithWorkflowEvents(ArmExpiryEvent),
+			hatchet.WithWorkflowDefaultPriority(features.RunPriorityLow),
 			hatchet.WithRetries(0),
 		))
 	}
@@ -216,6 +221,11 @@ func (h sdkHatchet) Push(ctx context.Context, events []db.OutboxEvent) error {
 			}
 		}
 		batch[i] = v0.EventWithAdditionalMetadata{Key: e.EventKey, Event: e.Payload, AdditionalMetadata: meta}
+		if e.EventKey == ArmExpiryEvent {
+			// Its run only confirms a timer that is a row already: every
+			// other run goes first.
+			batch[i].Priority = ptr(int32(features.RunPriorityLow))
+		}
 	}
 	if err := h.client.Events().BulkPush(ctx, batch); err != nil {
 		return fmt.Errorf("pushing %d events to Hatchet: %w", len(events), err)

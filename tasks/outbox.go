@@ -30,7 +30,10 @@ const (
 	CommandPushTimeout = 5 * time.Second
 	// WorkerPushTimeout bounds a bulk push of a running worker's
 	// dispatcher: a busy Hatchet may take several seconds for 1 000 events.
-	WorkerPushTimeout = time.Minute
+	// It stays below the 30 s after which the Hatchet SDK gives up on one
+	// attempt of a call and tries it again: a push that outlives an attempt
+	// is taken by Hatchet twice before the dispatcher hears of it.
+	WorkerPushTimeout = 25 * time.Second
 	// leaseMargin is how much longer than its push timeout a dispatcher
 	// holds the rows it pushes.
 	leaseMargin = 30 * time.Second
@@ -90,7 +93,9 @@ func (p *Dispatcher) Dispatch(ctx context.Context, timeout time.Duration) (int, 
 		total += n
 		switch {
 		case errors.Is(err, errPushTimedOut) && size > minPushSize:
-			continue // smaller now
+			p.logger.WarnContext(ctx, "a push to Hatchet timed out: its events are pushed again, and pushes are smaller",
+				slog.Int("events", size), slog.Int("next_size", p.pushSize(timeout)), slog.Duration("timeout", timeout))
+			continue
 		case err != nil:
 			return total, err
 		case claimed < size:
@@ -159,6 +164,7 @@ func (p *Dispatcher) dispatchBatch(ctx context.Context, timeout time.Duration, s
 	if err := db.MarkDispatched(markCtx, p.db, ids, done); err != nil {
 		return 0, len(rows), err
 	}
+	p.logger.DebugContext(ctx, "pushed to Hatchet", slog.Int("events", len(rows)), slog.Duration("took", took))
 	return len(rows), len(rows), nil
 }
 

@@ -29,14 +29,13 @@ import (
 // in: users in order of first appearance, each user's events in turn. A
 // bucket:* event is ignored (contract §5.7) and takes no part.
 func ingestEvents(ctx context.Context, d *Deps, mode IngestMode, events []IngestEvent) (results []IngestOutput, order []int, err error) {
-	now := d.Now()
-	results = make([]IngestOutput, len(events))
+	in := &ingestion{d: d, mode: mode, now: d.Now(), events: events, results: make([]IngestOutput, len(events))}
 	byUser := map[string][]int{}
 	var users []string
 	for i, ev := range events {
-		results[i] = IngestOutput{Transitions: []Transition{}, Exited: []string{}}
+		in.results[i] = IngestOutput{Transitions: []Transition{}, Exited: []string{}}
 		if strings.HasPrefix(ev.Event, reservedPrefix) {
-			results[i].Status, results[i].Reason = StatusIgnored, ReasonReservedPrefix
+			in.results[i].Status, in.results[i].Reason = StatusIgnored, ReasonReservedPrefix
 			continue
 		}
 		if _, seen := byUser[ev.UserID]; !seen {
@@ -46,20 +45,31 @@ func ingestEvents(ctx context.Context, d *Deps, mode IngestMode, events []Ingest
 	}
 	for _, user := range users {
 		slices.SortStableFunc(byUser[user], func(a, b int) int {
-			return occurredAt(events[a], now).Compare(occurredAt(events[b], now))
+			return occurredAt(events[a], in.now).Compare(occurredAt(events[b], in.now))
 		})
 		order = append(order, byUser[user]...)
 	}
-	candidates, err := eventCandidates(ctx, d, events, order)
-	if err != nil {
-		return results, order, err
+	if in.candidates, err = eventCandidates(ctx, d, events, order); err != nil {
+		return in.results, order, err
 	}
 	for _, round := range rounds(events, users, byUser) {
-		if err := ingestRound(ctx, d, mode, events, round, candidates, now, results); err != nil {
-			return results, order, err
+		if err := in.round(ctx, round); err != nil {
+			return in.results, order, err
 		}
 	}
-	return results, order, nil
+	return in.results, order, nil
+}
+
+// ingestion is one call of ingestEvents: the events, each one's
+// candidate buckets and result, the mode and the instant they are ingested
+// at, and the deps.
+type ingestion struct {
+	d          *Deps
+	mode       IngestMode
+	now        time.Time
+	events     []IngestEvent
+	candidates map[int][]*buckets.Bucket
+	results    []IngestOutput
 }
 
 // rounds deals each user's events, in order, into rounds: each event goes
@@ -134,17 +144,16 @@ type roundEvent struct {
 	email string
 }
 
-// ingestRound ingests the events of a round — of distinct users — in one
-// transaction and writes each one's result into results.
-func ingestRound(ctx context.Context, d *Deps, mode IngestMode, events []IngestEvent, round []int,
-	candidates map[int][]*buckets.Bucket, now time.Time, results []IngestOutput) error {
+// round ingests the events of a round — of distinct users — in one
+// transaction and writes each one's result.
+func (in *ingestion) round(ctx context.Context, round []int) error {
 	for attempt := 1; ; attempt++ {
 		var live []roundEvent
-		outcome, err := d.transact(ctx, now, func(ctx context.Context, t *txn) error {
+		outcome, err := in.d.transact(ctx, in.now, func(ctx context.Context, t *txn) error {
 			users := make([]string, len(round))
 			for k, i := range round {
-				results[i] = IngestOutput{Transitions: []Transition{}, Exited: []string{}}
-				users[k] = events[i].UserID
+				in.results[i] = IngestOutput{Transitions: []Transition{}, Exited: []string{}}
+				users[k] = in.events[i].UserID
 			}
 			// The users' locks first: an erasure that committed before
 			// is seen by every statement after, one that comes after
@@ -153,15 +162,15 @@ func ingestRound(ctx context.Context, d *Deps, mode IngestMode, events []IngestE
 				return err
 			}
 			var err error
-			if mode == IngestStore {
-				live, err = t.storeRound(ctx, events, round, results)
+			if in.mode == IngestStore {
+				live, err = in.store(ctx, t, round)
 			} else {
-				live, err = t.lockRound(ctx, events, round, results)
+				live, err = in.lock(ctx, t, round)
 			}
 			if err != nil {
 				return err
 			}
-			return t.evaluateRound(ctx, live, candidates)
+			return in.evaluate(ctx, t, live)
 		})
 		switch {
 		case errors.Is(err, errKeyRaced) && attempt < keyRaceAttempts:
@@ -171,9 +180,9 @@ func ingestRound(ctx context.Context, d *Deps, mode IngestMode, events []IngestE
 		}
 		byUser := make(map[string]*IngestOutput, len(live))
 		for _, ev := range live {
-			res := &results[ev.index]
-			res.Stored = mode == IngestStore
-			res.ClampedOccurredAt = res.Stored && clamped(events[ev.index], now)
+			res := &in.results[ev.index]
+			res.Stored = in.mode == IngestStore
+			res.ClampedOccurredAt = res.Stored && clamped(in.events[ev.index], in.now)
 			byUser[ev.userID] = res
 		}
 		for _, tr := range outcome.Transitions {
@@ -188,13 +197,14 @@ func ingestRound(ctx context.Context, d *Deps, mode IngestMode, events []IngestE
 	}
 }
 
-// storeRound is the store-mode part of a round: it upserts the contacts
-// and stores the events in one statement each, leaving out the events
-// whose key is stored (duplicates, which patch no contact) and those of
-// erased users (ignored, even when their key is stored too), and exits
-// the journeys the events end. It returns the events whose users are then
+// store is the store-mode part of a round: it upserts the contacts and
+// stores the events in one statement each, leaving out the events whose
+// key is stored (duplicates, which patch no contact) and those of erased
+// users (ignored, even when their key is stored too), and exits the
+// journeys the events end. It returns the events whose users are then
 // evaluated.
-func (t *txn) storeRound(ctx context.Context, events []IngestEvent, round []int, results []IngestOutput) ([]roundEvent, error) {
+func (in *ingestion) store(ctx context.Context, t *txn, round []int) ([]roundEvent, error) {
+	events, results := in.events, in.results
 	var keys []string
 	for _, i := range round {
 		if k := events[i].IdempotencyKey; k != nil {
@@ -261,11 +271,12 @@ func (t *txn) storeRound(ctx context.Context, events []IngestEvent, round []int,
 	return live, t.exit(ctx, exits)
 }
 
-// lockRound is the evaluate-mode part of a round: another writer stored
-// the events, so it only locks the users' contacts — the per-user lock of
-// an evaluation that does not write the contact (contract §5.3) — and
-// leaves out the erased users.
-func (t *txn) lockRound(ctx context.Context, events []IngestEvent, round []int, results []IngestOutput) ([]roundEvent, error) {
+// lock is the evaluate-mode part of a round: another writer stored the
+// events, so it only locks the users' contacts — the per-user lock of an
+// evaluation that does not write the contact (contract §5.3) — and leaves
+// out the erased users.
+func (in *ingestion) lock(ctx context.Context, t *txn, round []int) ([]roundEvent, error) {
+	events, results := in.events, in.results
 	users := make([]string, len(round))
 	for k, i := range round {
 		users[k] = events[i].UserID
@@ -296,18 +307,18 @@ func contactEmail(c *db.Contact, eventEmail string) string {
 	return eventEmail
 }
 
-// evaluateRound decides the candidate buckets of a round's users: it locks
+// evaluate decides the candidate buckets of a round's users: it locks
 // their active memberships of those buckets in one statement — so every
 // later statement sees the commits of the paths it waited for (contract
 // §5.3) — then evaluates each bucket for all the users it is a candidate
 // for in one compiled statement, and joins and leaves them through the
 // funnel, bucket by bucket in definition order.
-func (t *txn) evaluateRound(ctx context.Context, live []roundEvent, candidates map[int][]*buckets.Bucket) error {
+func (in *ingestion) evaluate(ctx context.Context, t *txn, live []roundEvent) error {
 	byBucket := map[string][]roundEvent{}
 	var users, bucketIDs []string
 	for _, ev := range live {
 		users = append(users, ev.userID)
-		for _, b := range candidates[ev.index] {
+		for _, b := range in.candidates[ev.index] {
 			byBucket[b.ID] = append(byBucket[b.ID], ev)
 			if !slices.Contains(bucketIDs, b.ID) {
 				bucketIDs = append(bucketIDs, b.ID)
