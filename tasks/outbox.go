@@ -83,23 +83,17 @@ var errPushTimedOut = errors.New("Hatchet did not answer the push in time; it ma
 // bulk, each push bounded by timeout, until none is left, and returns how
 // many it pushed. Replicas share the work: each push's rows are leased to
 // it (db.ClaimOutbox). A failed push is recorded on its rows, which back
-// off and are retried later; Dispatch then returns the error — after a
-// timed-out push, only when the smallest push times out too.
+// off and are retried later, and Dispatch returns the error: a command
+// then gives up for this run, a running worker dispatches again at once
+// when the push timed out (Run) — smaller.
 func (p *Dispatcher) Dispatch(ctx context.Context, timeout time.Duration) (int, error) {
 	total := 0
 	for {
 		size := p.pushSize(timeout)
 		n, claimed, err := p.dispatchBatch(ctx, timeout, size)
 		total += n
-		switch {
-		case errors.Is(err, errPushTimedOut) && size > minPushSize:
-			p.logger.WarnContext(ctx, "a push to Hatchet timed out: its events are pushed again, and pushes are smaller",
-				slog.Int("events", size), slog.Int("next_size", p.pushSize(timeout)), slog.Duration("timeout", timeout))
-			continue
-		case err != nil:
+		if err != nil || claimed < size {
 			return total, err
-		case claimed < size:
-			return total, nil
 		}
 	}
 }
@@ -185,9 +179,16 @@ func (p *Dispatcher) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if n, err := p.Dispatch(ctx, WorkerPushTimeout); err != nil && ctx.Err() == nil {
+		n, err := p.Dispatch(ctx, WorkerPushTimeout)
+		switch {
+		case errors.Is(err, errPushTimedOut) && ctx.Err() == nil:
+			// Hatchet answers, slowly: push again at once, smaller.
+			p.logger.WarnContext(ctx, "a push to Hatchet timed out: its events are pushed again, and pushes are smaller",
+				slog.Int("pushed", n), slog.Int("next_size", p.pushSize(WorkerPushTimeout)), slog.Any("error", err))
+			continue
+		case err != nil && ctx.Err() == nil:
 			p.logger.WarnContext(ctx, "dispatching the outbox", slog.Int("pushed", n), slog.Any("error", err))
-		} else if n > 0 {
+		case n > 0:
 			p.logger.DebugContext(ctx, "outbox dispatched", slog.Int("pushed", n))
 		}
 		select {
