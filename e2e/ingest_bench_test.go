@@ -5,9 +5,13 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,10 +25,12 @@ import (
 )
 
 // BenchmarkIngest measures bucket-ingest end to end — from the push to the
-// committed join — next to a no-op task triggered by the same pushes on the
-// same Hatchet server: events per second for both, their ratio, and the
-// p50/p99 latency from push to committed join. Every event makes a new
-// user join. Run it with
+// committed join — next to two baselines triggered by the same pushes on
+// the same Hatchet server: a no-op task, and a no-op task that pushes one
+// event per run, as every ingest that makes a user join pushes its
+// bucket:entered (the floor of this design on Hatchet). It reports events
+// per second for all three, both ratios, and the p50/p99 latency from
+// push to committed join. Every event makes a new user join. Run it with
 //
 //	BUCKET_BENCH=1 go test -tags e2e ./e2e -run '^$' -bench Ingest -benchtime 1x -timeout 30m
 //
@@ -43,19 +49,87 @@ func BenchmarkIngest(b *testing.B) {
 	for range b.N {
 		run := strconv.FormatInt(time.Now().UnixNano(), 36)
 		noopRate := noopRate(b, client, n, func() []time.Time { return pushAll("bench.noop", "noop-"+run+"-") })
+		floorRate := noopPushRate(b, client, n, func() []time.Time { return pushAll("bench.noop-push", "floor-"+run+"-") })
 
 		// The worker ingesting a bucket that every such event joins.
-		w := startWorker(b, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+benchIngestDefinitions(b))
+		env := []string{"DATABASE_URL=" + dbURL, "DEFINITIONS_DIR=" + benchIngestDefinitions(b)}
+		profiles := os.Getenv("BUCKET_BENCH_PROFILES")
+		if profiles != "" {
+			env = append(env, "PPROF_ADDR="+profileAddr)
+		}
+		w := startWorker(b, env...)
 		time.Sleep(2 * time.Second)
 		prefix := "ing-" + run + "-"
+		var profiled sync.WaitGroup
+		if profiles != "" {
+			profiled.Go(func() { saveProfile(b, profiles, "ingest-cpu.pprof", "profile?seconds=15") })
+		}
 		pushed := pushAll("bench.ingest", prefix)
 		ingestEnd := waitFor(b, "ingest", n, func() int { return joined(ctx, conn, prefix) })
+		if profiles != "" {
+			profiled.Wait()
+			saveProfile(b, profiles, "ingest-block.pprof", "block")
+			saveProfile(b, profiles, "ingest-mutex.pprof", "mutex")
+		}
 		ingestRate := float64(n) / ingestEnd.Sub(pushed[0]).Seconds()
 		lat := latencies(b, ctx, conn, prefix, pushed)
 		_ = w.cmd.Process.Kill()
 
 		benchreport.Report(b, "events/s", ingestRate, noopRate)
+		benchreport.ReportFloor(b, "events/s", ingestRate, floorRate)
 		reportLatencies(b, lat)
+	}
+}
+
+// BenchmarkIngestAtHalfRate offers single pushes, each of which makes a
+// user join, at half the rate a no-op task keeps up with on the same
+// Hatchet (measured first, BUCKET_BENCH_EVENTS pushes), for
+// BUCKET_BENCH_OFFERED_SECONDS (30 by default), and reports the rate kept
+// against the rate offered and the p50/p99 from push to committed join.
+// Run it with
+//
+//	BUCKET_BENCH=1 go test -tags e2e ./e2e -run '^$' -bench IngestAtHalfRate -benchtime 1x -timeout 30m
+func BenchmarkIngestAtHalfRate(b *testing.B) {
+	conn, dbURL, client := benchSetup(b, "ingest at half rate")
+	n := envInt("BUCKET_BENCH_EVENTS", 2000)
+	seconds := envInt("BUCKET_BENCH_OFFERED_SECONDS", 30)
+	ctx := context.Background()
+	for range b.N {
+		run := strconv.FormatInt(time.Now().UnixNano(), 36)
+		noop := noopRate(b, client, n, func() []time.Time {
+			pushed, err := pushSingles(client, "bench.noop", "noop-"+run+"-", n)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return pushed
+		})
+		offered := noop / 2
+		w := startWorker(b, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+benchIngestDefinitions(b))
+		time.Sleep(2 * time.Second)
+		prefix := "half-" + run + "-"
+		total := int(offered * float64(seconds))
+		pushed := make([]time.Time, total)
+		every := time.Duration(float64(time.Second) / offered)
+		tick := time.NewTicker(every)
+		var wg sync.WaitGroup
+		for i := range total {
+			wg.Go(func() {
+				pushed[i] = time.Now()
+				if err := client.Events().Push(ctx, "bench.ingest", map[string]any{"userId": fmt.Sprintf("%s%d", prefix, i)}); err != nil {
+					b.Error(err)
+				}
+			})
+			<-tick.C
+		}
+		tick.Stop()
+		wg.Wait()
+		if b.Failed() {
+			return
+		}
+		end := waitFor(b, "ingest at half rate", total, func() int { return joined(ctx, conn, prefix) })
+		_ = w.cmd.Process.Kill()
+		benchreport.Report(b, "events/s", float64(total)/end.Sub(pushed[0]).Seconds(), offered)
+		reportLatencies(b, latencies(b, ctx, conn, prefix, pushed))
 	}
 }
 
@@ -126,6 +200,54 @@ func noopRate(b *testing.B, client *hatchet.Client, n int, push func() []time.Ti
 	time.Sleep(2 * time.Second)
 	pushed := push()
 	end := waitFor(b, "no-op task", n, func() int { return int(noops.Load()) })
+	return float64(n) / end.Sub(pushed[0]).Seconds()
+}
+
+// profileAddr is where a profiled benchmark's worker serves its profiles.
+const profileAddr = "127.0.0.1:6061"
+
+// saveProfile fetches a profile of the worker into dir.
+func saveProfile(b *testing.B, dir, name, path string) {
+	b.Helper()
+	resp, err := http.Get("http://" + profileAddr + "/debug/pprof/" + path)
+	if err != nil {
+		b.Errorf("fetching the %s profile: %v", path, err)
+		return
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, name), data, 0o644)
+	}
+	if err != nil {
+		b.Errorf("saving the %s profile: %v", path, err)
+	}
+}
+
+// noopPushRate is the second baseline of the ingest benchmarks: noopRate
+// for a no-op task that pushes one event per run, after the run's work, as
+// the outbox pushes an ingest's bucket:entered. push pushes the n events
+// of key bench.noop-push and returns when each was pushed.
+func noopPushRate(b *testing.B, client *hatchet.Client, n int, push func() []time.Time) float64 {
+	b.Helper()
+	var runs atomic.Int64
+	task := client.NewStandaloneTask("bench-noop-push", func(ctx hatchet.Context, in map[string]any) (any, error) {
+		err := client.Events().Push(ctx, "bench.noop-pushed", map[string]any{"userId": in["userId"]})
+		runs.Add(1)
+		return nil, err
+	}, hatchet.WithWorkflowEvents("bench.noop-push"))
+	nw, err := client.NewWorker("bench-noop-push-worker", hatchet.WithWorkflows(task), hatchet.WithLogger(sdkLogger))
+	if err != nil {
+		b.Fatal(err)
+	}
+	stop, err := nw.Start()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = stop() }()
+	time.Sleep(2 * time.Second)
+	pushed := push()
+	end := waitFor(b, "no-op task that pushes", n, func() int { return int(runs.Load()) })
 	return float64(n) / end.Sub(pushed[0]).Seconds()
 }
 

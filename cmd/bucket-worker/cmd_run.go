@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"runtime"
 	"sync"
 	"time"
 
@@ -48,6 +52,15 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		IngestEvents:     tasks.IngestEventKeys(cfg.IngestEvents, e.deps.Buckets),
 		BatchEvent:       cfg.IngestBatchEvent,
 		SDKLogger:        sdkLogger(env, cfg),
+	}
+
+	if cfg.PprofAddr != "" {
+		stopProfiles, err := serveProfiles(cfg.PprofAddr)
+		if err != nil {
+			return err
+		}
+		defer stopProfiles()
+		logger.InfoContext(ctx, "serving Go profiles", slog.String("addr", "http://"+cfg.PprofAddr+"/debug/pprof/"))
 	}
 
 	// The outbox dispatcher and the expiry timers run until shutdown, when
@@ -105,6 +118,26 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		logger.WarnContext(ctx, "Hatchet is away: the worker takes no runs until it is back; "+
 			"pushes wait in the outbox and expiry timers keep firing", slog.Any("error", lost))
 	}
+}
+
+// serveProfiles serves Go's profiles (net/http/pprof) at addr, with the
+// block and mutex profiles switched on, until stop.
+func serveProfiles(addr string) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("PPROF_ADDR: listening on %s: %w", addr, err)
+	}
+	runtime.SetBlockProfileRate(int(10 * time.Microsecond))
+	runtime.SetMutexProfileFraction(10)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() { _ = srv.Close() }, nil
 }
 
 // hatchetProbeInterval is how often a running worker checks that Hatchet

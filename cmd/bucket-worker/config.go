@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,9 @@ type config struct {
 	WorkerName       string
 	LogLevel         slog.Level
 	LogFormat        string
+	// PprofAddr is where run serves Go's profiles (PPROF_ADDR); "" serves
+	// none.
+	PprofAddr string
 }
 
 // defaultDatabaseURL is used when neither --database-url nor DATABASE_URL is set.
@@ -96,6 +100,7 @@ func loadConfig(getenv func(string) string, flags globalFlags) (config, error) {
 		Migrate:          oneOf("MIGRATE", "auto", "auto", "off"),
 		WorkerName:       env("WORKER_NAME", "bucket-worker"),
 		LogFormat:        oneOf("LOG_FORMAT", "text", "text", "json"),
+		PprofAddr:        env("PPROF_ADDR", ""),
 	}
 	if _, err := cron.ParseStandard(c.ReconcileCron); err != nil {
 		bad("BUCKET_RECONCILE_CRON", "%q is not a cron expression: %v", c.ReconcileCron, err)
@@ -126,6 +131,11 @@ func loadConfig(getenv func(string) string, flags globalFlags) (config, error) {
 	}
 	if c.WorkerName == "" {
 		bad("WORKER_NAME", "must not be empty")
+	}
+	if c.PprofAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PprofAddr); err != nil {
+			bad("PPROF_ADDR", "%q is not host:port: %v", c.PprofAddr, err)
+		}
 	}
 	if len(errs) > 0 {
 		msgs := make([]string, len(errs))

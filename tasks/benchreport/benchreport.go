@@ -23,6 +23,15 @@ func Time(b *testing.B, elapsed, baseline time.Duration) {
 	Report(b, "s/run", elapsed.Seconds()/n, baseline.Seconds()/n)
 }
 
+// ReportFloor reports a second baseline of a figure Report reported: the
+// floor the design can reach, and the ratio to it.
+func ReportFloor(b *testing.B, unit string, figure, floor float64) {
+	b.ReportMetric(floor, "base2-"+unit)
+	if floor != 0 {
+		b.ReportMetric(figure/floor, "x-base2")
+	}
+}
+
 // Report reports a figure, its baseline and their ratio.
 func Report(b *testing.B, unit string, figure, baseline float64) {
 	b.ReportMetric(figure, unit)
