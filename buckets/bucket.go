@@ -89,8 +89,10 @@ var bucketKeys = []string{
 }
 
 // Load reads every bucket definition in the folder "buckets" of fsys and
-// validates it. The report holds every error and warning of every file;
-// the buckets returned are the valid ones, in file order.
+// validates it, and the references between buckets (link). The report
+// holds every error and warning of every file; the buckets returned are
+// the valid ones, in dependency order: each after the buckets it
+// references, in file order otherwise.
 func Load(fsys fs.FS) ([]*Bucket, *definition.Report) {
 	report := &definition.Report{}
 	var loaded []*Bucket
@@ -108,7 +110,7 @@ func Load(fsys fs.FS) ([]*Bucket, *definition.Report) {
 		seen[b.ID] = n.File()
 		loaded = append(loaded, b)
 	}
-	return loaded, report
+	return link(loaded, report), report
 }
 
 func decodeBucket(n *definition.Node) (*Bucket, bool) {

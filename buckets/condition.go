@@ -10,7 +10,7 @@ import (
 )
 
 // Condition is a node of a criteria tree: a *PropertyCondition, an
-// *EventCondition or a *Composite.
+// *EventCondition, a *BucketCondition or a *Composite.
 type Condition interface {
 	// canonical returns the object hashed for the criteria hash.
 	canonical() jsonObject
@@ -74,6 +74,16 @@ const (
 	CountEq  CountOperator = "eq"
 )
 
+// BucketCheck is what a bucket leg asks of the user's membership of
+// another bucket (contract §13).
+type BucketCheck string
+
+// The checks of a bucket leg.
+const (
+	CheckMember    BucketCheck = "member"
+	CheckNotMember BucketCheck = "not_member"
+)
+
 // LogicOperator joins the children of a composite.
 type LogicOperator string
 
@@ -116,6 +126,21 @@ type EventCondition struct {
 // Filtered reports whether the leg needs the events' properties: it has a
 // where or aggregates.
 func (c *EventCondition) Filtered() bool { return len(c.Where) > 0 || c.Check.IsAggregate() }
+
+// BucketCondition reads the user's materialized membership of another
+// bucket (contract §13): member holds while the user has an active,
+// undeleted membership of BucketID; not_member while not. It never
+// evaluates the other bucket's criteria.
+type BucketCondition struct {
+	BucketID string
+	Check    BucketCheck
+	// hash is the criteria hash of the bucket referenced, which the
+	// criteria hash of the referencing bucket covers; Load sets it.
+	hash string
+	// file and path are where the leg is written, for the errors of the
+	// references between buckets.
+	file, path string
+}
 
 // Composite joins conditions with and/or.
 type Composite struct {
@@ -165,6 +190,10 @@ func (c *EventCondition) canonical() jsonObject {
 	return obj
 }
 
+func (c *BucketCondition) canonical() jsonObject {
+	return jsonObject{"type": "bucket", "bucketId": c.BucketID, "check": string(c.Check), "bucketHash": c.hash}
+}
+
 func (c *Composite) canonical() jsonObject {
 	children := make([]any, len(c.Conditions))
 	for i, child := range c.Conditions {
@@ -204,6 +233,8 @@ func String(c Condition) string {
 			s += " where [" + strings.Join(parts, ", ") + "]"
 		}
 		return s
+	case *BucketCondition:
+		return "bucket " + c.BucketID + " " + string(c.Check)
 	case *Composite:
 		parts := make([]string, len(c.Conditions))
 		for i, child := range c.Conditions {
@@ -284,6 +315,8 @@ func (d *criteriaDecoder) condition(n *definition.Node, depth int) (Condition, b
 		return c, ok
 	case "event":
 		return decodeEventCondition(n)
+	case "bucket":
+		return decodeBucketCondition(n)
 	case "composite":
 		return d.composite(n, depth)
 	case "email_engagement":
@@ -291,12 +324,37 @@ func (d *criteriaDecoder) condition(n *definition.Node, depth int) (Condition, b
 		return nil, false
 	default:
 		if !hasType {
-			n.Errorf(`type is required: "property", "event" or "composite"`)
+			n.Errorf(`type is required: "property", "event", "bucket" or "composite"`)
 			return nil, false
 		}
-		typeNode.Errorf(`unknown condition type %q: use "property", "event" or "composite"`, typ)
+		typeNode.Errorf(`unknown condition type %q: use "property", "event", "bucket" or "composite"`, typ)
 		return nil, false
 	}
+}
+
+// decodeBucketCondition reads a bucket leg (contract §13). Whether the
+// bucket it names exists is checked once every bucket is loaded (link).
+func decodeBucketCondition(n *definition.Node) (Condition, bool) {
+	fields, ok := n.Fields("type", "bucketId", "check")
+	if !ok {
+		return nil, false
+	}
+	c := &BucketCondition{file: n.File()}
+	id, valid := requiredString(n, fields, "bucketId", true)
+	if valid {
+		c.BucketID, c.path = id, fields["bucketId"].Path()
+		if !definition.IDPattern.MatchString(id) {
+			fields["bucketId"].Errorf("%q is not a bucket id", id)
+			valid = false
+		}
+	}
+	check, checkOK := requiredString(n, fields, "check", true)
+	c.Check = BucketCheck(check)
+	if checkOK && !slices.Contains(bucketChecks, c.Check) {
+		fields["check"].Errorf("unknown bucket check %q: use %s", check, orList(bucketChecks))
+		checkOK = false
+	}
+	return c, valid && checkOK
 }
 
 // DecodePropertyCondition reads a property condition of §3.1; journeys use
@@ -559,6 +617,8 @@ func unbounded(c Condition, path string) (string, bool) {
 		return path, c.Holds(nil, false, time.Time{})
 	case *EventCondition:
 		return path, c.Within.IsZero() && c.HoldsFor(EventTally{})
+	case *BucketCondition: // a user nobody knows is in no bucket
+		return path, c.HoldsFor(MembershipFact{})
 	case *Composite:
 		first := ""
 		for i, child := range c.Conditions {

@@ -22,6 +22,17 @@ type Facts interface {
 	// per event (empty for an event without properties), for the legs that
 	// filter or aggregate them.
 	EventProperties(ctx context.Context, name string, since time.Time) ([]Properties, error)
+	// Membership returns the user's active membership of the bucket, as
+	// it is materialized (contract §13).
+	Membership(ctx context.Context, bucketID string) (MembershipFact, error)
+}
+
+// MembershipFact is a user's membership of a bucket as a bucket leg reads
+// it: whether there is an active, undeleted row, and which.
+type MembershipFact struct {
+	Member    bool
+	RowID     string
+	EnteredAt time.Time
 }
 
 // Evaluate reports whether the criteria hold for the user described by f at
@@ -51,7 +62,9 @@ type LeafTrace struct {
 	// Cutoff (the zero time without a window).
 	Tally  EventTally
 	Cutoff time.Time
-	Result bool
+	// Membership is what a bucket leg read.
+	Membership MembershipFact
+	Result     bool
 }
 
 // BranchTrace is one and/or of a traced evaluation with its result and the
@@ -93,6 +106,16 @@ func evaluate(ctx context.Context, c Condition, path string, now time.Time, f Fa
 		result := c.HoldsFor(tally)
 		if trace != nil {
 			trace.Leaves = append(trace.Leaves, LeafTrace{Path: path, Condition: c, Tally: tally, Cutoff: cutoff, Result: result})
+		}
+		return result, nil
+	case *BucketCondition:
+		m, err := f.Membership(ctx, c.BucketID)
+		if err != nil {
+			return false, fmt.Errorf("reading the membership of %q: %w", c.BucketID, err)
+		}
+		result := c.HoldsFor(m)
+		if trace != nil {
+			trace.Leaves = append(trace.Leaves, LeafTrace{Path: path, Condition: c, Membership: m, Result: result})
 		}
 		return result, nil
 	case *Composite:
@@ -239,6 +262,19 @@ func compareCount(count int64, op CountOperator, value int64) bool {
 	return compares(cmp.Compare(count, value), op)
 }
 
+// HoldsFor reports whether the membership satisfies the bucket leg.
+func (c *BucketCondition) HoldsFor(m MembershipFact) bool {
+	test := bucketTests[c.Check]
+	return test != nil && test(m)
+}
+
+// bucketTests is the evaluate layer of the bucket checks (see
+// operators.go).
+var bucketTests = map[BucketCheck]func(m MembershipFact) bool{
+	CheckMember:    func(m MembershipFact) bool { return m.Member },
+	CheckNotMember: func(m MembershipFact) bool { return !m.Member },
+}
+
 // Holds reports whether the condition holds for the property's actual
 // value at the instant now, which only the relative dates read.
 // Comparisons are JSON-type-strict: 1 is not "1", true is not "true", and 1
@@ -329,6 +365,13 @@ type Event struct {
 type MemoryFacts struct {
 	Properties Properties
 	Events     []Event
+	// Members are the user's memberships, by bucket id.
+	Members map[string]MembershipFact
+}
+
+// Membership implements Facts.
+func (m MemoryFacts) Membership(_ context.Context, bucketID string) (MembershipFact, error) {
+	return m.Members[bucketID], nil
 }
 
 // Property implements Facts.

@@ -21,7 +21,7 @@ func TestLoadExamples(t *testing.T) {
 	for _, b := range bs {
 		byID[b.ID] = b
 	}
-	require.Len(t, byID, 7)
+	require.Len(t, byID, 8)
 
 	power := byID["power-users"]
 	require.True(t, power.TimeBased)
@@ -54,6 +54,19 @@ func TestLoadExamples(t *testing.T) {
 	require.True(t, pro.SingleLeg())
 	require.False(t, pro.ReconcileJoins)
 	require.Equal(t, []string{"purchase"}, pro.EventNames)
+
+	composed := byID["engaged-not-dormant"]
+	require.Equal(t, []string{"power-users", "went-dormant"}, composed.References())
+	require.False(t, composed.TimeBased, "bucket legs read memberships; the buckets they read move them")
+	var before []string
+	for _, b := range bs {
+		if b.ID == "engaged-not-dormant" {
+			break
+		}
+		before = append(before, b.ID)
+	}
+	require.Contains(t, before, "power-users", "loaded after the buckets it reads")
+	require.Contains(t, before, "went-dormant")
 
 	spenders := byID["big-spenders"]
 	require.True(t, spenders.SingleLeg())

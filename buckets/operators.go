@@ -5,15 +5,17 @@ package buckets
 // An operator lives in four layers. Each layer is one table with one
 // entry per operator, so adding an operator is adding one entry to each:
 //
-//  1. decode — this file: propertyOperators, eventChecks or comparisons
-//     say what the loader accepts and which value the operator takes. The
-//     canonical form, the criteria hash and String follow from the value.
-//  2. evaluate — buckets/eval.go: propertyTests, eventTests or
-//     comparisonTests, the Go evaluator, which is the reference.
-//  3. compile — db/compile.go: propertyCompilers, eventCompilers or
-//     comparisonSQL, the SQL every path decides with.
-//  4. explain — tasks/explain.go: propertyReadings or eventReadings, what
-//     explain shows of a leaf beyond its result.
+//  1. decode — this file: propertyOperators, eventChecks, comparisons or
+//     bucketChecks say what the loader accepts and which value the
+//     operator takes. The canonical form, the criteria hash and String
+//     follow from the value.
+//  2. evaluate — buckets/eval.go: propertyTests, eventTests,
+//     comparisonTests or bucketTests, the Go evaluator, which is the
+//     reference.
+//  3. compile — db/compile.go: propertyCompilers, eventCompilers,
+//     comparisonSQL or bucketCompilers, the SQL every path decides with.
+//  4. explain — tasks/explain.go: propertyReadings, eventReadings or
+//     bucketReadings, what explain shows of a leaf beyond its result.
 //
 // Then give the conformance table (db/conformance_test.go) cases of it,
 // and the differential generator (db/differential_test.go) a way to draw
@@ -102,6 +104,9 @@ var eventChecks = []eventCheck{
 // comparisons are the operators a count or an aggregate compares with.
 var comparisons = []CountOperator{CountGt, CountGte, CountLt, CountLte, CountEq}
 
+// bucketChecks are the checks of a bucket leg (contract §13).
+var bucketChecks = []BucketCheck{CheckMember, CheckNotMember}
+
 // PropertyOperators returns every property operator the loader accepts.
 func PropertyOperators() []PropertyOperator {
 	out := make([]PropertyOperator, len(propertyOperators))
@@ -122,6 +127,9 @@ func EventChecks() []EventCheck {
 
 // Comparisons returns every comparison a count or an aggregate takes.
 func Comparisons() []CountOperator { return append([]CountOperator(nil), comparisons...) }
+
+// BucketChecks returns every check a bucket leg takes.
+func BucketChecks() []BucketCheck { return append([]BucketCheck(nil), bucketChecks...) }
 
 func lookupProperty(op PropertyOperator) (propertyOperator, bool) {
 	for _, p := range propertyOperators {

@@ -18,6 +18,7 @@ func TestOperatorTables(t *testing.T) {
 	require.ElementsMatch(t, PropertyOperators(), slices.Collect(maps.Keys(propertyTests)), "property operators: decode vs evaluate")
 	require.ElementsMatch(t, EventChecks(), slices.Collect(maps.Keys(eventTests)), "event checks: decode vs evaluate")
 	require.ElementsMatch(t, Comparisons(), slices.Collect(maps.Keys(comparisonTests)), "comparisons: decode vs evaluate")
+	require.ElementsMatch(t, BucketChecks(), slices.Collect(maps.Keys(bucketTests)), "bucket checks: decode vs evaluate")
 	for _, p := range propertyOperators {
 		if p.value == spanValue {
 			from, to := (&PropertyCondition{Operator: p.op, Span: Duration{Hours: 1}}).DateWindow(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))

@@ -76,6 +76,12 @@ func (c *compiler) condition(cond buckets.Condition) string {
 		return c.property(cond, c.subject.Properties)
 	case *buckets.EventCondition:
 		return c.event(cond)
+	case *buckets.BucketCondition:
+		compile, ok := bucketCompilers[cond.Check]
+		if !ok {
+			panic(fmt.Sprintf("db: unknown bucket check %q", cond.Check))
+		}
+		return compile(c, cond)
 	case *buckets.Composite:
 		parts := make([]string, len(cond.Conditions))
 		for i, child := range cond.Conditions {
@@ -324,6 +330,26 @@ func numericText(f float64) string {
 		return "-Infinity"
 	}
 	return strconv.FormatFloat(f, 'g', -1, 64)
+}
+
+// bucketCompilers is the compile layer of the bucket checks (see the
+// checklist in buckets/operators.go): the user's active, undeleted
+// membership of the bucket, which the (user_id, bucket_id) index of
+// active rows answers (contract §13).
+var bucketCompilers = map[buckets.BucketCheck]func(c *compiler, b *buckets.BucketCondition) string{
+	buckets.CheckMember:    (*compiler).membership,
+	buckets.CheckNotMember: (*compiler).membership,
+}
+
+// membership is an EXISTS on the user's active row of the bucket, negated
+// as the check and the compiler's own negation say.
+func (c *compiler) membership(b *buckets.BucketCondition) string {
+	exists := fmt.Sprintf("EXISTS (SELECT 1 FROM bucket_memberships AS bm WHERE bm.user_id = %s AND bm.bucket_id = %s "+
+		"AND bm.status = 'active' AND bm.deleted_at IS NULL)", c.subject.UserID, c.arg(b.BucketID))
+	if (b.Check == buckets.CheckNotMember) != c.negate {
+		return "NOT " + exists
+	}
+	return exists
 }
 
 // comparisonSQL is the compile layer of the comparisons (see the

@@ -17,4 +17,5 @@ func TestCompilerCoversEveryOperator(t *testing.T) {
 	require.ElementsMatch(t, buckets.PropertyOperators(), slices.Collect(maps.Keys(propertyCompilers)), "property operators")
 	require.ElementsMatch(t, buckets.EventChecks(), slices.Collect(maps.Keys(eventCompilers)), "event checks")
 	require.ElementsMatch(t, buckets.Comparisons(), slices.Collect(maps.Keys(comparisonSQL)), "comparisons")
+	require.ElementsMatch(t, buckets.BucketChecks(), slices.Collect(maps.Keys(bucketCompilers)), "bucket checks")
 }

@@ -288,6 +288,51 @@ var richCases = []richCase{
 
 // anchored joins a leaf that alone would be rejected as unbounded with a
 // bounded one that holds for the case's contact (property anchor).
+// held is a membership row a case's user has: of a bucket, active or
+// left, deleted or not.
+type held struct {
+	bucket  string
+	status  string
+	deleted bool
+}
+
+// legCase is a conformance case with membership rows, for bucket legs
+// (contract §13). Criteria may read the buckets x and y.
+type legCase struct {
+	richCase
+	held []held
+}
+
+// bucket is the bucket leg of id with the check.
+func bucket(id, check string) string {
+	return fmt.Sprintf(`{"type":"bucket","bucketId":%q,"check":%q}`, id, check)
+}
+
+var legCases = []legCase{
+	{richCase{"member, active row", bucket("x", "member"), `{}`, nil, true}, []held{{"x", db.StatusActive, false}}},
+	{richCase{"member, no row", bucket("x", "member"), `{}`, nil, false}, nil},
+	{richCase{"member, no contact", bucket("x", "member"), ``, nil, true}, []held{{"x", db.StatusActive, false}}},
+	{richCase{"member, only a left row", bucket("x", "member"), `{}`, nil, false}, []held{{"x", db.StatusLeft, false}}},
+	{richCase{"member, active row deleted", bucket("x", "member"), `{}`, nil, false}, []held{{"x", db.StatusActive, true}}},
+	{richCase{"member, a row of another bucket", bucket("x", "member"), `{}`, nil, false}, []held{{"y", db.StatusActive, false}}},
+	{richCase{"member, left then active again", bucket("x", "member"), `{}`, nil, true},
+		[]held{{"x", db.StatusLeft, false}, {"x", db.StatusActive, false}}},
+	{richCase{"not_member, no row", anchored(bucket("y", "not_member")), `{"anchor":1}`, nil, true}, nil},
+	{richCase{"not_member, active row", anchored(bucket("y", "not_member")), `{"anchor":1}`, nil, false}, []held{{"y", db.StatusActive, false}}},
+	{richCase{"not_member, left row", anchored(bucket("y", "not_member")), `{"anchor":1}`, nil, true}, []held{{"y", db.StatusLeft, false}}},
+	{richCase{"not_member, deleted active row", anchored(bucket("y", "not_member")), `{"anchor":1}`, nil, true}, []held{{"y", db.StatusActive, true}}},
+	{richCase{"member and not_member", `{"type":"composite","operator":"and","conditions":[` + bucket("x", "member") + `,` + bucket("y", "not_member") + `]}`,
+		`{}`, nil, true}, []held{{"x", db.StatusActive, false}}},
+	{richCase{"member and not_member, in both", `{"type":"composite","operator":"and","conditions":[` + bucket("x", "member") + `,` + bucket("y", "not_member") + `]}`,
+		`{}`, nil, false}, []held{{"x", db.StatusActive, false}, {"y", db.StatusActive, false}}},
+	{richCase{"member or an event", `{"type":"composite","operator":"or","conditions":[` + bucket("x", "member") + `,{"type":"event","eventName":"a","check":"exists"}]}`,
+		`{}`, []fired{{"a", day, ""}}, true}, nil},
+	{richCase{"member or an event, neither", `{"type":"composite","operator":"or","conditions":[` + bucket("x", "member") + `,{"type":"event","eventName":"a","check":"exists"}]}`,
+		`{}`, []fired{{"b", day, ""}}, false}, nil},
+	{richCase{"member and a property", `{"type":"composite","operator":"and","conditions":[` + bucket("x", "member") + `,{"type":"property","property":"plan","operator":"eq","value":"pro"}]}`,
+		`{"plan":"pro"}`, nil, true}, []held{{"x", db.StatusActive, false}}},
+}
+
 func anchored(leaf string) string {
 	return `{"type":"composite","operator":"and","conditions":[{"type":"property","property":"anchor","operator":"exists"},` + leaf + `]}`
 }
@@ -313,13 +358,16 @@ func TestConformance(t *testing.T) {
 	ctx := context.Background()
 	conn, _ := dbtest.New(t)
 
-	cases := slices.Clone(richCases)
+	cases := slices.Clone(legCases)
+	for _, rc := range richCases {
+		cases = append(cases, legCase{richCase: rc})
+	}
 	for _, tc := range conformanceCases {
 		rc := richCase{name: tc.name, criteria: tc.criteria, props: tc.props, want: tc.want}
 		for _, e := range tc.events {
 			rc.events = append(rc.events, fired{event: e.event, ago: e.ago})
 		}
-		cases = append(cases, rc)
+		cases = append(cases, legCase{richCase: rc})
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -344,6 +392,22 @@ func TestConformance(t *testing.T) {
 				rows = append(rows, row)
 			}
 			require.NoError(t, dbtest.InsertUserEvents(ctx, conn, rows))
+			for k, h := range tc.held {
+				m := db.Membership{UserID: user, BucketID: h.bucket, Status: h.status, EntryCount: k + 1,
+					EnteredAt: conformanceNow.Add(-time.Duration(10-k) * day)}
+				if h.status == db.StatusLeft {
+					m.LeftAt = ptr(conformanceNow.Add(-time.Duration(9-k) * day))
+				}
+				if h.deleted {
+					m.DeletedAt = ptr(conformanceNow)
+				}
+				require.NoError(t, dbtest.InsertMemberships(ctx, conn, []db.Membership{m}))
+				if h.status == db.StatusActive && !h.deleted {
+					stored, err := db.ListMemberships(ctx, conn, db.MembershipFilter{UserID: user, BucketID: h.bucket, Status: db.StatusActive})
+					require.NoError(t, err)
+					mem.Members = map[string]buckets.MembershipFact{h.bucket: {Member: true, RowID: stored[0].ID, EnteredAt: stored[0].EnteredAt}}
+				}
+			}
 
 			inMemory, err := buckets.Evaluate(ctx, criteria, conformanceNow, mem)
 			require.NoError(t, err)
@@ -386,11 +450,15 @@ func TestConformance(t *testing.T) {
 func TestConformanceCoversEveryOperator(t *testing.T) {
 	t.Parallel()
 	properties, checks, comparisons := map[buckets.PropertyOperator]bool{}, map[buckets.EventCheck]bool{}, map[buckets.CountOperator]bool{}
-	criteria := make([]string, 0, len(conformanceCases)+len(richCases))
+	bucketChecks := map[buckets.BucketCheck]bool{}
+	criteria := make([]string, 0, len(conformanceCases)+len(richCases)+len(legCases))
 	for _, tc := range conformanceCases {
 		criteria = append(criteria, tc.criteria)
 	}
 	for _, tc := range richCases {
+		criteria = append(criteria, tc.criteria)
+	}
+	for _, tc := range legCases {
 		criteria = append(criteria, tc.criteria)
 	}
 	for _, text := range criteria {
@@ -403,8 +471,13 @@ func TestConformanceCoversEveryOperator(t *testing.T) {
 				for _, w := range c.Where {
 					properties[w.Operator] = true
 				}
+			case *buckets.BucketCondition:
+				bucketChecks[c.Check] = true
 			}
 		})
+	}
+	for _, check := range buckets.BucketChecks() {
+		require.True(t, bucketChecks[check], "no conformance case of the bucket check %s", check)
 	}
 	for _, op := range buckets.PropertyOperators() {
 		require.True(t, properties[op], "no conformance case of the property operator %s", op)
@@ -417,13 +490,26 @@ func TestConformanceCoversEveryOperator(t *testing.T) {
 	}
 }
 
+// loadCriteria loads the criteria as a bucket's, beside the buckets x and
+// y that bucket legs read.
 func loadCriteria(t *testing.T, criteria string) buckets.Condition {
 	t.Helper()
-	bs, report := buckets.Load(fstest.MapFS{"buckets/b.json": {Data: []byte(`{"id":"b","name":"B","criteria":` + criteria + `}`)}})
+	bs, report := buckets.Load(fstest.MapFS{
+		"buckets/b.json": {Data: []byte(`{"id":"b","name":"B","criteria":` + criteria + `}`)},
+		"buckets/x.json": {Data: []byte(`{"id":"x","name":"X","criteria":{"type":"property","property":"plan","operator":"exists"}}`)},
+		"buckets/y.json": {Data: []byte(`{"id":"y","name":"Y","criteria":{"type":"property","property":"plan","operator":"exists"}}`)},
+	})
 	require.NoError(t, report.Err())
-	require.Len(t, bs, 1)
-	return bs[0].Criteria
+	for _, b := range bs {
+		if b.ID == "b" {
+			return b.Criteria
+		}
+	}
+	t.Fatalf("no bucket b")
+	return nil
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // requireTraceConsistent checks that each traced leaf's result is what its
 // condition gives for the value or count it observed.
@@ -438,6 +524,9 @@ func requireTraceConsistent(t *testing.T, trace buckets.Trace) {
 			require.Equal(t, c.HoldsFor(l.Tally), l.Result, "leaf %s", l.Path)
 			require.LessOrEqual(t, l.Tally.Count, l.Tally.InWindow, "leaf %s", l.Path)
 			require.Equal(t, c.Cutoff(conformanceNow), l.Cutoff, "leaf %s", l.Path)
+		case *buckets.BucketCondition:
+			require.Equal(t, c.HoldsFor(l.Membership), l.Result, "leaf %s", l.Path)
+			require.Equal(t, l.Membership.Member, l.Membership.RowID != "", "leaf %s: a member's row is observed", l.Path)
 		}
 	}
 }

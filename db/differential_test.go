@@ -49,6 +49,14 @@ func TestDifferential(t *testing.T) {
 			rows = append(rows, db.UserEvent{UserID: users[i].id, Event: e.Name, OccurredAt: e.OccurredAt, Properties: users[i].eventProps[j]})
 		}
 		require.NoError(t, dbtest.InsertUserEvents(ctx, conn, rows))
+		require.NoError(t, dbtest.InsertMemberships(ctx, conn, users[i].memberships))
+		for _, m := range users[i].memberships {
+			if m.Status == db.StatusActive && m.DeletedAt == nil {
+				stored, err := db.ListMemberships(ctx, conn, db.MembershipFilter{UserID: m.UserID, BucketID: m.BucketID, Status: db.StatusActive})
+				require.NoError(t, err)
+				users[i].facts.Members[m.BucketID] = buckets.MembershipFact{Member: true, RowID: stored[0].ID, EnteredAt: stored[0].EnteredAt}
+			}
+		}
 	}
 
 	sqlVerdicts := func(p db.Predicate) map[string]bool {
@@ -82,8 +90,8 @@ func TestDifferential(t *testing.T) {
 			explained, _, err := buckets.Explain(ctx, criteria, conformanceNow, u.facts)
 			require.NoError(t, err)
 			require.Equal(t, want, explained, "explain's verdict is the evaluator's")
-			where := fmt.Sprintf("case %d (seed %d): %s\nuser %s: properties %s, events %s",
-				n, seed, buckets.String(criteria), u.id, u.props, u.describeEvents())
+			where := fmt.Sprintf("case %d (seed %d): %s\nuser %s: properties %s, events %s, memberships %v",
+				n, seed, buckets.String(criteria), u.id, u.props, u.describeEvents(), u.facts.Members)
 			require.Equal(t, want, holds[u.id], "SQL compiler disagrees with the Go evaluator\n%s", where)
 			require.Equal(t, !want, fails[u.id], "compiled negation is not the negation\n%s", where)
 			if i%40 == n%40 { // the Go evaluator over the database, for a sample
@@ -147,12 +155,19 @@ func (g *generator) condition(depth int) buckets.Condition {
 			c.Conditions = append(c.Conditions, g.condition(depth+1))
 		}
 		return c
-	case r < 7:
+	case r < 6:
 		return g.property()
-	default:
+	case r < 8:
 		return g.event()
+	default:
+		return &buckets.BucketCondition{BucketID: pick(g, genBuckets),
+			Check: pick(g, []buckets.BucketCheck{buckets.CheckMember, buckets.CheckNotMember})}
 	}
 }
+
+// genBuckets are the buckets bucket legs read; a user holds rows of them:
+// active, left, deleted, or none.
+var genBuckets = []string{"x", "y"}
 
 func (g *generator) property() *buckets.PropertyCondition {
 	if g.rng.IntN(5) == 0 {
@@ -229,10 +244,32 @@ type generatedUser struct {
 	facts buckets.MemoryFacts
 	// eventProps are the stored properties of facts.Events, nil for none.
 	eventProps []json.RawMessage
+	// memberships are the user's rows of the buckets of bucket legs.
+	memberships []db.Membership
 }
 
 func (g *generator) user(id string) generatedUser {
-	u := generatedUser{id: id, facts: buckets.MemoryFacts{Properties: buckets.Properties{}}}
+	u := generatedUser{id: id, facts: buckets.MemoryFacts{Properties: buckets.Properties{}, Members: map[string]buckets.MembershipFact{}}}
+	for _, b := range genBuckets {
+		epoch := 0
+		for range g.rng.IntN(3) { // left rows first, an active one last
+			epoch++
+			m := db.Membership{UserID: id, BucketID: b, Status: db.StatusLeft, EntryCount: epoch,
+				EnteredAt: conformanceNow.Add(-time.Duration(10-epoch) * 24 * time.Hour)}
+			m.LeftAt = ptr(m.EnteredAt.Add(time.Hour))
+			u.memberships = append(u.memberships, m)
+		}
+		switch g.rng.IntN(4) {
+		case 0, 1: // an active row
+			epoch++
+			u.memberships = append(u.memberships, db.Membership{UserID: id, BucketID: b, Status: db.StatusActive,
+				EntryCount: epoch, EnteredAt: conformanceNow.Add(-time.Hour)})
+		case 2: // an active row, erased
+			epoch++
+			u.memberships = append(u.memberships, db.Membership{UserID: id, BucketID: b, Status: db.StatusActive,
+				EntryCount: epoch, EnteredAt: conformanceNow.Add(-time.Hour), DeletedAt: ptr(conformanceNow)})
+		}
+	}
 	if g.rng.IntN(8) > 0 {
 		var fields []string
 		if g.rng.IntN(3) > 0 {

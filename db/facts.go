@@ -33,3 +33,13 @@ func (f UserFacts) CountEvents(ctx context.Context, name string, since time.Time
 func (f UserFacts) EventProperties(ctx context.Context, name string, since time.Time) ([]buckets.Properties, error) {
 	return UserEventProperties(ctx, f.IDB, f.UserID, name, since)
 }
+
+// Membership implements buckets.Facts: the user's active, undeleted
+// membership of the bucket.
+func (f UserFacts) Membership(ctx context.Context, bucketID string) (buckets.MembershipFact, error) {
+	rows, err := ListMemberships(ctx, f.IDB, MembershipFilter{BucketID: bucketID, UserID: f.UserID, Status: StatusActive, Limit: 1})
+	if err != nil || len(rows) == 0 {
+		return buckets.MembershipFact{}, err
+	}
+	return buckets.MembershipFact{Member: true, RowID: rows[0].ID, EnteredAt: rows[0].EnteredAt}, nil
+}

@@ -273,7 +273,7 @@ func backfillBucket(ctx context.Context, d *Deps, b *buckets.Bucket, in Backfill
 			if err != nil {
 				return err
 			}
-			out.Left += len(res.Transitions)
+			out.Left += res.of(b.ID)
 			if err := progressed(); err != nil {
 				return err
 			}
@@ -300,7 +300,7 @@ func backfillBucket(ctx context.Context, d *Deps, b *buckets.Bucket, in Backfill
 					return err
 				})
 				mu.Lock()
-				out.Joined += len(res.Transitions)
+				out.Joined += res.of(b.ID)
 				if err == nil {
 					err = progressed()
 				}

@@ -36,7 +36,7 @@ type Explanation struct {
 // LeafVerdict is one leaf of the criteria with what it observed.
 type LeafVerdict struct {
 	Path      string `json:"path"`
-	Type      string `json:"type"` // "property" or "event"
+	Type      string `json:"type"` // "property", "event" or "bucket"
 	Condition string `json:"condition"`
 	// Observed is {present, value, jsonType} for a property leg, with
 	// {time, from, to} for a relative date (the value read as a time, null
@@ -144,6 +144,10 @@ func explainCriteria(ctx context.Context, d *Deps, b *buckets.Bucket, props buck
 				leaf.Observed["inWindow"] = l.Tally.InWindow
 			}
 			eventReadings[c.Check](leaf.Observed, c, l)
+		case *buckets.BucketCondition:
+			leaf.Type = "bucket"
+			leaf.Observed = map[string]any{"member": l.Membership.Member}
+			bucketReadings[c.Check](leaf.Observed, c, l)
 		}
 		ex.Leaves = append(ex.Leaves, leaf)
 	}
@@ -238,6 +242,21 @@ func jsonValue(v any) any {
 		return out
 	}
 	return v
+}
+
+// bucketReadings is the explain layer of the bucket checks (see the
+// checklist in buckets/operators.go): the observed membership row, its id
+// and when it began, or none (contract §13).
+var bucketReadings = map[buckets.BucketCheck]func(observed map[string]any, c *buckets.BucketCondition, l buckets.LeafTrace){
+	buckets.CheckMember:    membershipReading,
+	buckets.CheckNotMember: membershipReading,
+}
+
+func membershipReading(observed map[string]any, _ *buckets.BucketCondition, l buckets.LeafTrace) {
+	observed["rowId"], observed["enteredAt"] = nil, nil
+	if l.Membership.Member {
+		observed["rowId"], observed["enteredAt"] = l.Membership.RowID, l.Membership.EnteredAt
+	}
 }
 
 // explainNext predicts the next sweep (contract §6.2 and §6.3).

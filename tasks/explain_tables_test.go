@@ -16,4 +16,5 @@ func TestExplainCoversEveryOperator(t *testing.T) {
 	t.Parallel()
 	require.ElementsMatch(t, buckets.PropertyOperators(), slices.Collect(maps.Keys(propertyReadings)), "property operators")
 	require.ElementsMatch(t, buckets.EventChecks(), slices.Collect(maps.Keys(eventReadings)), "event checks")
+	require.ElementsMatch(t, buckets.BucketChecks(), slices.Collect(maps.Keys(bucketReadings)), "bucket checks")
 }

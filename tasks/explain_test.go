@@ -158,3 +158,26 @@ func TestExplainInfinityEncodes(t *testing.T) {
 
 	require.Equal(t, map[string]any{"low": "-Infinity", "list": []any{"Infinity"}}, jsonValue(map[string]any{"low": math.Inf(-1), "list": []any{math.Inf(1)}}))
 }
+
+// A bucket leg shows the membership it read: the row and when it began,
+// or none (contract §13).
+func TestExplainBucketLeg(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, cascadeDefs)
+	e.contact("u", `{"plan":"pro"}`)
+	e.ingest("app.active", `{"userId":"u"}`)
+	row := e.memberships("recent", "u")[0]
+
+	ex := e.explain("u", "engaged")
+	require.True(t, ex.Verdict)
+	leg := leaf(ex, "criteria.conditions[0]")
+	require.Equal(t, "bucket", leg.Type)
+	require.Equal(t, "bucket recent member", leg.Condition)
+	require.Equal(t, map[string]any{"member": true, "rowId": row.ID, "enteredAt": row.EnteredAt}, leg.Observed)
+
+	ex = e.explain("u", "lapsed")
+	require.False(t, ex.Verdict)
+	require.Equal(t, map[string]any{"member": true, "rowId": row.ID, "enteredAt": row.EnteredAt}, leaf(ex, "criteria.conditions[0]").Observed)
+	ex = e.explain("nobody", "engaged")
+	require.Equal(t, map[string]any{"member": false, "rowId": nil, "enteredAt": nil}, leaf(ex, "criteria.conditions[0]").Observed)
+}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/uptrace/bun"
-
 	"github.com/bucketworker/bucket-worker/db"
 )
 
@@ -24,9 +22,11 @@ func Forget(ctx context.Context, d *Deps, userID string) (ForgetOutput, error) {
 	if userID == "" {
 		return out, fmt.Errorf("%w: a user id is required", ErrInvalidInput)
 	}
-	err := d.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	// In a transaction of the engine's, which runs again when a deadlock
+	// with a path that moves the user picks it as the victim.
+	_, err := d.transact(ctx, d.Now(), func(ctx context.Context, t *txn) error {
 		var err error
-		out.Erased, err = db.EraseUser(ctx, tx, userID, d.Now())
+		out.Erased, err = db.EraseUser(ctx, t.tx, userID, t.now)
 		return err
 	})
 	if err != nil {

@@ -70,6 +70,18 @@ type Outcome struct {
 	Dispatched int
 }
 
+// of counts the transitions of the bucket; the others were cascaded
+// (contract §13).
+func (o Outcome) of(bucketID string) int {
+	n := 0
+	for _, tr := range o.Transitions {
+		if tr.BucketID == bucketID {
+			n++
+		}
+	}
+	return n
+}
+
 // txn is one transaction of the engine: the transaction itself, the
 // instant every decision in it is taken at, the engine's dependencies, and
 // the outcome its transitions add up to. Every path that changes a
@@ -80,6 +92,36 @@ type txn struct {
 	d   *Deps
 	now time.Time
 	out Outcome
+	// locked are the users whose locks the transaction holds (lockUsers).
+	locked map[string]bool
+	// emails are the emails of the memberships that moved, by user.
+	emails map[string]string
+}
+
+// lockUsers takes the locks of the users the transaction does not hold
+// yet (db.LockUsers): every path that can create a contact or a
+// membership takes them, so that an erasure waits for it and it for an
+// erasure (contract §5.3).
+func (t *txn) lockUsers(ctx context.Context, users []string) error {
+	var more []string
+	for _, u := range users {
+		if !t.locked[u] {
+			more = append(more, u)
+		}
+	}
+	if len(more) == 0 {
+		return nil
+	}
+	if err := db.LockUsers(ctx, t.tx, more); err != nil {
+		return err
+	}
+	if t.locked == nil {
+		t.locked = map[string]bool{}
+	}
+	for _, u := range more {
+		t.locked[u] = true
+	}
+	return nil
 }
 
 // transact runs fn in one transaction whose decisions are taken at now
@@ -163,19 +205,19 @@ func (t *txn) join(ctx context.Context, b *buckets.Bucket, users []db.Joiner, js
 	if !b.MaxDwell.IsZero() {
 		spec.MaxDwellAt = ptr(t.now.Add(b.MaxDwell.Std()))
 	}
+	// The joiners' locks, which an erasure takes too: the insert sees an
+	// erasure that committed, and one to come waits for this join.
+	ids := make([]string, len(users))
+	for i, u := range users {
+		ids[i] = u.UserID
+	}
+	if err := t.lockUsers(ctx, ids); err != nil {
+		return nil, err
+	}
 	if js.Recheck {
 		// The joiners were chosen from live contacts on an earlier
-		// snapshot: take their locks, which an erasure takes too, then
-		// wait for the ingests that hold their contacts, so the re-check
-		// sees what they stored and the insert sees an erasure (contract
-		// §5.3).
-		ids := make([]string, len(users))
-		for i, u := range users {
-			ids[i] = u.UserID
-		}
-		if err := db.LockUsers(ctx, t.tx, ids); err != nil {
-			return nil, err
-		}
+		// snapshot: wait for the ingests that hold their contacts, so the
+		// re-check sees what they stored (contract §5.3).
 		if err := db.LockContacts(ctx, t.tx, ids); err != nil {
 			return nil, err
 		}
@@ -221,6 +263,7 @@ func (t *txn) join(ctx context.Context, b *buckets.Bucket, users []db.Joiner, js
 		joined = append(joined, Transition{
 			BucketID: b.ID, UserID: r.UserID, Transition: Entered, Epoch: r.EntryCount, Suppressed: suppressed, RowID: r.ID,
 		})
+		t.remember(r)
 	}
 	if err := t.emit(ctx, emissions); err != nil {
 		return nil, err
@@ -233,7 +276,9 @@ func (t *txn) join(ctx context.Context, b *buckets.Bucket, users []db.Joiner, js
 	}
 	t.out.Pushes += len(arms)
 	t.out.Transitions = append(t.out.Transitions, joined...)
-	return joined, nil
+	// A silent join cascades silently: a backfill's historical joins
+	// start no journey, here or downstream.
+	return joined, t.cascade(ctx, b, joined, js.Source, js.Silent)
 }
 
 // entryEmits is the entry-limit gate of contract §5.4 step 4: whether the
@@ -319,12 +364,87 @@ func (t *txn) leave(ctx context.Context, b *buckets.Bucket, members []db.Members
 	for _, r := range rows {
 		emissions.Events = append(emissions.Events, t.transitionEvents(b, Left, r.UserID, deref(r.UserEmail), r.EntryCount)...)
 		left = append(left, Transition{BucketID: b.ID, UserID: r.UserID, Transition: Left, Epoch: r.EntryCount, RowID: r.ID})
+		t.remember(r)
 	}
 	if err := t.emit(ctx, emissions); err != nil {
 		return nil, err
 	}
 	t.out.Transitions = append(t.out.Transitions, left...)
-	return left, nil
+	return left, t.cascade(ctx, b, left, spec.Source, false)
+}
+
+// cascade re-evaluates, in the transaction of the transitions of bucket
+// from, every bucket whose criteria read from (contract §13) for the users
+// that moved, and joins and leaves them through the funnel with the source
+// of the transitions that caused it — which cascades in turn, down the
+// graph. The dependents go in dependency order, so that a bucket reading
+// two that moved reads both moved; a runtime-disabled one is skipped and
+// keeps its members. Joins of a silent cascade are silent; leaves always
+// emit, as every leave does.
+func (t *txn) cascade(ctx context.Context, from *buckets.Bucket, moved []Transition, source Source, silent bool) error {
+	if len(moved) == 0 {
+		return nil
+	}
+	dependents := t.d.Buckets.Dependents(from.ID)
+	if len(dependents) == 0 {
+		return nil
+	}
+	var users []string
+	for _, tr := range moved {
+		if !slices.Contains(users, tr.UserID) {
+			users = append(users, tr.UserID)
+		}
+	}
+	for _, b := range dependents {
+		on, err := t.d.Switch.EnabledVia(ctx, t.tx, b.ID)
+		if err != nil {
+			return err
+		}
+		if !on {
+			continue
+		}
+		// The dependents' locks first, then their evaluation, which sees
+		// from's rows as this transaction wrote them.
+		rows, err := db.LockUserMemberships(ctx, t.tx, users, []string{b.ID})
+		if err != nil {
+			return err
+		}
+		active := make(map[string]db.Membership, len(rows))
+		for _, m := range rows {
+			active[m.UserID] = m
+		}
+		holds, err := db.EvaluateUsers(ctx, t.tx, b.Criteria, t.now, users)
+		if err != nil {
+			return fmt.Errorf("cascading from %q to %q: %w", from.ID, b.ID, err)
+		}
+		var joiners []db.Joiner
+		var leavers []db.Membership
+		for _, u := range users {
+			m, member := active[u]
+			switch {
+			case holds[u] && !member:
+				joiners = append(joiners, db.Joiner{UserID: u, Email: t.emails[u]})
+			case !holds[u] && member:
+				leavers = append(leavers, m)
+			}
+		}
+		if _, err := t.join(ctx, b, joiners, joinSpec{Source: source, Silent: silent}); err != nil {
+			return fmt.Errorf("cascading from %q to %q: %w", from.ID, b.ID, err)
+		}
+		if _, err := t.leave(ctx, b, leavers, leaveSpec{Source: source, Reason: ReasonCriteria}); err != nil {
+			return fmt.Errorf("cascading from %q to %q: %w", from.ID, b.ID, err)
+		}
+	}
+	return nil
+}
+
+// remember keeps the email of a membership that moved, which a join it
+// cascades to records.
+func (t *txn) remember(m db.Membership) {
+	if t.emails == nil {
+		t.emails = map[string]string{}
+	}
+	t.emails[m.UserID] = deref(m.UserEmail)
 }
 
 // heldByMinDwell reports whether a member who entered at enteredAt is still

@@ -47,8 +47,11 @@ func ParseReconcileInput(payload []byte) (ReconcileInput, error) {
 // ReconcileOutput is the output of a sweep (contract §6.4).
 type ReconcileOutput struct {
 	// Reconciled counts every leave: criteria, TTL and deferred.
-	Reconciled int           `json:"reconciled"`
-	Joined     int           `json:"joined"`
+	Reconciled int `json:"reconciled"`
+	Joined     int `json:"joined"`
+	// Cascaded counts the transitions the sweep's caused in the buckets
+	// that read the buckets swept.
+	Cascaded   int           `json:"cascaded,omitempty"`
 	Dispatched int           `json:"dispatched"`
 	Pending    int           `json:"pending"` // pushes left in the outbox after the run
 	DryRun     bool          `json:"dryRun,omitempty"`
@@ -64,8 +67,11 @@ type BucketSweep struct {
 	Joined       int    `json:"joined"`
 	Evaluated    int    `json:"evaluated"`          // members evaluated one by one (composite criteria)
 	Deferred     int    `json:"deferred,omitempty"` // leaves postponed by minDwell in this sweep
-	DurationMs   int64  `json:"durationMs"`
-	Skipped      string `json:"skipped,omitempty"`
+	// Cascaded counts the transitions of the buckets that read this one
+	// that its passes caused (contract §13).
+	Cascaded   int    `json:"cascaded,omitempty"`
+	DurationMs int64  `json:"durationMs"`
+	Skipped    string `json:"skipped,omitempty"`
 	// JoinsSkipped says why the join pass did not run (the first-deploy guard).
 	JoinsSkipped string `json:"joinsSkipped,omitempty"`
 	// BudgetSpent is true when a loop stopped at the sweep's time budget;
@@ -109,6 +115,7 @@ func Reconcile(ctx context.Context, d *Deps, in ReconcileInput) (ReconcileOutput
 		rep := s.run(ctx)
 		out.Reconciled += rep.Left + rep.TTLLeft + rep.DeferredLeft
 		out.Joined += rep.Joined
+		out.Cascaded += rep.Cascaded
 		out.Dispatched += s.dispatched
 		out.Buckets = append(out.Buckets, rep)
 	}
@@ -150,6 +157,7 @@ func (s *sweep) transact(ctx context.Context, fn func(ctx context.Context, t *tx
 	defer cancel()
 	out, err := s.d.transact(ctx, s.now, fn)
 	s.dispatched += out.Dispatched
+	s.rep.Cascaded += len(out.Transitions) - out.of(s.b.ID)
 	return out, err
 }
 
@@ -273,7 +281,7 @@ func (s *sweep) criteriaLeaves(ctx context.Context) error {
 			return err
 		}
 		s.rep.Evaluated += evaluated
-		s.rep.Left += len(out.Transitions)
+		s.rep.Left += out.of(s.b.ID)
 		s.rep.Deferred += out.Deferred
 		if evaluated < ReconcileBatch {
 			return nil
@@ -306,7 +314,7 @@ func (s *sweep) leaveAll(ctx context.Context, members []db.Membership, spec leav
 		if err != nil {
 			return left, err
 		}
-		left += len(out.Transitions)
+		left += out.of(s.b.ID)
 		s.rep.Deferred += out.Deferred
 	}
 	return left, nil
@@ -358,7 +366,7 @@ func (s *sweep) joins(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		s.rep.Joined += len(out.Transitions)
+		s.rep.Joined += out.of(s.b.ID)
 	}
 	return nil
 }

@@ -158,7 +158,7 @@ func (in *ingestion) round(ctx context.Context, round []int) error {
 			// The users' locks first: an erasure that committed before
 			// is seen by every statement after, one that comes after
 			// waits for this round (contract §5.3, §7).
-			if err := db.LockUsers(ctx, t.tx, users); err != nil {
+			if err := t.lockUsers(ctx, users); err != nil {
 				return err
 			}
 			var err error

@@ -32,22 +32,36 @@ func NewRuntimeSwitch(idb bun.IDB, ttl time.Duration) *RuntimeSwitch {
 // Enabled reports whether the bucket is switched on at runtime. A bucket
 // without a bucket_configs row is on.
 func (s *RuntimeSwitch) Enabled(ctx context.Context, bucketID string) (bool, error) {
+	return s.EnabledVia(ctx, s.idb, bucketID)
+}
+
+// EnabledVia is Enabled that reads the configs, when its cache is stale,
+// through idb: a transaction that must not wait for a second connection
+// of the pool passes itself.
+//
+// The lock is never held across the read: a caller holding a connection
+// (a transaction) must not wait for one that waits for a connection.
+func (s *RuntimeSwitch) EnabledVia(ctx context.Context, idb bun.IDB, bucketID string) (bool, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.disabled == nil || s.ttl == 0 || time.Since(s.read) >= s.ttl {
-		configs, err := db.BucketConfigs(ctx, s.idb)
-		if err != nil {
-			return false, err
-		}
-		s.disabled = map[string]bool{}
-		for id, c := range configs {
-			if !c.Enabled {
-				s.disabled[id] = true
-			}
-		}
-		s.read = time.Now()
+	disabled, fresh := s.disabled, s.disabled != nil && s.ttl > 0 && time.Since(s.read) < s.ttl
+	s.mu.Unlock()
+	if fresh {
+		return !disabled[bucketID], nil
 	}
-	return !s.disabled[bucketID], nil
+	configs, err := db.BucketConfigs(ctx, idb)
+	if err != nil {
+		return false, err
+	}
+	disabled = map[string]bool{}
+	for id, c := range configs {
+		if !c.Enabled {
+			disabled[id] = true
+		}
+	}
+	s.mu.Lock()
+	s.disabled, s.read = disabled, time.Now()
+	s.mu.Unlock()
+	return !disabled[bucketID], nil
 }
 
 // Set switches the bucket on or off and drops the cache.

@@ -86,6 +86,12 @@ func observed(l tasks.LeafVerdict) string {
 		}
 		return "open"
 	}
+	if l.Type == "bucket" {
+		if l.Observed["member"] != true {
+			return "no active membership"
+		}
+		return fmt.Sprintf("member since %s (row %v)", stamp(l.Observed["enteredAt"]), l.Observed["rowId"])
+	}
 	if l.Type == "property" {
 		s := "absent"
 		if o["present"] != false {

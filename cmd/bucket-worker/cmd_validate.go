@@ -26,6 +26,8 @@ type validateBucket struct {
 	ReconcileJoins bool   `json:"reconcileJoins"`
 	FastExpiry     bool   `json:"fastExpiry"`
 	EntryLimit     string `json:"entryLimit"`
+	// References are the buckets its bucket legs read (contract §13).
+	References []string `json:"references"`
 }
 
 type validateJourney struct {
@@ -64,7 +66,7 @@ func runValidate(_ context.Context, env *environment, args []string) error {
 		out.Buckets = append(out.Buckets, validateBucket{
 			ID: b.ID, Name: b.Name, Enabled: defs.enabled(b), CriteriaHash: b.CriteriaHash,
 			TimeBased: b.TimeBased, ReconcileJoins: b.ReconcileJoins, FastExpiry: b.FastExpiry,
-			EntryLimit: string(b.EntryLimit),
+			EntryLimit: string(b.EntryLimit), References: append([]string{}, b.References()...),
 		})
 	}
 	for _, j := range defs.journeys {

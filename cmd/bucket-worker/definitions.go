@@ -56,8 +56,9 @@ func loadDefinitions(cfg config) (*definitions, error) {
 		}
 	}
 
-	enabledBuckets, warnings := buckets.Enabled(bs, cfg.EnabledBuckets)
+	enabledBuckets, warnings, errs := buckets.Enabled(bs, cfg.EnabledBuckets)
 	d.notices = append(d.notices, warnings...)
+	d.report.Errors = append(d.report.Errors, errs...)
 	enabledJourneys, warnings := journeys.Enabled(js, cfg.EnabledJourneys)
 	d.notices = append(d.notices, warnings...)
 	d.bucketRegistry = buckets.NewRegistry(enabledBuckets)

@@ -64,13 +64,14 @@ func TestValidateExamples(t *testing.T) {
 	var out struct {
 		Valid   bool `json:"valid"`
 		Buckets []struct {
-			ID             string `json:"id"`
-			CriteriaHash   string `json:"criteriaHash"`
-			TimeBased      bool   `json:"timeBased"`
-			ReconcileJoins bool   `json:"reconcileJoins"`
-			FastExpiry     bool   `json:"fastExpiry"`
-			Enabled        bool   `json:"enabled"`
-			EntryLimit     string `json:"entryLimit"`
+			ID             string   `json:"id"`
+			CriteriaHash   string   `json:"criteriaHash"`
+			TimeBased      bool     `json:"timeBased"`
+			ReconcileJoins bool     `json:"reconcileJoins"`
+			FastExpiry     bool     `json:"fastExpiry"`
+			Enabled        bool     `json:"enabled"`
+			EntryLimit     string   `json:"entryLimit"`
+			References     []string `json:"references"`
 		} `json:"buckets"`
 		Journeys []struct {
 			ID      string   `json:"id"`
@@ -82,12 +83,14 @@ func TestValidateExamples(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
 	require.True(t, out.Valid)
 	require.Empty(t, out.Errors)
-	require.Len(t, out.Buckets, 7)
-	hashes := map[string]string{}
+	require.Len(t, out.Buckets, 8)
+	hashes, references := map[string]string{}, map[string][]string{}
 	for _, b := range out.Buckets {
-		hashes[b.ID] = b.CriteriaHash
+		hashes[b.ID], references[b.ID] = b.CriteriaHash, b.References
 		require.True(t, b.Enabled, b.ID)
 	}
+	require.Equal(t, []string{"power-users", "went-dormant"}, references["engaged-not-dormant"])
+	require.Empty(t, references["power-users"])
 	require.Equal(t, "11804a22b835bdb9d0e61c43e5c570a74f833f3c25b5379695d5bbc6bc3fbb08", hashes["power-users"])
 	require.Equal(t, "fed78aea11b2d12190bd2fce09eb761541bf9487cb862b2b26b46b29c37a5a22", hashes["went-dormant"])
 	require.Equal(t, []string{"bucket:left:went-dormant"}, out.Journeys[0].ExitOn)
@@ -275,4 +278,22 @@ func TestPushBatchChecksTheFileFirst(t *testing.T) {
 	require.Equal(t, 2, runBinary(t, nil, "push", "--batch", file, "--event", "x").code, "one event or a file, not both")
 	require.Equal(t, 2, runBinary(t, nil, "push", "--batch", file, "--batch-size", "1001").code)
 	require.Equal(t, 2, runBinary(t, nil, "push", "--batch", filepath.Join(dir, "missing")).code)
+}
+
+// A bucket leg naming a bucket ENABLED_BUCKETS leaves out is an error of
+// its file and path.
+func TestValidateBucketLegOfADisabledBucket(t *testing.T) {
+	t.Parallel()
+	r := runBinary(t, []string{"ENABLED_BUCKETS=engaged-not-dormant,power-users"}, "--definitions", "../../definitions", "validate", "--json")
+	require.Equal(t, 1, r.code, r.stderr)
+	var out struct {
+		Valid  bool `json:"valid"`
+		Errors []struct{ File, Path, Message string }
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
+	require.False(t, out.Valid)
+	require.Len(t, out.Errors, 1)
+	require.Equal(t, "buckets/engaged-not-dormant.yaml", out.Errors[0].File)
+	require.Equal(t, "criteria.conditions[1].bucketId", out.Errors[0].Path)
+	require.Contains(t, out.Errors[0].Message, `bucket "went-dormant" is not enabled (ENABLED_BUCKETS)`)
 }
