@@ -29,7 +29,7 @@ func TestBucketLegsLoadInDependencyOrder(t *testing.T) {
 		// b references a, written before it.
 		"1-b.yaml": "id: b\nname: B\ncriteria: {type: composite, operator: and, conditions: [" +
 			"{type: bucket, bucketId: a, check: member}, {type: bucket, bucketId: active, check: not_member}]}\n",
-		"2-a.yaml": "id: a\nname: A\ncriteria: {type: property, property: plan, operator: eq, value: pro}\n",
+		"2-a.yaml":      "id: a\nname: A\ncriteria: {type: property, property: plan, operator: eq, value: pro}\n",
 		"3-active.yaml": activeBucket,
 	}))
 	require.NoError(t, report.Err())
