@@ -145,7 +145,7 @@ func decodeBucket(n *definition.Node) (*Bucket, bool) {
 	}
 	duration := func(key string, dst *Duration) {
 		if f, present := fields[key]; present {
-			d, ok := decodeDuration(f)
+			d, ok := DecodeDuration(f)
 			valid = valid && ok
 			*dst = d
 		}
@@ -360,6 +360,17 @@ func (b *Bucket) SingleLeg() bool {
 		return c.Operator.IsRelativeDate()
 	}
 	return false
+}
+
+// QuietLeg returns the criteria's leg when they are a single windowed
+// not_exists leg — "did not do X in W" — and nil otherwise: the one shape
+// whose criteria say when a membership began, W after the user's last X
+// (contract §14).
+func (b *Bucket) QuietLeg() *EventCondition {
+	if e, ok := b.Criteria.(*EventCondition); ok && e.Check == CheckNotExists && !e.Within.IsZero() {
+		return e
+	}
+	return nil
 }
 
 func (b *Bucket) hasWindow() bool {

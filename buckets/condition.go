@@ -416,7 +416,7 @@ func decodePropertyCondition(n *definition.Node, relative bool) (*PropertyCondit
 		n.Errorf("value is required with operator %q", op)
 		return nil, false
 	case spec.value == spanValue:
-		d, ok := decodeDuration(valueNode)
+		d, ok := DecodeDuration(valueNode)
 		valid = valid && ok
 		c.Span = d
 	default:
@@ -537,7 +537,7 @@ func decodeEventCondition(n *definition.Node) (Condition, bool) {
 		c.Value = v
 	}
 	if w, ok := fields["within"]; ok {
-		d, ok := decodeDuration(w)
+		d, ok := DecodeDuration(w)
 		valid = valid && ok
 		c.Within = d
 	}

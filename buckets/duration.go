@@ -126,8 +126,10 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 	return []byte(stableJSON(d.canonical())), nil
 }
 
-// decodeDuration reads either form of a duration from a definition file.
-func decodeDuration(n *definition.Node) (Duration, bool) {
+// DecodeDuration reads either form of a duration from a definition file:
+// the string form ("7d") or the object form ({days: 7}). A problem is
+// recorded at the node.
+func DecodeDuration(n *definition.Node) (Duration, bool) {
 	if s, isString := n.ScalarString(); isString {
 		d, err := ParseDuration(s)
 		if err != nil {

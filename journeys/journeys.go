@@ -6,6 +6,7 @@ package journeys
 import (
 	"io/fs"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/bucketworker/bucket-worker/buckets"
@@ -43,12 +44,19 @@ type Journey struct {
 	Trigger     Rule
 	ExitOn      []Rule
 	File        string
+	// SourceBucketID and Dwell are set for a dwell reaction: the journey
+	// that Hogsend's bucket.on("dwell", …) declares (contract §14).
+	SourceBucketID string
+	Dwell          *DwellSchedule
+	// sourcePath is where SourceBucketID sits in File.
+	sourcePath string
 }
 
 var journeyKeys = []string{
 	"id", "name", "description", "enabled", "trigger", "exitOn",
 	// Accepted and ignored: they belong to the journey runner.
 	"entryLimit", "entryPeriod", "suppress", "tags", "version",
+	// Read for a dwell reaction, accepted for the others (contract §2.3).
 	"sourceBucketId", "reactionKind", "dwellSchedule",
 }
 
@@ -128,6 +136,7 @@ func decodeJourney(n *definition.Node) (*Journey, bool) {
 			j.ExitOn = append(j.ExitOn, r)
 		}
 	}
+	valid = decodeReaction(n, j, fields) && valid
 	return j, valid
 }
 
@@ -217,8 +226,8 @@ func (r *Registry) ExitingOn(event string, properties map[string]any) []string {
 }
 
 // Feeding returns the ids of the journeys that a bucket's events trigger or
-// end: those triggered by, or exiting on, its entered or left event, or the
-// generic events.
+// end: those triggered by, or exiting on, its entered or left event or one
+// of its dwell events.
 func (r *Registry) Feeding(b *buckets.Bucket) []string {
 	var ids []string
 	for _, j := range r.journeys {
@@ -227,7 +236,7 @@ func (r *Registry) Feeding(b *buckets.Bucket) []string {
 			events = append(events, rule.Event)
 		}
 		for _, e := range events {
-			if e == b.EnteredEvent() || e == b.LeftEvent() {
+			if e == b.EnteredEvent() || e == b.LeftEvent() || strings.HasPrefix(e, DwellEvent(b.ID, "")) {
 				ids = append(ids, j.ID)
 				break
 			}

@@ -43,6 +43,7 @@ func loadDefinitions(cfg config) (*definitions, error) {
 	for _, b := range bs {
 		known[b.ID] = true
 	}
+	d.report.Errors = append(d.report.Errors, journeys.CheckReactions(js, func(id string) bool { return known[id] })...)
 	for _, j := range js {
 		rules := append([]journeys.Rule{j.Trigger}, j.ExitOn...)
 		for _, r := range rules {
