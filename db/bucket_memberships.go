@@ -38,9 +38,40 @@ type Membership struct {
 	EntryCount      int             `bun:"entry_count,nullzero,notnull"`
 	Source          *string         `bun:"source"`
 	Context         json.RawMessage `bun:"context,type:jsonb"`
-	DeletedAt       *time.Time      `bun:"deleted_at"`
-	CreatedAt       time.Time       `bun:"created_at,nullzero,notnull,default:now()"`
-	UpdatedAt       time.Time       `bun:"updated_at,nullzero,notnull,default:now()"`
+	// DwellState holds, per dwell schedule label, when the membership
+	// last fired it (contract §14).
+	DwellState json.RawMessage `bun:"dwell_state,type:jsonb,nullzero"`
+	// DwellAnchorAt, when set, is when the membership began by its
+	// criteria: the clock of its dwell schedules in place of EnteredAt.
+	DwellAnchorAt *time.Time `bun:"dwell_anchor_at"`
+	DeletedAt     *time.Time `bun:"deleted_at"`
+	CreatedAt     time.Time  `bun:"created_at,nullzero,notnull,default:now()"`
+	UpdatedAt     time.Time  `bun:"updated_at,nullzero,notnull,default:now()"`
+}
+
+// DwellClock is when the membership's dwell schedules count from
+// (contract §14): DwellAnchorAt when a backfill dated it, else EnteredAt.
+func (m Membership) DwellClock() time.Time {
+	if m.DwellAnchorAt != nil {
+		return *m.DwellAnchorAt
+	}
+	return m.EnteredAt
+}
+
+// DwellStamps returns when the membership last fired each dwell schedule,
+// by label; a stamp that is not an instant is left out.
+func (m Membership) DwellStamps() map[string]time.Time {
+	var raw map[string]any
+	_ = json.Unmarshal(m.DwellState, &raw) // NULL or not an object: no stamps
+	out := map[string]time.Time{}
+	for label, v := range raw {
+		if s, ok := v.(string); ok {
+			if at, err := time.Parse(time.RFC3339Nano, s); err == nil {
+				out[label] = at
+			}
+		}
+	}
+	return out
 }
 
 // MembershipFilter narrows ListMemberships.
@@ -227,6 +258,10 @@ type NewMemberships struct {
 	// earliest end of these relative-date legs for the user's contact
 	// (contract §3.6).
 	DateExpiry []*buckets.PropertyCondition
+	// QuietSince, when set, is the absence leg whose CompileQuietSince
+	// dates each row's dwell clock (dwell_anchor_at): a backfilled member
+	// has been one since they went quiet, not since the backfill.
+	QuietSince *buckets.EventCondition
 }
 
 // JoinMemberships inserts an active membership for each user, with epoch
@@ -236,8 +271,10 @@ type NewMemberships struct {
 // planner may count through the bucket's index instead, which looks cheap
 // while a bucket is empty and is quadratic while a backfill fills it. A
 // user who is already an active member (another writer won) gets no row;
-// the rows returned are the joins that happened.
-func JoinMemberships(ctx context.Context, idb bun.IDB, n NewMemberships) ([]Membership, error) {
+// the rows returned are the joins that happened. In a database with
+// contact_id (Schema), each row carries the user's live contact, and an
+// active row of that contact is another writer's win too.
+func JoinMemberships(ctx context.Context, idb bun.IDB, s Schema, n NewMemberships) ([]Membership, error) {
 	if len(n.Users) == 0 {
 		return nil, nil
 	}
@@ -267,20 +304,30 @@ func JoinMemberships(ctx context.Context, idb bun.IDB, n NewMemberships) ([]Memb
 	case n.If != nil || dateExpiry:
 		contact = "LEFT JOIN contacts AS c ON c.external_id = u.user_id AND c.deleted_at IS NULL"
 	}
+	extraColumns, extraValues := "", ""
+	var extraArgs []any
+	if s.MembershipContactID {
+		extraColumns, extraValues = ", contact_id", ", "+liveContactOf("u.user_id")
+	}
+	if n.QuietSince != nil {
+		anchor := CompileQuietSince(n.QuietSince, subject)
+		extraColumns, extraValues = extraColumns+", dwell_anchor_at", extraValues+", "+anchor.SQL
+		extraArgs = anchor.Args
+	}
 	var rows []Membership
 	err := idb.NewRaw(`
 		INSERT INTO bucket_memberships AS m (user_id, user_email, bucket_id, status, entered_at, expires_at,
-			max_dwell_at, last_evaluated_at, entry_count, source, created_at, updated_at)
+			max_dwell_at, last_evaluated_at, entry_count, source, created_at, updated_at`+extraColumns+`)
 		SELECT u.user_id, nullif(lower(btrim(u.email)), ''), ?, 'active', ?, `+expires.SQL+`, ?, ?,
 			1 + (SELECT count(*) FILTER (WHERE p.bucket_id = ?) FROM bucket_memberships AS p WHERE p.user_id = u.user_id),
-			?, ?, ?
+			?, ?, ?`+extraValues+`
 		FROM unnest(?::text[], ?::text[]) AS u(user_id, email)
 		`+contact+`
 		WHERE `+cond.SQL+`
 		ON CONFLICT DO NOTHING
 		RETURNING m.id, m.user_id, m.user_email, m.entered_at, m.entry_count, m.expires_at, m.max_dwell_at`,
-		slices.Concat([]any{n.BucketID, n.Now}, expires.Args, []any{n.MaxDwellAt, n.Now, n.BucketID, n.Source, n.Now, n.Now,
-			pgdialect.Array(ids), pgdialect.Array(emails)}, cond.Args)...,
+		slices.Concat([]any{n.BucketID, n.Now}, expires.Args, []any{n.MaxDwellAt, n.Now, n.BucketID, n.Source, n.Now, n.Now},
+			extraArgs, []any{pgdialect.Array(ids), pgdialect.Array(emails)}, cond.Args)...,
 	).Scan(ctx, &rows)
 	if err != nil {
 		return nil, fmt.Errorf("inserting %d memberships of bucket %q: %w", len(n.Users), n.BucketID, err)
@@ -456,4 +503,97 @@ func LockUserMemberships(ctx context.Context, idb bun.IDB, userIDs, bucketIDs []
 		return nil, fmt.Errorf("locking the memberships of %d users: %w", len(userIDs), err)
 	}
 	return rows, nil
+}
+
+// DwellPass is one dwell schedule's pass over a bucket's members at Now
+// (contract §14): the schedule fires once After a membership's dwell
+// clock, or each time Every has passed; exactly one is set.
+type DwellPass struct {
+	BucketID string
+	Label    string
+	After    time.Duration
+	Every    time.Duration
+	Now      time.Time
+}
+
+// dwellClock is a membership's dwell clock: when it began by its
+// criteria, if a backfill knew, else when it was entered.
+const dwellClock = "coalesce(m.dwell_anchor_at, m.entered_at)"
+
+// due is the predicate of a membership m being due to fire the schedule:
+// its clock is at least the offset old and, for after, it has not fired
+// the label yet or, for every, it last fired it at least every ago. A
+// stamp that is not a string (a hand-edited row) counts as no stamp.
+func (p DwellPass) due() (string, []any) {
+	if p.Every > 0 {
+		cutoff := p.Now.Add(-p.Every)
+		return dwellClock + " <= ?0 AND coalesce(CASE WHEN jsonb_typeof(m.dwell_state -> ?1) = 'string' " +
+				"THEN (m.dwell_state ->> ?1)::timestamptz END, " + dwellClock + ") <= ?0",
+			[]any{cutoff, p.Label}
+	}
+	return dwellClock + " <= ? AND m.dwell_state -> ? IS NULL", []any{p.Now.Add(-p.After), p.Label}
+}
+
+// DueDwellers returns the ids of at most limit of the bucket's active
+// members, live users only, that are due to fire the pass's schedule, in
+// id order after the id after ("" from the first).
+func DueDwellers(ctx context.Context, idb bun.IDB, p DwellPass, after string, limit int) ([]string, error) {
+	pred, args := p.due()
+	q := idb.NewSelect().TableExpr(membersOf).
+		Column("m.id").
+		Where("m.bucket_id = ?", p.BucketID).
+		Where(liveMember).
+		Where(pred, args...).
+		OrderExpr("m.id").
+		Limit(int64(limit))
+	if after != "" {
+		q = q.Where("m.id > ?", after)
+	}
+	var ids []string
+	if err := q.Scan(ctx, &ids); err != nil {
+		return nil, fmt.Errorf("selecting the members of bucket %q due to fire %s: %w", p.BucketID, p.Label, err)
+	}
+	return ids, nil
+}
+
+// DwellFire is a membership that fired a dwell schedule.
+type DwellFire struct {
+	ID         string    `bun:"id"`
+	UserID     string    `bun:"user_id"`
+	UserEmail  *string   `bun:"user_email"`
+	EntryCount int       `bun:"entry_count"`
+	Clock      time.Time `bun:"clock"`
+}
+
+// DwellStampFormat is how a fire is stamped in dwell_state: an RFC 3339
+// instant in UTC with milliseconds, as JavaScript's toISOString writes it,
+// which Hogsend reads back.
+const DwellStampFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// StampDwell stamps the schedule's fire at p.Now (dwell_state[label] and
+// last_evaluated_at) on the memberships of the ids that are still active
+// and due, and returns them — the compare-and-set of contract §14: a row
+// another sweep stamped, or that left or was erased, since it was chosen
+// is skipped, the statement seeing its commit once it has its lock.
+func StampDwell(ctx context.Context, idb bun.IDB, p DwellPass, ids []string) ([]DwellFire, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	pred, args := p.due()
+	stamp := p.Now.UTC().Format(DwellStampFormat)
+	var fires []DwellFire
+	err := idb.NewUpdate().TableExpr("bucket_memberships AS m").
+		TableExpr(rowIDs, pgdialect.Array(ids)).
+		Set("dwell_state = coalesce(m.dwell_state, '{}') || jsonb_build_object(?::text, ?::text)", p.Label, stamp).
+		Set("last_evaluated_at = ?", p.Now).
+		Set("updated_at = ?", p.Now).
+		Where("m.id = ids.id").
+		Where("m.status = 'active' AND m.deleted_at IS NULL").
+		Where(pred, args...).
+		Returning("m.id, m.user_id, m.user_email, m.entry_count, "+dwellClock+" AS clock").
+		Scan(ctx, &fires)
+	if err != nil {
+		return nil, fmt.Errorf("stamping %d fires of %s in bucket %q: %w", len(ids), p.Label, p.BucketID, err)
+	}
+	return fires, nil
 }

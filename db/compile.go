@@ -246,6 +246,20 @@ func (c *compiler) event(e *buckets.EventCondition) string {
 	return compile(c, e, eventRows{where: where, args: rows.args})
 }
 
+// CompileQuietSince is when the subject went quiet by an absence leg (not_exists
+// within W): its last event of the leg — of its name, passing its where,
+// at any time — plus W; NULL for a subject without one. It dates the
+// beginning of a backfilled absence membership (contract §14).
+func CompileQuietSince(e *buckets.EventCondition, s Subject) Predicate {
+	c := &compiler{subject: s}
+	where := fmt.Sprintf("e.user_id = %s AND e.event = %s", s.UserID, c.arg(e.EventName))
+	for _, w := range e.Where {
+		where += " AND " + c.property(w, "e.properties")
+	}
+	window := c.arg(int64(e.Within.Std() / time.Second))
+	return Predicate{SQL: fmt.Sprintf("((SELECT max(e.occurred_at) FROM user_events AS e WHERE %s) + %s * interval '1 second')", where, window), Args: c.args}
+}
+
 // eventRows is the filter of the events a leg reads: the user's events of
 // its name, in its window, passing its where.
 type eventRows struct {

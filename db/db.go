@@ -34,7 +34,10 @@ func Open(ctx context.Context, dsn string) (*bun.DB, error) {
 	sqldb := sql.OpenDB(connector)
 	sqldb.SetMaxOpenConns(DefaultMaxConns)
 	sqldb.SetMaxIdleConns(DefaultMaxConns)
-	db := bun.NewDB(sqldb, pgdialect.New())
+	// A Hogsend database of today has columns the models lack (contacts'
+	// anonymous_id, user_events' value, …): a statement returning c.* must
+	// not fail on them.
+	db := bun.NewDB(sqldb, pgdialect.New(), bun.WithDiscardUnknownColumns())
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("connecting to the database: %s", Mask(err.Error(), Secrets(dsn)))

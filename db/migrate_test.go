@@ -128,13 +128,14 @@ func TestMigrateOnHogsendDatabase(t *testing.T) {
 	snapshot := func() []string {
 		var rows []string
 		for _, q := range []string{
-			"SELECT row_to_json(t)::text FROM contacts t",
-			"SELECT row_to_json(t)::text FROM user_events t",
-			"SELECT row_to_json(t)::text FROM bucket_memberships t",
-			"SELECT row_to_json(t)::text FROM bucket_configs t",
-			"SELECT row_to_json(t)::text FROM journey_states t",
-			"SELECT row_to_json(t)::text FROM import_jobs t",
-			"SELECT row_to_json(t)::text FROM drizzle_migrations t",
+			"SELECT to_jsonb(t)::text FROM contacts t",
+			"SELECT to_jsonb(t)::text FROM user_events t",
+			// The columns of dwell reactions are added, with their defaults.
+			"SELECT (to_jsonb(t) - 'dwell_state' - 'dwell_anchor_at')::text FROM bucket_memberships t",
+			"SELECT to_jsonb(t)::text FROM bucket_configs t",
+			"SELECT to_jsonb(t)::text FROM journey_states t",
+			"SELECT to_jsonb(t)::text FROM import_jobs t",
+			"SELECT to_jsonb(t)::text FROM drizzle_migrations t",
 		} {
 			var r []string
 			require.NoError(t, conn.NewRaw(q).Scan(ctx, &r))
@@ -158,4 +159,32 @@ func TestMigrateOnHogsendDatabase(t *testing.T) {
 	// Hogsend's own migration bookkeeping is untouched.
 	require.NoError(t, conn.QueryRowContext(ctx, "SELECT count(*) FROM drizzle_migrations").Scan(&n))
 	require.Equal(t, 1, n)
+}
+
+// TestMigrateOnHogsendLatest migrates a database made by Hogsend's latest
+// migrations (dbtest.HogsendLatest): nothing to add twice, our indexes in
+// place, and the contact keys found.
+func TestMigrateOnHogsendLatest(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conn, _ := dbtest.HogsendLatest(t)
+	applied, err := db.Migrate(ctx, conn)
+	require.NoError(t, err)
+	require.Empty(t, applied, "a second run finds nothing to do")
+
+	var n int
+	require.NoError(t, conn.QueryRowContext(ctx, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('user_events_event_occurred_user_idx', 'bucket_event_outbox_pending_idx', 'bucket_memberships_evaluation_order_idx')").Scan(&n))
+	require.Equal(t, 3, n)
+	// Hogsend's dwell indexes are its own, not doubled under other names.
+	require.NoError(t, conn.QueryRowContext(ctx, "SELECT count(*) FROM pg_indexes WHERE tablename = 'bucket_memberships' AND indexdef LIKE '%(bucket_id, status, entered_at)%'").Scan(&n))
+	require.Equal(t, 1, n)
+
+	schema, err := db.ReadSchema(ctx, conn)
+	require.NoError(t, err)
+	require.Equal(t, db.Schema{MembershipContactID: true, EventContactID: true}, schema)
+
+	fresh, _ := dbtest.New(t)
+	schema, err = db.ReadSchema(ctx, fresh)
+	require.NoError(t, err)
+	require.Equal(t, db.Schema{}, schema, "the worker's own schema has no contact_id")
 }

@@ -26,6 +26,9 @@ type UserEvent struct {
 	IdempotencyKey *string         `bun:"idempotency_key"`
 	Source         *string         `bun:"source"`
 	OccurredAt     time.Time       `bun:"occurred_at,notnull"`
+	// ContactID is the user's live contact, written only where the table
+	// has the column (Schema.EventContactID).
+	ContactID *string `bun:"contact_id,type:uuid,scanonly"`
 }
 
 // CountUserEvents counts the user's events named event at or after since;
@@ -71,8 +74,9 @@ func UserEventProperties(ctx context.Context, idb bun.IDB, userID, event string,
 // each, whether it was stored: an event whose idempotency key is already
 // stored is not. Their ids are set here, time-ordered (NewID). It writes
 // the rows as one VALUES list: for the few rows of a round, parsing that
-// costs less than unnesting seven arrays.
-func InsertUserEvents(ctx context.Context, idb bun.IDB, events []UserEvent) ([]bool, error) {
+// costs less than unnesting seven arrays. Where the table has contact_id
+// (Schema), each row's ContactID goes there.
+func InsertUserEvents(ctx context.Context, idb bun.IDB, s Schema, events []UserEvent) ([]bool, error) {
 	stored := make([]bool, len(events))
 	if len(events) == 0 {
 		return stored, nil
@@ -86,9 +90,13 @@ func InsertUserEvents(ctx context.Context, idb bun.IDB, events []UserEvent) ([]b
 		}
 		index[rows[i].ID] = i
 	}
+	columns := []string{"id", "user_id", "event", "properties", "idempotency_key", "source", "occurred_at"}
+	if s.EventContactID {
+		columns = append(columns, "contact_id")
+	}
 	var inserted []string
 	err := idb.NewInsert().Model(&rows).
-		Column("id", "user_id", "event", "properties", "idempotency_key", "source", "occurred_at").
+		Column(columns...).
 		On("CONFLICT (idempotency_key) DO NOTHING").
 		Returning("id").
 		Scan(ctx, &inserted)
@@ -121,25 +129,29 @@ func StoredKeys(ctx context.Context, idb bun.IDB, keys []string) (map[string]boo
 }
 
 // Emissions are the events of a batch of transitions of one kind: of one
-// bucket, one transition, from one source, for one reason (contract §5.1).
+// bucket, one transition, from one source, for one reason (contract §5.1),
+// or the fires of its dwell schedules (§14).
 type Emissions struct {
 	BucketID   string
 	BucketName string
 	Transition string
 	Source     string
-	// Reason is why the members left; empty for joins.
+	// Reason is why the members left; empty for joins and dwell fires.
 	Reason string
 	Events []Emission
 }
 
 // Emission is one event of a transition: the bucket's own
-// bucket:<transition>:<id>, or the generic bucket:<transition>.
+// bucket:<transition>:<id>, the generic bucket:<transition>, or a dwell
+// fire's bucket:dwell:<id>:<label>.
 type Emission struct {
 	Event          string
 	IdempotencyKey string
 	UserID         string
 	UserEmail      string
 	EntryCount     int
+	// DwellCount is a dwell fire's ordinal; zero for a join or a leave.
+	DwellCount int
 }
 
 // Properties are the properties of the event e of the batch as
@@ -157,28 +169,39 @@ func (b Emissions) Properties(e Emission) map[string]any {
 	if b.Reason != "" {
 		props["reason"] = b.Reason
 	}
+	if e.DwellCount > 0 {
+		props["dwellCount"] = e.DwellCount
+	}
 	return props
 }
 
 // InsertEmissions stores each transition event in user_events (source
-// 'bucket', occurred now, a time-ordered id) and its push in the outbox,
-// in one statement, and returns the keys it stored. An event whose key is already stored was
-// emitted before: neither it nor its push is written again (contract §5.2).
+// 'bucket', occurred now, a time-ordered id, and the user's live contact
+// where the table has contact_id) and its push in the outbox, in one
+// statement, and returns the keys it stored. An event whose key is already
+// stored was emitted before: neither it nor its push is written again
+// (contract §5.2).
 //
 // The statement builds each event's properties (Emissions.Properties) and
 // its push, payload {userId, userEmail, properties} and metadata {bucketId,
 // userId, transition, idempotencyKey}, from the batch's values and one
 // array per varying field: sending them as JSON documents made Postgres
 // parse 30 000 of them per 10 000 transitions.
-func InsertEmissions(ctx context.Context, idb bun.IDB, b Emissions, now time.Time) (map[string]bool, error) {
+func InsertEmissions(ctx context.Context, idb bun.IDB, s Schema, b Emissions, now time.Time) (map[string]bool, error) {
 	stored := map[string]bool{}
 	n := len(b.Events)
 	if n == 0 {
 		return stored, nil
 	}
-	ids, events, keys, users, emails, counts := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]int, n)
+	ids, events, keys, users, emails := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	counts, dwellCounts := make([]int, n), make([]int, n)
 	for i, e := range b.Events {
-		ids[i], events[i], keys[i], users[i], emails[i], counts[i] = NewID(), e.Event, e.IdempotencyKey, e.UserID, e.UserEmail, e.EntryCount
+		ids[i], events[i], keys[i], users[i], emails[i] = NewID(), e.Event, e.IdempotencyKey, e.UserID, e.UserEmail
+		counts[i], dwellCounts[i] = e.EntryCount, e.DwellCount
+	}
+	contactColumn, contactValue := "", ""
+	if s.EventContactID {
+		contactColumn, contactValue = ", contact_id", ", "+liveContactOf("x.user_id")
 	}
 	var inserted []string
 	err := idb.NewRaw(`
@@ -186,11 +209,13 @@ func InsertEmissions(ctx context.Context, idb bun.IDB, b Emissions, now time.Tim
 			SELECT x.*, jsonb_build_object(
 					'bucketId', ?1::text, 'bucketName', ?2::text, 'userId', x.user_id,
 					'transition', ?3::text, 'source', ?4::text, 'entryCount', x.entry_count
-				) || CASE WHEN ?5::text = '' THEN '{}' ELSE jsonb_build_object('reason', ?5::text) END AS properties
-			FROM unnest(?6::text[], ?7::text[], ?8::text[], ?9::text[], ?10::int[], ?11::uuid[]) AS x(event, key, user_id, email, entry_count, id)
+				) || CASE WHEN ?5::text = '' THEN '{}' ELSE jsonb_build_object('reason', ?5::text) END
+				|| CASE WHEN x.dwell_count > 0 THEN jsonb_build_object('dwellCount', x.dwell_count) ELSE '{}' END AS properties
+			FROM unnest(?6::text[], ?7::text[], ?8::text[], ?9::text[], ?10::int[], ?11::int[], ?12::uuid[])
+				AS x(event, key, user_id, email, entry_count, dwell_count, id)
 		), stored AS (
-			INSERT INTO user_events (id, user_id, event, properties, idempotency_key, source, occurred_at)
-			SELECT id, user_id, event, properties, key, 'bucket', ?0 FROM x
+			INSERT INTO user_events (id, user_id, event, properties, idempotency_key, source, occurred_at`+contactColumn+`)
+			SELECT id, user_id, event, properties, key, 'bucket', ?0`+contactValue+` FROM x
 			ON CONFLICT (idempotency_key) DO NOTHING
 			RETURNING idempotency_key
 		)
@@ -204,7 +229,7 @@ func InsertEmissions(ctx context.Context, idb bun.IDB, b Emissions, now time.Tim
 		RETURNING idempotency_key`,
 		now, b.BucketID, b.BucketName, b.Transition, b.Source, b.Reason,
 		pgdialect.Array(events), pgdialect.Array(keys), pgdialect.Array(users), pgdialect.Array(emails), pgdialect.Array(counts),
-		pgdialect.Array(ids),
+		pgdialect.Array(dwellCounts), pgdialect.Array(ids),
 	).Scan(ctx, &inserted)
 	if err != nil {
 		return nil, fmt.Errorf("storing %d transition events: %w", n, err)

@@ -30,7 +30,7 @@ func TestInsertEmissionsStoresTheirProperties(t *testing.T) {
 		}},
 	}
 	for _, batch := range batches {
-		stored, err := db.InsertEmissions(ctx, conn, batch, now)
+		stored, err := db.InsertEmissions(ctx, conn, db.Schema{}, batch, now)
 		require.NoError(t, err)
 		require.Len(t, stored, len(batch.Events))
 
@@ -55,7 +55,7 @@ func TestInsertEmissionsStoresTheirProperties(t *testing.T) {
 		}
 	}
 
-	again, err := db.InsertEmissions(ctx, conn, batches[1], now.Add(time.Hour))
+	again, err := db.InsertEmissions(ctx, conn, db.Schema{}, batches[1], now.Add(time.Hour))
 	require.NoError(t, err)
 	require.Empty(t, again, "stored keys are not emitted twice")
 	var pushes int

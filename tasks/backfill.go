@@ -296,7 +296,7 @@ func backfillBucket(ctx context.Context, d *Deps, b *buckets.Bucket, in Backfill
 					joiners[i] = db.Joiner{UserID: c.UserID, Email: deref(c.Email)}
 				}
 				res, err := d.transact(ctx, now, func(ctx context.Context, t *txn) error {
-					_, err := t.join(ctx, b, joiners, joinSpec{Source: SourceBackfill, Recheck: true, Silent: true})
+					_, err := t.join(ctx, b, joiners, joinSpec{Source: SourceBackfill, Recheck: true, Silent: true, Dated: true})
 					return err
 				})
 				mu.Lock()

@@ -19,7 +19,10 @@ import (
 // Deps is everything a task needs, built once in main and shared; nothing
 // changes it once built.
 type Deps struct {
-	DB       *bun.DB
+	DB *bun.DB
+	// Schema is what the database's shape asks of the rows the engine
+	// writes, found once at boot (db.ReadSchema).
+	Schema   db.Schema
 	Buckets  *buckets.Registry
 	Journeys *journeys.Registry
 	Logger   *slog.Logger

@@ -70,6 +70,45 @@ type MembershipView struct {
 	// MinDwellUntil is when minDwell lets the member leave, while it holds
 	// the member in.
 	MinDwellUntil *time.Time `json:"minDwellUntil,omitempty"`
+	// DwellClock is when the membership's dwell schedules count from, and
+	// Dwell where each of the bucket's schedules stands (contract §14).
+	DwellClock time.Time   `json:"dwellClock"`
+	Dwell      []DwellView `json:"dwell,omitempty"`
+}
+
+// DwellView is one dwell schedule of the bucket as it stands for a
+// membership: when the membership last fired it, and when the sweep
+// fires it next (nil for an after that has fired).
+type DwellView struct {
+	Label       string     `json:"label"`
+	Schedule    string     `json:"schedule"` // "after 7d", "every 1d"
+	Journeys    []string   `json:"journeys"`
+	LastFiredAt *time.Time `json:"lastFiredAt"`
+	NextAt      *time.Time `json:"nextAt"`
+}
+
+// dwellViews are where the bucket's dwell schedules stand for the
+// membership m: the instants the sweep's due test (db.DwellPass) turns on.
+func dwellViews(d *Deps, b *buckets.Bucket, m db.Membership) []DwellView {
+	var out []DwellView
+	clock, stamps := m.DwellClock(), m.DwellStamps()
+	for _, r := range d.Journeys.DwellReactions(b.ID) {
+		v := DwellView{Label: r.Label, Schedule: r.String(), Journeys: r.Journeys}
+		last, fired := stamps[r.Label]
+		if fired {
+			v.LastFiredAt = &last
+		}
+		switch {
+		case r.Repeats() && fired && last.After(clock):
+			v.NextAt = ptr(last.Add(r.Every))
+		case r.Repeats():
+			v.NextAt = ptr(clock.Add(r.Every))
+		case !fired:
+			v.NextAt = ptr(clock.Add(r.After))
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // Explain explains the user's membership of the bucket now. It reads, and
@@ -107,7 +146,7 @@ func Explain(ctx context.Context, d *Deps, userID, bucketID string) (Explanation
 		m := rows[0]
 		ex.Member = true
 		ex.Membership = &MembershipView{ID: m.ID, EnteredAt: m.EnteredAt, EntryCount: m.EntryCount, Source: deref(m.Source),
-			ExpiresAt: m.ExpiresAt, MaxDwellAt: m.MaxDwellAt}
+			ExpiresAt: m.ExpiresAt, MaxDwellAt: m.MaxDwellAt, DwellClock: m.DwellClock(), Dwell: dwellViews(d, b, m)}
 		if heldByMinDwell(b, m.EnteredAt, now) {
 			ex.Membership.MinDwellUntil = ptr(m.EnteredAt.Add(b.MinDwell.Std()))
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,15 +15,18 @@ import (
 
 	"github.com/bucketworker/bucket-worker/buckets"
 	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/journeys"
 )
 
-// TransitionKind is a join or a leave (contract §5.1).
+// TransitionKind is a join or a leave (contract §5.1), or the fire of a
+// dwell schedule (§14), which changes no membership.
 type TransitionKind string
 
-// The two transitions.
+// The transitions.
 const (
 	Entered TransitionKind = "entered"
 	Left    TransitionKind = "left"
+	Dwell   TransitionKind = "dwell"
 )
 
 // Source is the path a transition comes from (contract §5.1).
@@ -52,7 +56,9 @@ type Transition struct {
 	// Epoch is the membership's entry_count.
 	Epoch int `json:"entryCount"`
 	// Suppressed is true for a join the entry limit kept silent.
-	Suppressed bool   `json:"suppressed,omitempty"`
+	Suppressed bool `json:"suppressed,omitempty"`
+	// DwellCount is a dwell fire's ordinal.
+	DwellCount int    `json:"dwellCount,omitempty"`
 	RowID      string `json:"-"`
 }
 
@@ -185,6 +191,10 @@ type joinSpec struct {
 	// backfill materializes historical matches, which must not fire
 	// journeys (contract §8). Expiry timers are still armed.
 	Silent bool
+	// Dated dates the dwell clock of each membership by the criteria,
+	// where they say when it began (Bucket.QuietLeg): a backfill's
+	// members were members before it found them (contract §14).
+	Dated bool
 }
 
 // join is the join of contract §5.4 for a batch of users: it inserts the
@@ -198,6 +208,9 @@ func (t *txn) join(ctx context.Context, b *buckets.Bucket, users []db.Joiner, js
 	spec := db.NewMemberships{BucketID: b.ID, Source: string(js.Source), Now: t.now, Users: users, DateExpiry: b.DateExpiry}
 	if js.Recheck {
 		spec.If, spec.LiveContact = b.Criteria, true
+	}
+	if js.Dated {
+		spec.QuietSince = b.QuietLeg()
 	}
 	if (b.TimeBased || b.FastExpiry) && !b.ExpiryWindow.IsZero() {
 		spec.ExpiresAt = ptr(t.now.Add(b.ExpiryWindow.Std()))
@@ -222,7 +235,7 @@ func (t *txn) join(ctx context.Context, b *buckets.Bucket, users []db.Joiner, js
 			return nil, err
 		}
 	}
-	rows, err := db.JoinMemberships(ctx, t.tx, spec)
+	rows, err := db.JoinMemberships(ctx, t.tx, t.d.Schema, spec)
 	if err != nil || len(rows) == 0 {
 		return nil, err
 	}
@@ -373,6 +386,55 @@ func (t *txn) leave(ctx context.Context, b *buckets.Bucket, members []db.Members
 	return left, t.cascade(ctx, b, left, spec.Source, false)
 }
 
+// fireDwell is the dwell fire of contract §14 for the memberships of the
+// ids: it stamps those still active and due at the pass's instant and
+// emits bucket:dwell:<id>:<label> for each, in the transaction, so that a
+// fire and its stamp commit together or not at all. A fire changes no
+// membership and cascades nowhere. It returns the fires, which it adds to
+// the outcome.
+func (t *txn) fireDwell(ctx context.Context, b *buckets.Bucket, pass db.DwellPass, ids []string) ([]Transition, error) {
+	fires, err := db.StampDwell(ctx, t.tx, pass, ids)
+	if err != nil || len(fires) == 0 {
+		return nil, err
+	}
+	emissions := transitionBatch(b, Dwell, SourceReconcile, "")
+	fired := make([]Transition, len(fires))
+	for i, f := range fires {
+		ordinal := 1
+		if pass.Every > 0 {
+			// Counted from the clock, not from the last fire: a sweep that
+			// comes late fires once, with the ordinal the clock has reached.
+			ordinal = int(pass.Now.Sub(f.Clock) / pass.Every)
+		}
+		emissions.Events = append(emissions.Events, db.Emission{
+			Event:          journeys.DwellEvent(b.ID, pass.Label),
+			IdempotencyKey: dwellKey(b.ID, f.UserID, pass.Label, ordinal, f.EntryCount),
+			UserID:         f.UserID,
+			UserEmail:      deref(f.UserEmail),
+			EntryCount:     f.EntryCount,
+			DwellCount:     ordinal,
+		})
+		fired[i] = Transition{BucketID: b.ID, UserID: f.UserID, Transition: Dwell, Epoch: f.EntryCount, DwellCount: ordinal, RowID: f.ID}
+	}
+	if err := t.emit(ctx, emissions); err != nil {
+		return nil, err
+	}
+	t.out.Transitions = append(t.out.Transitions, fired...)
+	return fired, nil
+}
+
+// dwellKey is the idempotency key of a dwell fire (contract §14):
+// Hogsend's bucket:<id>:<user>:dwell:<label>:<ordinal> for a first
+// membership, and the epoch after it from the second on, so that a
+// re-joined member's fires are not taken for the first membership's.
+func dwellKey(bucketID, userID, label string, ordinal, epoch int) string {
+	key := fmt.Sprintf("bucket:%s:%s:dwell:%s:%d", bucketID, userID, label, ordinal)
+	if epoch > 1 {
+		key += ":" + strconv.Itoa(epoch)
+	}
+	return key
+}
+
 // cascade re-evaluates, in the transaction of the transitions of bucket
 // from, every bucket whose criteria read from (contract §13) for the users
 // that moved, and joins and leaves them through the funnel with the source
@@ -487,7 +549,7 @@ func (t *txn) emit(ctx context.Context, emissions db.Emissions) error {
 	if len(emissions.Events) == 0 {
 		return nil
 	}
-	stored, err := db.InsertEmissions(ctx, t.tx, emissions, t.now)
+	stored, err := db.InsertEmissions(ctx, t.tx, t.d.Schema, emissions, t.now)
 	if err != nil {
 		return err
 	}

@@ -125,8 +125,11 @@ func newEnvOn(t testing.TB, conn *bun.DB, clk *clock, files defs) *env {
 	require.NoError(t, jreport.Err())
 	e := &env{t: t, ctx: context.Background(), db: conn, clock: clk, hatchet: &fakeHatchet{}}
 	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
+	schema, err := db.ReadSchema(e.ctx, conn)
+	require.NoError(t, err)
 	e.deps = &Deps{
 		DB:         conn,
+		Schema:     schema,
 		Buckets:    buckets.NewRegistry(bs),
 		Journeys:   journeys.NewRegistry(js),
 		Logger:     logger,

@@ -49,6 +49,8 @@ type ReconcileOutput struct {
 	// Reconciled counts every leave: criteria, TTL and deferred.
 	Reconciled int `json:"reconciled"`
 	Joined     int `json:"joined"`
+	// DwellFired counts the fires of dwell schedules (contract §14).
+	DwellFired int `json:"dwellFired"`
 	// Cascaded counts the transitions the sweep's caused in the buckets
 	// that read the buckets swept.
 	Cascaded   int           `json:"cascaded,omitempty"`
@@ -65,6 +67,7 @@ type BucketSweep struct {
 	TTLLeft      int    `json:"ttlLeft"`      // maxDwell leaves
 	DeferredLeft int    `json:"deferredLeft"` // leaves minDwell had deferred
 	Joined       int    `json:"joined"`
+	DwellFired   int    `json:"dwellFired"`         // fires of the bucket's dwell schedules (contract §14)
 	Evaluated    int    `json:"evaluated"`          // members evaluated one by one (composite criteria)
 	Deferred     int    `json:"deferred,omitempty"` // leaves postponed by minDwell in this sweep
 	// Cascaded counts the transitions of the buckets that read this one
@@ -72,21 +75,24 @@ type BucketSweep struct {
 	Cascaded   int    `json:"cascaded,omitempty"`
 	DurationMs int64  `json:"durationMs"`
 	Skipped    string `json:"skipped,omitempty"`
-	// JoinsSkipped says why the join pass did not run (the first-deploy guard).
+	// JoinsSkipped and DwellSkipped say why the join pass or the dwell
+	// pass did not run (the first-deploy guard).
 	JoinsSkipped string `json:"joinsSkipped,omitempty"`
+	DwellSkipped string `json:"dwellSkipped,omitempty"`
 	// BudgetSpent is true when a loop stopped at the sweep's time budget;
 	// the next sweep carries on.
 	BudgetSpent   bool     `json:"budgetSpent,omitempty"`
 	Error         string   `json:"error,omitempty"`
 	WouldLeave    *int     `json:"wouldLeave,omitempty"`
 	WouldJoin     *int     `json:"wouldJoin,omitempty"`
+	WouldFire     *int     `json:"wouldFire,omitempty"`
 	SampleUserIDs []string `json:"sampleUserIds,omitempty"`
 }
 
 // Reconcile is the sweep of contract §6. In a running worker it first
 // enqueues the backfills the §8 diff asks for. Then, for each selected
-// bucket, on its own, the criteria leaves, the joins, the TTL leaves and the deferred
-// leaves that only the clock can cause. A bucket's error is reported in
+// bucket, on its own, the criteria leaves, the joins, the TTL leaves, the
+// deferred leaves and the dwell fires that only the clock can cause. A bucket's error is reported in
 // its entry and does not stop the others. Unless dry, the pushes it
 // enqueued are dispatched before it returns.
 func Reconcile(ctx context.Context, d *Deps, in ReconcileInput) (ReconcileOutput, error) {
@@ -115,6 +121,7 @@ func Reconcile(ctx context.Context, d *Deps, in ReconcileInput) (ReconcileOutput
 		rep := s.run(ctx)
 		out.Reconciled += rep.Left + rep.TTLLeft + rep.DeferredLeft
 		out.Joined += rep.Joined
+		out.DwellFired += rep.DwellFired
 		out.Cascaded += rep.Cascaded
 		out.Dispatched += s.dispatched
 		out.Buckets = append(out.Buckets, rep)
@@ -173,6 +180,9 @@ func (s *sweep) run(ctx context.Context) BucketSweep {
 	s.rep = BucketSweep{BucketID: s.b.ID}
 	if s.dryRun {
 		s.rep.WouldLeave, s.rep.WouldJoin = ptr(0), ptr(0)
+		if len(s.d.Journeys.DwellReactions(s.b.ID)) > 0 {
+			s.rep.WouldFire = ptr(0)
+		}
 	}
 	err := s.passes(ctx)
 	s.rep.DurationMs = time.Since(start).Milliseconds()
@@ -189,6 +199,7 @@ func (s *sweep) run(ctx context.Context) BucketSweep {
 	default:
 		log.InfoContext(ctx, "bucket reconciled", slog.Int("left", s.rep.Left), slog.Int("ttl_left", s.rep.TTLLeft),
 			slog.Int("deferred_left", s.rep.DeferredLeft), slog.Int("joined", s.rep.Joined),
+			slog.Int("dwell_fired", s.rep.DwellFired),
 			slog.Int("evaluated", s.rep.Evaluated), slog.Int64("duration_ms", s.rep.DurationMs))
 	}
 	return s.rep
@@ -236,6 +247,54 @@ func (s *sweep) passes(ctx context.Context) error {
 		spec := leaveSpec{Source: SourceReconcile, Reason: ReasonCriteria, Unless: b.Criteria}
 		if s.rep.DeferredLeft, err = s.leaveAll(ctx, members, spec); err != nil {
 			return fmt.Errorf("deferred leaves: %w", err)
+		}
+	}
+	if err := s.dwellFires(ctx); err != nil {
+		return fmt.Errorf("dwell fires: %w", err)
+	}
+	return nil
+}
+
+// dwellFires is step 5 of contract §6.2: for each dwell schedule that an
+// enabled journey reacts to, every member due to fire it fires, set-based:
+// the due members are taken in id order, a chunk of db.LeaveChunk at a
+// time, and each chunk is stamped and emitted in one transaction. Like
+// the join pass, it waits for the bucket's backfill: a backfill's members
+// have not been members for as long as their entered_at says.
+func (s *sweep) dwellFires(ctx context.Context) error {
+	reactions := s.d.Journeys.DwellReactions(s.b.ID)
+	if len(reactions) == 0 {
+		return nil
+	}
+	if reason, err := joinPassClosed(ctx, s.d, s.b); err != nil || reason != "" {
+		s.rep.DwellSkipped = reason
+		return err
+	}
+	for _, r := range reactions {
+		pass := db.DwellPass{BucketID: s.b.ID, Label: r.Label, After: r.After, Every: r.Every, Now: s.now}
+		for after := ""; !s.budgetSpent(); {
+			ids, err := query(ctx, func(ctx context.Context) ([]string, error) {
+				return db.DueDwellers(ctx, s.d.DB, pass, after, db.LeaveChunk)
+			})
+			if err != nil {
+				return fmt.Errorf("%s: %w", r.Label, err)
+			}
+			if s.dryRun {
+				*s.rep.WouldFire += len(ids)
+			} else {
+				out, err := s.transact(ctx, func(ctx context.Context, t *txn) error {
+					_, err := t.fireDwell(ctx, s.b, pass, ids)
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("%s: %w", r.Label, err)
+				}
+				s.rep.DwellFired += out.of(s.b.ID)
+			}
+			if len(ids) < db.LeaveChunk {
+				break
+			}
+			after = ids[len(ids)-1]
 		}
 	}
 	return nil

@@ -258,10 +258,10 @@ func (in *ingestion) store(ctx context.Context, t *txn, round []int) ([]roundEve
 			props = json.RawMessage(`{}`)
 		}
 		rows = append(rows, db.UserEvent{UserID: ev.UserID, Event: ev.Event, Properties: props,
-			IdempotencyKey: ev.IdempotencyKey, Source: ptr("ingest"), OccurredAt: occurredAt(ev, t.now)})
+			IdempotencyKey: ev.IdempotencyKey, Source: ptr("ingest"), OccurredAt: occurredAt(ev, t.now), ContactID: &contact.ID})
 		exits.add(t.d.Journeys.ExitingOn(ev.Event, ev.Properties), ev.UserID)
 	}
-	stored, err := db.InsertUserEvents(ctx, t.tx, rows)
+	stored, err := db.InsertUserEvents(ctx, t.tx, t.d.Schema, rows)
 	if err != nil {
 		return nil, err
 	}

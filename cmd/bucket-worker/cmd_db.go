@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -75,6 +76,15 @@ type listBucket struct {
 	FastExpiry     bool     `json:"fastExpiry"`
 	ReconcileEvery string   `json:"reconcileEvery,omitempty"`
 	FeedsJourneys  []string `json:"feedsJourneys"`
+	// DwellReactions are the bucket's dwell schedules that enabled
+	// journeys react to (contract §14).
+	DwellReactions []listDwell `json:"dwellReactions"`
+}
+
+type listDwell struct {
+	Label    string   `json:"label"`
+	Schedule string   `json:"schedule"`
+	Journeys []string `json:"journeys"`
 }
 
 // runList prints every loaded bucket with its switches, counts and the
@@ -107,6 +117,10 @@ func runList(ctx context.Context, env *environment, args []string) error {
 	}
 	out := listOutput{Buckets: []listBucket{}}
 	for _, b := range defs.buckets {
+		dwell := []listDwell{}
+		for _, r := range defs.journeyRegistry.DwellReactions(b.ID) {
+			dwell = append(dwell, listDwell{Label: r.Label, Schedule: r.String(), Journeys: r.Journeys})
+		}
 		runtimeEnabled := true
 		if c, ok := configs[b.ID]; ok {
 			runtimeEnabled = c.Enabled
@@ -116,16 +130,21 @@ func runList(ctx context.Context, env *environment, args []string) error {
 			ID: b.ID, Name: b.Name, Enabled: defs.enabled(b), RuntimeEnabled: runtimeEnabled,
 			Size: s.Size, Entered: s.Entered, Left: s.Left, TimeBased: b.TimeBased, FastExpiry: b.FastExpiry,
 			ReconcileEvery: b.ReconcileEvery.String(), FeedsJourneys: append([]string{}, defs.journeyRegistry.Feeding(b)...),
+			DwellReactions: dwell,
 		})
 	}
 	if *asJSON {
 		return writeJSON(env.stdout, out)
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BUCKET\tENABLED\tRUNTIME\tSIZE\tENTERED\tLEFT\tTIME-BASED\tFAST-EXPIRY\tJOURNEYS")
+	fmt.Fprintln(tw, "BUCKET\tENABLED\tRUNTIME\tSIZE\tENTERED\tLEFT\tTIME-BASED\tFAST-EXPIRY\tJOURNEYS\tDWELL")
 	for _, b := range out.Buckets {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", b.ID, yesNo(b.Enabled), yesNo(b.RuntimeEnabled),
-			b.Size, b.Entered, b.Left, yesNo(b.TimeBased), yesNo(b.FastExpiry), strings.Join(b.FeedsJourneys, ","))
+		var dwell []string
+		for _, r := range b.DwellReactions {
+			dwell = append(dwell, r.Schedule)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", b.ID, yesNo(b.Enabled), yesNo(b.RuntimeEnabled),
+			b.Size, b.Entered, b.Left, yesNo(b.TimeBased), yesNo(b.FastExpiry), strings.Join(b.FeedsJourneys, ","), strings.Join(dwell, ","))
 	}
 	return tw.Flush()
 }
@@ -152,14 +171,23 @@ type memberRow struct {
 	Source     string  `json:"source"`
 	ExpiresAt  *string `json:"expiresAt"`
 	MaxDwellAt *string `json:"maxDwellAt"`
+	// DwellState is when the membership last fired each dwell schedule,
+	// and DwellAnchorAt when a backfill dated its dwell clock (contract §14).
+	DwellState    json.RawMessage `json:"dwellState,omitempty"`
+	DwellAnchorAt *string         `json:"dwellAnchorAt,omitempty"`
 }
 
 func newMemberRow(m db.Membership) memberRow {
-	return memberRow{
+	row := memberRow{
 		ID: m.ID, UserID: m.UserID, UserEmail: deref(m.UserEmail), Status: m.Status,
 		EnteredAt: rfc3339(&m.EnteredAt), LeftAt: rfc3339(m.LeftAt), EntryCount: m.EntryCount,
 		Source: deref(m.Source), ExpiresAt: rfc3339(m.ExpiresAt), MaxDwellAt: rfc3339(m.MaxDwellAt),
+		DwellAnchorAt: rfc3339(m.DwellAnchorAt),
 	}
+	if len(m.DwellStamps()) > 0 {
+		row.DwellState = m.DwellState
+	}
+	return row
 }
 
 // runMembers prints the membership rows of one bucket, newest first.

@@ -68,6 +68,17 @@ func runExplain(ctx context.Context, env *environment, args []string) error {
 			fmt.Fprintf(w, ", held by minDwell until %s", m.MinDwellUntil.UTC().Format(time.RFC3339))
 		}
 		fmt.Fprintln(w)
+		for _, v := range m.Dwell {
+			fmt.Fprintf(w, "dwell %s (%s, for %s): ", v.Label, v.Schedule, strings.Join(v.Journeys, ", "))
+			if v.LastFiredAt != nil {
+				fmt.Fprintf(w, "last fired %s, ", v.LastFiredAt.UTC().Format(time.RFC3339))
+			}
+			if v.NextAt != nil {
+				fmt.Fprintf(w, "next due %s\n", v.NextAt.UTC().Format(time.RFC3339))
+			} else {
+				fmt.Fprintln(w, "fired for this membership")
+			}
+		}
 	}
 	fmt.Fprintf(w, "next sweep: %s", ex.Next)
 	if ex.NextAt != nil {

@@ -73,9 +73,15 @@ func runHistory(ctx context.Context, env *environment, args []string) error {
 	}
 	fmt.Fprintln(tw, "\nOCCURRED\tEVENT\tKEY\tSOURCE\tREASON\tPUSH")
 	for _, e := range out.Events {
-		var props struct{ Source, Reason string }
+		var props struct {
+			Source, Reason string
+			DwellCount     int
+		}
 		if err := json.Unmarshal(e.Properties, &props); err != nil {
 			props.Source = "?" // not a transition's properties
+		}
+		if props.DwellCount > 0 {
+			props.Reason = fmt.Sprintf("dwell #%d", props.DwellCount)
 		}
 		push := "pending"
 		if e.Dispatched {

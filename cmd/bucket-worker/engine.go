@@ -8,6 +8,7 @@ import (
 
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 
+	"github.com/bucketworker/bucket-worker/db"
 	"github.com/bucketworker/bucket-worker/tasks"
 )
 
@@ -68,9 +69,19 @@ func openEngine(ctx context.Context, env *environment, mode engineMode) (e *engi
 	if err != nil {
 		return nil, nil, err
 	}
+	schema, err := db.ReadSchema(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	if schema.MembershipContactID || schema.EventContactID {
+		logger.InfoContext(ctx, "the database keys rows by contact too: the worker writes contact_id",
+			slog.Bool("bucket_memberships", schema.MembershipContactID), slog.Bool("user_events", schema.EventContactID))
+	}
 	e = &engine{cfg: cfg, defs: defs, logger: logger}
 	deps := tasks.Deps{
 		DB:              conn,
+		Schema:          schema,
 		Buckets:         defs.bucketRegistry,
 		Journeys:        defs.journeyRegistry,
 		Logger:          logger,

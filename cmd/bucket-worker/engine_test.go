@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -362,4 +363,57 @@ func TestExplainCommandShowsFiltersAggregatesAndDates(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, ends+" ("+"string) = "+ends)
 	require.Contains(t, r.stdout, "; window ")
+}
+
+// TestDwellFromTheCommandLine: the example reaction journey fires a week
+// into power-users; reconcile counts it, history and explain show it.
+func TestDwellFromTheCommandLine(t *testing.T) {
+	t.Parallel()
+	conn, url := dbtest.New(t)
+	env := []string{"DATABASE_URL=" + url, "DEFINITIONS_DIR=../../definitions", "ENABLED_BUCKETS=power-users"}
+	ctx := context.Background()
+	now := time.Now()
+	users := []string{"d1"}
+	require.NoError(t, dbtest.InsertContacts(ctx, conn, dbtest.Contacts(users, `{}`)))
+	require.NoError(t, dbtest.InsertUserEvents(ctx, conn, slices.Repeat(dbtest.Events(users, "key.action", now.Add(-time.Hour)), 10)))
+	require.NoError(t, dbtest.InsertMemberships(ctx, conn, dbtest.Members(users, "power-users", now.Add(-8*24*time.Hour))))
+	require.Equal(t, 0, runBinary(t, env, "backfill", "--bucket", "power-users").code, "opens the first-deploy guard")
+
+	r := runBinary(t, env, "reconcile", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var sweep struct {
+		DwellFired int `json:"dwellFired"`
+		Buckets    []struct {
+			BucketID   string `json:"bucketId"`
+			DwellFired int    `json:"dwellFired"`
+		} `json:"buckets"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &sweep), r.stdout)
+	require.Equal(t, 1, sweep.DwellFired)
+	require.Equal(t, 1, sweep.Buckets[0].DwellFired)
+
+	r = runBinary(t, env, "history", "--user", "d1", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var history struct {
+		Memberships []struct {
+			DwellState map[string]string `json:"dwellState"`
+		} `json:"memberships"`
+		Events []struct {
+			Event          string         `json:"event"`
+			IdempotencyKey string         `json:"idempotencyKey"`
+			Properties     map[string]any `json:"properties"`
+		} `json:"events"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &history), r.stdout)
+	require.Len(t, history.Events, 1)
+	require.Equal(t, "bucket:dwell:power-users:after-604800000", history.Events[0].Event)
+	require.Equal(t, "bucket:power-users:d1:dwell:after-604800000:1", history.Events[0].IdempotencyKey)
+	require.Equal(t, 1.0, history.Events[0].Properties["dwellCount"])
+	require.Contains(t, history.Memberships[0].DwellState, "after-604800000")
+	require.Contains(t, runBinary(t, env, "history", "--user", "d1").stdout, "dwell #1")
+
+	r = runBinary(t, env, "explain", "--user", "d1", "--bucket", "power-users")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "dwell after-604800000 (after 7d, for bucket-power-users-on-dwell-after-604800000): last fired")
+	require.Contains(t, r.stdout, "fired for this membership")
 }

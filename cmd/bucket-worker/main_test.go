@@ -93,8 +93,15 @@ func TestValidateExamples(t *testing.T) {
 	require.Empty(t, references["power-users"])
 	require.Equal(t, "11804a22b835bdb9d0e61c43e5c570a74f833f3c25b5379695d5bbc6bc3fbb08", hashes["power-users"])
 	require.Equal(t, "fed78aea11b2d12190bd2fce09eb761541bf9487cb862b2b26b46b29c37a5a22", hashes["went-dormant"])
-	require.Equal(t, []string{"bucket:left:went-dormant"}, out.Journeys[0].ExitOn)
-	require.Equal(t, "bucket:entered:went-dormant", out.Journeys[0].Trigger)
+	journeys := map[string]int{}
+	for i, j := range out.Journeys {
+		journeys[j.ID] = i
+	}
+	winback := out.Journeys[journeys["winback"]]
+	require.Equal(t, []string{"bucket:left:went-dormant"}, winback.ExitOn)
+	require.Equal(t, "bucket:entered:went-dormant", winback.Trigger)
+	require.Equal(t, "bucket:dwell:power-users:after-604800000", out.Journeys[journeys["bucket-power-users-on-dwell-after-604800000"]].Trigger,
+		"Hogsend's export of a dwell reaction loads unchanged")
 }
 
 func TestValidateEnabledSelection(t *testing.T) {
@@ -138,11 +145,12 @@ func TestValidateBrokenDefinitions(t *testing.T) {
 		`fastExpiry needs an event leg with within`,
 		`give entryLimit or its older name reentry, not both`,
 		`journeys/bad.yaml: color: unknown key "color"`,
+		`journeys/dwell-lost.yaml: sourceBucketId: no bucket has id "nowhere"`,
 	} {
 		require.Contains(t, r.stdout, want)
 	}
 	require.Equal(t, 1, strings.Count(strings.TrimSpace(r.stderr), "\n")+1, "one-line reason: %q", r.stderr)
-	require.Contains(t, r.stderr, "17 error(s)")
+	require.Contains(t, r.stderr, "18 error(s)")
 
 	r = runBinary(t, nil, "--definitions", "../../buckets/testdata/broken", "validate", "--json")
 	require.Equal(t, 1, r.code)
@@ -154,7 +162,7 @@ func TestValidateBrokenDefinitions(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
 	require.False(t, out.Valid)
-	require.Len(t, out.Errors, 17)
+	require.Len(t, out.Errors, 18)
 	require.Equal(t, "buckets/a-unknown-key.yaml", out.Errors[0].File)
 	require.Equal(t, "criteria.withn", out.Errors[0].Path)
 }
@@ -214,6 +222,10 @@ func TestMigrateListMembers(t *testing.T) {
 			Entered        int      `json:"entered"`
 			Left           int      `json:"left"`
 			FeedsJourneys  []string `json:"feedsJourneys"`
+			DwellReactions []struct {
+				Label, Schedule string
+				Journeys        []string
+			} `json:"dwellReactions"`
 		} `json:"buckets"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &list), r.stdout)
@@ -226,6 +238,10 @@ func TestMigrateListMembers(t *testing.T) {
 	require.Equal(t, 3, power.Entered)
 	require.Equal(t, 1, power.Left)
 	require.True(t, power.RuntimeEnabled)
+	require.Len(t, power.DwellReactions, 1)
+	require.Equal(t, "after 7d", power.DwellReactions[0].Schedule)
+	require.Equal(t, []string{"bucket-power-users-on-dwell-after-604800000"}, power.DwellReactions[0].Journeys)
+	require.Equal(t, []string{"bucket-power-users-on-dwell-after-604800000"}, power.FeedsJourneys)
 	dormant := list.Buckets[got["went-dormant"]]
 	require.False(t, dormant.RuntimeEnabled)
 	require.Equal(t, []string{"winback"}, dormant.FeedsJourneys)
