@@ -180,19 +180,17 @@ type ContactPatch struct {
 	Properties json.RawMessage
 }
 
-// UpsertContact applies the patch to the user's live contact, creating it
-// when the user has none, and returns the row — in one statement, stamped
-// now. It never revives an erased user (one whose only contacts are
-// soft-deleted): then it writes nothing and returns nil.
-func UpsertContact(ctx context.Context, idb bun.IDB, p ContactPatch, now time.Time) (*Contact, error) {
-	rows, err := UpsertContacts(ctx, idb, []ContactPatch{p}, now)
-	return rows[p.UserID], err
-}
-
-// UpsertContacts is UpsertContact for the patches of distinct users in
-// one statement, which takes the contacts' row locks in user order. It
-// returns the rows by user; an erased user has none and is not written.
-func UpsertContacts(ctx context.Context, idb bun.IDB, patches []ContactPatch, now time.Time) (map[string]*Contact, error) {
+// UpsertContacts applies each patch to its user's live contact, creating
+// it when the user has none, in one statement stamped now, which takes the
+// contacts' row locks in user order. It returns the rows by user. It never
+// revives an erased user (one whose only contacts are soft-deleted): such
+// a user has no row and is not written.
+//
+// In a database where a contact's email is unique (Schema), an email
+// another live contact holds is not written: the contact keeps its own,
+// or has none, rather than failing the ingest. Merging the two is the
+// identity resolution of the application that owns them.
+func UpsertContacts(ctx context.Context, idb bun.IDB, s Schema, patches []ContactPatch, now time.Time) (map[string]*Contact, error) {
 	out := make(map[string]*Contact, len(patches))
 	if len(patches) == 0 {
 		return out, nil
@@ -208,10 +206,15 @@ func UpsertContacts(ctx context.Context, idb bun.IDB, patches []ContactPatch, no
 			props[i] = string(p.Properties)
 		}
 	}
+	emailFree := ""
+	if s.UniqueContactEmail {
+		emailFree = ` AND NOT EXISTS (SELECT 1 FROM contacts AS o
+			WHERE lower(o.email) = lower(p.email) AND o.deleted_at IS NULL AND o.external_id IS DISTINCT FROM p.user_id)`
+	}
 	var rows []Contact
 	err := idb.NewRaw(`
 		INSERT INTO contacts AS c (external_id, email, properties, first_seen_at, last_seen_at, created_at, updated_at)
-		SELECT p.user_id, CASE WHEN p.has_email THEN p.email END, p.properties::jsonb, ?0, ?0, ?0, ?0
+		SELECT p.user_id, CASE WHEN p.has_email`+emailFree+` THEN p.email END, p.properties::jsonb, ?0, ?0, ?0, ?0
 		FROM unnest(?1::text[], ?2::text[], ?3::bool[], ?4::text[]) AS p(user_id, email, has_email, properties)
 		WHERE EXISTS (SELECT 1 FROM contacts AS l WHERE l.external_id = p.user_id AND l.deleted_at IS NULL)
 			OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = p.user_id AND d.deleted_at IS NOT NULL)

@@ -181,7 +181,7 @@ func TestMigrateOnHogsendLatest(t *testing.T) {
 
 	schema, err := db.ReadSchema(ctx, conn)
 	require.NoError(t, err)
-	require.Equal(t, db.Schema{MembershipContactID: true, EventContactID: true}, schema)
+	require.Equal(t, db.Schema{MembershipContactID: true, EventContactID: true, UniqueContactEmail: true}, schema)
 
 	fresh, _ := dbtest.New(t)
 	schema, err = db.ReadSchema(ctx, fresh)

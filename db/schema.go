@@ -19,6 +19,10 @@ type Schema struct {
 	// EventContactID: user_events has contact_id. Each event the worker
 	// stores (ingested or emitted) then carries the user's live contact.
 	EventContactID bool
+	// UniqueContactEmail: a unique index holds a live contact's email
+	// (Hogsend's contacts_email_unique_idx, on lower(email)). An email
+	// another contact holds is then not written (UpsertContacts).
+	UniqueContactEmail bool
 }
 
 // ReadSchema finds the Schema of the database, in the connection's
@@ -35,6 +39,14 @@ func ReadSchema(ctx context.Context, idb bun.IDB) (Schema, error) {
 		return Schema{}, fmt.Errorf("reading the database's schema: %w", err)
 	}
 	var s Schema
+	err = idb.NewSelect().TableExpr("pg_indexes").
+		ColumnExpr("count(*) > 0").
+		Where("schemaname = current_schema() AND tablename = 'contacts'").
+		Where("indexdef LIKE 'CREATE UNIQUE INDEX %' AND indexdef LIKE '%(lower(email))%'").
+		Scan(ctx, &s.UniqueContactEmail)
+	if err != nil {
+		return Schema{}, fmt.Errorf("reading the database's schema: %w", err)
+	}
 	for _, t := range tables {
 		switch t {
 		case "bucket_memberships":

@@ -338,7 +338,7 @@ func TestHogsendDatabaseOfToday(t *testing.T) {
 	t.Parallel()
 	conn, _ := dbtest.HogsendLatest(t)
 	e := newEnvOn(t, conn, &clock{now: t0}, dwellDefs)
-	require.Equal(t, db.Schema{MembershipContactID: true, EventContactID: true}, e.deps.Schema)
+	require.Equal(t, db.Schema{MembershipContactID: true, EventContactID: true, UniqueContactEmail: true}, e.deps.Schema)
 	e.backfilled("pro")
 	contactOf := func(userID string) string {
 		c, err := db.ContactByUser(e.ctx, e.db, userID)
@@ -372,6 +372,22 @@ func TestHogsendDatabaseOfToday(t *testing.T) {
 	require.Equal(t, "none", e.status("pro", "v"))
 	require.Empty(t, e.transitions("v"))
 	require.Equal(t, 1, e.count("SELECT count(*) FROM bucket_memberships WHERE bucket_id = 'pro' AND status = 'active'"))
+
+	// Hogsend's emails are unique among live contacts. A form left a
+	// contact with w's email and no user key: w's events are stored, w's
+	// contact without the email, and the join records the event's.
+	e.exec("INSERT INTO contacts (email, properties) VALUES ('w@example.com', '{}')")
+	out = e.ingest("app.active", `{"userId":"w","userEmail":"W@Example.com","contactProperties":{"plan":"pro"}}`)
+	require.True(t, out.Stored)
+	require.Len(t, out.Transitions, 1)
+	w, err := db.ContactByUser(e.ctx, e.db, "w")
+	require.NoError(t, err)
+	require.Nil(t, w.Email, "the email belongs to another contact")
+	require.Equal(t, "w@example.com", *e.memberships("pro", "w")[0].UserEmail)
+	e.ingest("app.active", `{"userId":"u","userEmail":"u@example.com"}`)
+	u, err := db.ContactByUser(e.ctx, e.db, "u")
+	require.NoError(t, err)
+	require.Equal(t, "u@example.com", *u.Email, "a contact's own email is written as before")
 }
 
 func TestExplainShowsWhereDwellStands(t *testing.T) {

@@ -238,7 +238,7 @@ func (in *ingestion) store(ctx context.Context, t *txn, round []int) ([]roundEve
 			}
 		}
 	}
-	contacts, err := db.UpsertContacts(ctx, t.tx, patches, t.now)
+	contacts, err := db.UpsertContacts(ctx, t.tx, t.d.Schema, patches, t.now)
 	if err != nil {
 		return nil, err
 	}
