@@ -51,6 +51,7 @@ var targets = []struct {
 	{"BenchmarkSweep/", Target{MaxRatio: 1.5}},
 	{"BenchmarkCriteriaSweep/", Target{MaxRatio: 1.5}},
 	{"BenchmarkDateJoins", Target{MaxRatio: 1.5}},
+	{"BenchmarkDwellPass", Target{MaxRatio: 1.5}},
 	{"BenchmarkBackfill/", Target{MaxRatio: 1.5}},
 	{"BenchmarkFunnel/", Target{MinRatio: 0.8, MinFigure: 20000}},
 	{"BenchmarkFunnelAtScale/", Target{MinRatio: 0.9, MinFigure: 20000}},
