@@ -38,6 +38,10 @@ type Deps struct {
 	// transitions: in the background in a running worker, inline in a
 	// command; nil when there is no Hatchet, and pushes then stay pending.
 	Dispatcher *Dispatcher
+	// Destinations are where transitions go besides Hatchet, and
+	// Deliverers send their deliveries, one per destination (contract §15).
+	Destinations Destinations
+	Deliverers   []*Deliverer
 	// EnqueueBackfill starts a bucket-backfill run without waiting; nil
 	// outside a running worker, where nothing is enqueued (contract §8).
 	EnqueueBackfill func(ctx context.Context, in BackfillInput) error

@@ -70,10 +70,14 @@ type Outcome struct {
 	// Exited are the journey runs the transaction ended: those of the
 	// events it ingested, then those of the transitions it emitted.
 	Exited []db.JourneyState
-	// Pushes counts the outbox rows the transaction wrote.
-	Pushes int
-	// Dispatched counts the pushes sent inline once it committed.
+	// Pushes counts the outbox rows the transaction wrote, and
+	// Deliveries the deliveries to the other destinations (contract §15).
+	Pushes     int
+	Deliveries int
+	// Dispatched counts the pushes sent inline once it committed, and
+	// Delivered the deliveries.
 	Dispatched int
+	Delivered  int
 }
 
 // of counts the transitions of the bucket; the others were cascaded
@@ -159,12 +163,17 @@ func (d *Deps) transact(ctx context.Context, now time.Time, fn func(ctx context.
 const deadlockAttempts = 5
 
 // afterCommit does what a committed transaction leaves to do, for every
-// path in one place: send the pushes it enqueued (out.Dispatched counts
-// those sent inline) and cancel the Hatchet runs of the journeys it
-// exited, best effort.
+// path in one place: send the pushes and the deliveries it queued
+// (out.Dispatched and out.Delivered count those sent inline) and cancel
+// the Hatchet runs of the journeys it exited, best effort.
 func (d *Deps) afterCommit(ctx context.Context, out *Outcome) {
 	if out.Pushes > 0 && d.Dispatcher != nil {
 		out.Dispatched = d.Dispatcher.notify(ctx)
+	}
+	if out.Deliveries > 0 {
+		for _, p := range d.Deliverers {
+			out.Delivered += p.notify(ctx)
+		}
 	}
 	var runs []string
 	for _, s := range out.Exited {
@@ -259,12 +268,15 @@ func (t *txn) join(ctx context.Context, b *buckets.Bucket, users []db.Joiner, js
 	emissions := transitionBatch(b, Entered, js.Source, "")
 	var arms []db.OutboxEvent
 	var timers []db.ExpiryTimer
+	moved := make([]delivered, 0, len(rows))
 	for _, r := range rows {
 		left, hasLeft := lastLeft[r.UserID]
 		suppressed := js.Silent || !entryEmits(b, r.EntryCount, left, hasLeft, t.now)
 		if !suppressed {
 			emissions.Events = append(emissions.Events, t.transitionEvents(b, Entered, r.UserID, deref(r.UserEmail), r.EntryCount)...)
 		}
+		moved = append(moved, delivered{kind: Entered, source: js.Source, at: t.now, userID: r.UserID,
+			email: deref(r.UserEmail), epoch: r.EntryCount, emitted: !suppressed})
 		if b.ArmsExpiry && r.ExpiresAt != nil {
 			arm, err := armExpiry(b, r, t.now)
 			if err != nil {
@@ -279,6 +291,9 @@ func (t *txn) join(ctx context.Context, b *buckets.Bucket, users []db.Joiner, js
 		t.remember(r)
 	}
 	if err := t.emit(ctx, emissions); err != nil {
+		return nil, err
+	}
+	if err := t.deliver(ctx, b, moved); err != nil {
 		return nil, err
 	}
 	if err := db.ArmTimers(ctx, t.tx, timers); err != nil {
@@ -374,12 +389,18 @@ func (t *txn) leave(ctx context.Context, b *buckets.Bucket, members []db.Members
 	}
 	var left []Transition
 	emissions := transitionBatch(b, Left, spec.Source, spec.Reason)
-	for _, r := range rows {
+	moved := make([]delivered, len(rows))
+	for i, r := range rows {
 		emissions.Events = append(emissions.Events, t.transitionEvents(b, Left, r.UserID, deref(r.UserEmail), r.EntryCount)...)
 		left = append(left, Transition{BucketID: b.ID, UserID: r.UserID, Transition: Left, Epoch: r.EntryCount, RowID: r.ID})
+		moved[i] = delivered{kind: Left, source: spec.Source, reason: spec.Reason, at: t.now, userID: r.UserID,
+			email: deref(r.UserEmail), epoch: r.EntryCount, emitted: true}
 		t.remember(r)
 	}
 	if err := t.emit(ctx, emissions); err != nil {
+		return nil, err
+	}
+	if err := t.deliver(ctx, b, moved); err != nil {
 		return nil, err
 	}
 	t.out.Transitions = append(t.out.Transitions, left...)

@@ -225,14 +225,28 @@ func (p *Dispatcher) flush(ctx context.Context) int {
 	return n
 }
 
-// flush dispatches what is still due when a Hatchet server is configured,
-// and returns how many it pushed and how many pushes are left pending.
-func flush(ctx context.Context, d *Deps) (dispatched, pending int) {
+// flushed is what a command's last flush sent and left.
+type flushed struct {
+	dispatched, pending    int // pushes to Hatchet
+	delivered, undelivered int // deliveries to the other destinations
+}
+
+// flush sends what is still due before a command ends: the pushes when a
+// Hatchet server is configured, and each destination's deliveries (contract
+// §15), once; it says what it sent and what is left.
+func flush(ctx context.Context, d *Deps) flushed {
+	var f flushed
 	if d.Dispatcher != nil {
-		dispatched = d.Dispatcher.flush(ctx)
+		f.dispatched = d.Dispatcher.flush(ctx)
+	}
+	for _, p := range d.Deliverers {
+		f.delivered += p.Flush(ctx)
 	}
 	if s, err := db.SummarizeOutbox(ctx, d.DB, 0); err == nil {
-		pending = s.Pending
+		f.pending = s.Pending
 	}
-	return dispatched, pending
+	if n, err := db.PendingDeliveries(ctx, d.DB); err == nil {
+		f.undelivered = n
+	}
+	return f
 }

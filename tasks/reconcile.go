@@ -53,11 +53,15 @@ type ReconcileOutput struct {
 	DwellFired int `json:"dwellFired"`
 	// Cascaded counts the transitions the sweep's caused in the buckets
 	// that read the buckets swept.
-	Cascaded   int           `json:"cascaded,omitempty"`
-	Dispatched int           `json:"dispatched"`
-	Pending    int           `json:"pending"` // pushes left in the outbox after the run
-	DryRun     bool          `json:"dryRun,omitempty"`
-	Buckets    []BucketSweep `json:"buckets"`
+	Cascaded   int `json:"cascaded,omitempty"`
+	Dispatched int `json:"dispatched"`
+	Pending    int `json:"pending"` // pushes left in the outbox after the run
+	// Delivered and DeliveriesPending are the deliveries to the other
+	// destinations the run sent at its end and those left (contract §15).
+	Delivered         int           `json:"delivered,omitempty"`
+	DeliveriesPending int           `json:"deliveriesPending,omitempty"`
+	DryRun            bool          `json:"dryRun,omitempty"`
+	Buckets           []BucketSweep `json:"buckets"`
 }
 
 // BucketSweep is what a sweep did to one bucket.
@@ -129,9 +133,10 @@ func Reconcile(ctx context.Context, d *Deps, in ReconcileInput) (ReconcileOutput
 	if !in.DryRun {
 		// What the outbox dispatcher has not sent yet goes out before the
 		// run ends, so the output can say what is left.
-		dispatched, pending := flush(ctx, d)
-		out.Dispatched += dispatched
-		out.Pending = pending
+		f := flush(ctx, d)
+		out.Dispatched += f.dispatched
+		out.Pending = f.pending
+		out.Delivered, out.DeliveriesPending = f.delivered, f.undelivered
 	}
 	d.Logger.InfoContext(ctx, "reconcile sweep done", slog.Int("buckets", len(selected)),
 		slog.Int("left", out.Reconciled), slog.Int("joined", out.Joined),
