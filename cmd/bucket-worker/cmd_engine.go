@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -123,6 +125,12 @@ type outboxOutput struct {
 	OldestPendingAgeSeconds float64         `json:"oldestPendingAgeSeconds"`
 	LastErrors              []outboxFailure `json:"lastErrors"`
 	Dispatched              *int            `json:"dispatched,omitempty"`
+	// Destinations are the deliveries of each destination other than
+	// Hatchet (contract §15); Delivered and Retried count what --flush
+	// delivered and --retry-dead queued again.
+	Destinations []db.DeliveryStats `json:"destinations"`
+	Delivered    *int               `json:"delivered,omitempty"`
+	Retried      *int               `json:"retried,omitempty"`
 }
 
 type outboxFailure struct {
@@ -132,14 +140,20 @@ type outboxFailure struct {
 	Error    string `json:"error"`
 }
 
-// runOutbox reports the pushes waiting in the outbox; --flush dispatches
-// them first.
+// runOutbox reports the pushes waiting in the outbox and the deliveries
+// waiting for each destination; --retry-dead queues the dead deliveries
+// again and --flush dispatches and delivers what is due, both first.
 func runOutbox(ctx context.Context, env *environment, args []string) error {
 	fs := env.newFlagSet("outbox")
-	flush := fs.Bool("flush", false, "dispatch the pending pushes now (needs Hatchet)")
+	flush := fs.Bool("flush", false, "dispatch the pending pushes and deliveries now (needs Hatchet)")
+	retryDead := fs.Bool("retry-dead", false, "queue the dead deliveries again")
+	only := fs.String("destination", "", "with --retry-dead: only this destination's")
 	asJSON := fs.Bool("json", false, "print one JSON document")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *only != "" && !*retryDead {
+		return usageError{"--destination goes with --retry-dead"}
 	}
 	mode := offline
 	if *flush {
@@ -151,10 +165,30 @@ func runOutbox(ctx context.Context, env *environment, args []string) error {
 	}
 	defer closeEngine()
 	var out outboxOutput
+	if *retryDead {
+		n, err := db.RetryDeadDeliveries(ctx, e.deps.DB, *only, e.deps.Now())
+		if err != nil {
+			return err
+		}
+		out.Retried = &n
+	}
 	var flushErr error
 	if *flush {
 		n, err := e.deps.Dispatcher.Dispatch(ctx, tasks.CommandPushTimeout)
 		out.Dispatched, flushErr = &n, err
+		delivered := 0
+		for _, p := range e.deps.Deliverers {
+			delivered += p.Flush(ctx)
+		}
+		out.Delivered = &delivered
+	}
+	stats, err := db.DeliveryStatsByDestination(ctx, e.deps.DB)
+	if err != nil {
+		return err
+	}
+	out.Destinations = []db.DeliveryStats{}
+	for _, id := range slices.Sorted(maps.Keys(stats)) {
+		out.Destinations = append(out.Destinations, stats[id])
 	}
 	summary, err := db.SummarizeOutbox(ctx, e.deps.DB, 10)
 	if err != nil {
@@ -173,8 +207,11 @@ func runOutbox(ctx context.Context, env *environment, args []string) error {
 			return err
 		}
 	} else {
+		if out.Retried != nil {
+			fmt.Fprintf(env.stdout, "queued %d dead deliveries again\n", *out.Retried)
+		}
 		if out.Dispatched != nil {
-			fmt.Fprintf(env.stdout, "dispatched %d\n", *out.Dispatched)
+			fmt.Fprintf(env.stdout, "dispatched %d, delivered %d\n", *out.Dispatched, *out.Delivered)
 		}
 		fmt.Fprintf(env.stdout, "pending %d", out.Pending)
 		if out.Pending > 0 {
@@ -183,6 +220,13 @@ func runOutbox(ctx context.Context, env *environment, args []string) error {
 		fmt.Fprintln(env.stdout)
 		for _, f := range out.LastErrors {
 			fmt.Fprintf(env.stdout, "  #%d %s: %d attempt(s): %s\n", f.ID, f.EventKey, f.Attempts, f.Error)
+		}
+		for _, d := range out.Destinations {
+			fmt.Fprintf(env.stdout, "destination %s: pending %d, dead %d", d.Destination, d.Pending, d.Dead)
+			if d.LastError != nil {
+				fmt.Fprintf(env.stdout, ", last error: %s", *d.LastError)
+			}
+			fmt.Fprintln(env.stdout)
 		}
 	}
 	if flushErr != nil {

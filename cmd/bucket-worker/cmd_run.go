@@ -69,6 +69,9 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	loopsCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
 	var loops sync.WaitGroup
 	loops.Go(func() { e.deps.Dispatcher.Run(loopsCtx, dispatchInterval) })
+	for _, p := range e.deps.Deliverers {
+		loops.Go(func() { p.Run(loopsCtx, dispatchInterval) })
+	}
 	loops.Go(func() { tasks.RunTimers(loopsCtx, e.deps, tasks.ExpiryInterval) })
 	defer func() {
 		stopLoops()

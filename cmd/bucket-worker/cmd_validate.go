@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/bucketworker/bucket-worker/buckets"
 	"github.com/bucketworker/bucket-worker/buckets/definition"
@@ -10,11 +11,13 @@ import (
 )
 
 type validateOutput struct {
-	Valid    bool               `json:"valid"`
-	Buckets  []validateBucket   `json:"buckets"`
-	Journeys []validateJourney  `json:"journeys"`
-	Errors   []definition.Error `json:"errors"`
-	Warnings []definition.Error `json:"warnings"`
+	Valid    bool              `json:"valid"`
+	Buckets  []validateBucket  `json:"buckets"`
+	Journeys []validateJourney `json:"journeys"`
+	// Destinations are the outbound webhooks (contract §15.2).
+	Destinations []validateDestination `json:"destinations"`
+	Errors       []definition.Error    `json:"errors"`
+	Warnings     []definition.Error    `json:"warnings"`
 }
 
 type validateBucket struct {
@@ -34,6 +37,23 @@ type validateJourney struct {
 	ID      string   `json:"id"`
 	Trigger string   `json:"trigger"`
 	ExitOn  []string `json:"exitOn"`
+	// Dwell is the schedule of a dwell reaction and its bucket (contract §14).
+	Dwell *validateDwell `json:"dwell,omitempty"`
+}
+
+type validateDwell struct {
+	BucketID string `json:"bucketId"`
+	Label    string `json:"label"`
+	Schedule string `json:"schedule"`
+}
+
+type validateDestination struct {
+	ID        string   `json:"id"`
+	URL       string   `json:"url"`
+	Events    []string `json:"events"`
+	Buckets   []string `json:"buckets"`
+	SecretEnv string   `json:"secretEnv"`
+	Enabled   bool     `json:"enabled"`
 }
 
 // runValidate loads the definitions without a database and prints a
@@ -53,11 +73,12 @@ func runValidate(_ context.Context, env *environment, args []string) error {
 		return err
 	}
 	out := validateOutput{
-		Valid:    len(defs.report.Errors) == 0,
-		Buckets:  []validateBucket{},
-		Journeys: []validateJourney{},
-		Errors:   append([]definition.Error{}, defs.report.Errors...),
-		Warnings: append([]definition.Error{}, defs.report.Warnings...),
+		Valid:        len(defs.report.Errors) == 0,
+		Buckets:      []validateBucket{},
+		Journeys:     []validateJourney{},
+		Destinations: []validateDestination{},
+		Errors:       append([]definition.Error{}, defs.report.Errors...),
+		Warnings:     append([]definition.Error{}, defs.report.Warnings...),
 	}
 	for _, notice := range defs.notices {
 		out.Warnings = append(out.Warnings, definition.Error{Message: notice})
@@ -70,7 +91,15 @@ func runValidate(_ context.Context, env *environment, args []string) error {
 		})
 	}
 	for _, j := range defs.journeys {
-		out.Journeys = append(out.Journeys, validateJourney{ID: j.ID, Trigger: j.Trigger.Event, ExitOn: exitEvents(j)})
+		v := validateJourney{ID: j.ID, Trigger: j.Trigger.Event, ExitOn: exitEvents(j)}
+		if j.Dwell != nil {
+			v.Dwell = &validateDwell{BucketID: j.SourceBucketID, Label: j.Dwell.Label, Schedule: j.Dwell.String()}
+		}
+		out.Journeys = append(out.Journeys, v)
+	}
+	for _, w := range defs.destinations {
+		out.Destinations = append(out.Destinations, validateDestination{ID: w.ID, URL: w.URL, Events: w.Events,
+			Buckets: append([]string{}, w.Buckets...), SecretEnv: w.SecretEnv, Enabled: w.Enabled})
 	}
 
 	if *asJSON {
@@ -97,7 +126,7 @@ func printValidation(env *environment, defs *definitions, out validateOutput) {
 		}
 		return
 	}
-	fmt.Fprintf(w, "%d bucket(s), %d journey(s) in %s are valid\n", len(out.Buckets), len(out.Journeys), defs.dir)
+	fmt.Fprintf(w, "%d bucket(s), %d journey(s), %d destination(s) in %s are valid\n", len(out.Buckets), len(out.Journeys), len(out.Destinations), defs.dir)
 	for _, b := range defs.buckets {
 		state := "enabled"
 		if !defs.enabled(b) {
@@ -107,6 +136,13 @@ func printValidation(env *environment, defs *definitions, out validateOutput) {
 	}
 	for _, j := range defs.journeys {
 		fmt.Fprintf(w, "  journey %-24s on %s\n", j.ID, j.Trigger.Event)
+	}
+	for _, d := range out.Destinations {
+		state := "enabled"
+		if !d.Enabled {
+			state = "disabled"
+		}
+		fmt.Fprintf(w, "  webhook %-24s %-8s %s → %s\n", d.ID, state, strings.Join(d.Events, ","), d.URL)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,6 +39,13 @@ type config struct {
 	// PprofAddr is where run serves Go's profiles (PPROF_ADDR); "" serves
 	// none.
 	PprofAddr string
+	// PostHogAPIKey and PostHogHost are where the buckets with
+	// syncToPostHog mirror their membership (contract §15.1); without a
+	// key nothing is sent. DestinationMaxAttempts is how often a delivery
+	// fails before it is dead (§15).
+	PostHogAPIKey          string
+	PostHogHost            string
+	DestinationMaxAttempts int
 }
 
 // defaultDatabaseURL is used when neither --database-url nor DATABASE_URL is set.
@@ -86,21 +94,27 @@ func loadConfig(getenv func(string) string, flags globalFlags) (config, error) {
 	}
 
 	c := config{
-		DatabaseURL:      firstNonEmpty(flags.databaseURL, env("DATABASE_URL", defaultDatabaseURL)),
-		DatabaseMaxConns: positive("DATABASE_MAX_CONNS", "20"),
-		DefinitionsDir:   firstNonEmpty(flags.definitions, env("DEFINITIONS_DIR", "./definitions")),
-		EnabledBuckets:   definition.ParseSelection(env("ENABLED_BUCKETS", "*")),
-		EnabledJourneys:  definition.ParseSelection(env("ENABLED_JOURNEYS", "*")),
-		ReconcileCron:    env("BUCKET_RECONCILE_CRON", "*/5 * * * *"),
-		ReconcileTimeout: duration("BUCKET_RECONCILE_TIMEOUT", "120s"),
-		BackfillTimeout:  duration("BUCKET_BACKFILL_TIMEOUT", "600s"),
-		ConfigTTL:        duration("BUCKET_CONFIG_TTL", "5s"),
-		IngestMode:       tasks.IngestMode(oneOf("INGEST_MODE", string(tasks.IngestStore), string(tasks.IngestStore), string(tasks.IngestEvaluate), string(tasks.IngestOff))),
-		IngestBatchEvent: env("INGEST_BATCH_EVENT", tasks.DefaultBatchEvent),
-		Migrate:          oneOf("MIGRATE", "auto", "auto", "off"),
-		WorkerName:       env("WORKER_NAME", "bucket-worker"),
-		LogFormat:        oneOf("LOG_FORMAT", "text", "text", "json"),
-		PprofAddr:        env("PPROF_ADDR", ""),
+		DatabaseURL:            firstNonEmpty(flags.databaseURL, env("DATABASE_URL", defaultDatabaseURL)),
+		DatabaseMaxConns:       positive("DATABASE_MAX_CONNS", "20"),
+		DefinitionsDir:         firstNonEmpty(flags.definitions, env("DEFINITIONS_DIR", "./definitions")),
+		EnabledBuckets:         definition.ParseSelection(env("ENABLED_BUCKETS", "*")),
+		EnabledJourneys:        definition.ParseSelection(env("ENABLED_JOURNEYS", "*")),
+		ReconcileCron:          env("BUCKET_RECONCILE_CRON", "*/5 * * * *"),
+		ReconcileTimeout:       duration("BUCKET_RECONCILE_TIMEOUT", "120s"),
+		BackfillTimeout:        duration("BUCKET_BACKFILL_TIMEOUT", "600s"),
+		ConfigTTL:              duration("BUCKET_CONFIG_TTL", "5s"),
+		IngestMode:             tasks.IngestMode(oneOf("INGEST_MODE", string(tasks.IngestStore), string(tasks.IngestStore), string(tasks.IngestEvaluate), string(tasks.IngestOff))),
+		IngestBatchEvent:       env("INGEST_BATCH_EVENT", tasks.DefaultBatchEvent),
+		Migrate:                oneOf("MIGRATE", "auto", "auto", "off"),
+		WorkerName:             env("WORKER_NAME", "bucket-worker"),
+		LogFormat:              oneOf("LOG_FORMAT", "text", "text", "json"),
+		PprofAddr:              env("PPROF_ADDR", ""),
+		PostHogAPIKey:          env("POSTHOG_API_KEY", ""),
+		PostHogHost:            env("POSTHOG_HOST", "https://us.i.posthog.com"),
+		DestinationMaxAttempts: positive("DESTINATION_MAX_ATTEMPTS", "15"),
+	}
+	if u, err := url.Parse(c.PostHogHost); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		bad("POSTHOG_HOST", "%q is not an http(s) URL", c.PostHogHost)
 	}
 	if _, err := cron.ParseStandard(c.ReconcileCron); err != nil {
 		bad("BUCKET_RECONCILE_CRON", "%q is not a cron expression: %v", c.ReconcileCron, err)

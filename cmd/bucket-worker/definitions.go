@@ -3,21 +3,27 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/bucketworker/bucket-worker/buckets"
 	"github.com/bucketworker/bucket-worker/buckets/definition"
+	"github.com/bucketworker/bucket-worker/buckets/destination"
 	"github.com/bucketworker/bucket-worker/journeys"
 )
 
 // definitions is everything loaded from DEFINITIONS_DIR: all valid
 // definitions, the registries of the enabled ones, and the load's report.
 type definitions struct {
-	buckets         []*buckets.Bucket
-	journeys        []*journeys.Journey
-	bucketRegistry  *buckets.Registry
-	journeyRegistry *journeys.Registry
-	report          definition.Report
+	buckets  []*buckets.Bucket
+	journeys []*journeys.Journey
+	// destinations are the outbound webhooks; enabledDestinations those
+	// that are switched on (contract §15.2).
+	destinations        []*destination.Webhook
+	enabledDestinations []*destination.Webhook
+	bucketRegistry      *buckets.Registry
+	journeyRegistry     *journeys.Registry
+	report              definition.Report
 	// dir is the folder the definitions were read from.
 	dir string
 	// notices are boot warnings outside any file, such as an
@@ -35,15 +41,22 @@ func loadDefinitions(cfg config) (*definitions, error) {
 	d := &definitions{dir: cfg.DefinitionsDir}
 	bs, bucketReport := buckets.Load(fsys)
 	js, journeyReport := journeys.Load(fsys)
-	d.buckets, d.journeys = bs, js
-	d.report.Errors = append(bucketReport.Errors, journeyReport.Errors...)
-	d.report.Warnings = append(bucketReport.Warnings, journeyReport.Warnings...)
+	ws, destinationReport := destination.Load(fsys)
+	d.buckets, d.journeys, d.destinations = bs, js, ws
+	d.report.Errors = slices.Concat(bucketReport.Errors, journeyReport.Errors, destinationReport.Errors)
+	d.report.Warnings = slices.Concat(bucketReport.Warnings, journeyReport.Warnings, destinationReport.Warnings)
 
 	known := map[string]bool{}
 	for _, b := range bs {
 		known[b.ID] = true
 	}
 	d.report.Errors = append(d.report.Errors, journeys.CheckReactions(js, func(id string) bool { return known[id] })...)
+	d.report.Errors = append(d.report.Errors, destination.CheckBuckets(ws, func(id string) bool { return known[id] })...)
+	for _, w := range ws {
+		if w.Enabled {
+			d.enabledDestinations = append(d.enabledDestinations, w)
+		}
+	}
 	for _, j := range js {
 		rules := append([]journeys.Rule{j.Trigger}, j.ExitOn...)
 		for _, r := range rules {

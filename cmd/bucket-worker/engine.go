@@ -103,6 +103,13 @@ func openEngine(ctx context.Context, env *environment, mode engineMode) (e *engi
 			deps.EnqueueBackfill = tasks.EnqueueThrough(client)
 		}
 	}
+	destinations, deliverers, closeDestinations, err := openDestinations(ctx, env, cfg, defs, conn, logger, deps.Now)
+	if err != nil {
+		closeDestinations()
+		conn.Close()
+		return nil, nil, err
+	}
+	deps.Destinations, deps.Deliverers = destinations, deliverers
 	e.deps = &deps
-	return e, func() { conn.Close() }, nil
+	return e, func() { closeDestinations(); conn.Close() }, nil
 }

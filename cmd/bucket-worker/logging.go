@@ -65,8 +65,13 @@ func (env *environment) secrets() []string {
 	if env.flags.databaseURL != "" {
 		out = append(out, db.Secrets(env.flags.databaseURL)...)
 	}
-	if token := env.getenv("HATCHET_CLIENT_TOKEN"); token != "" {
-		out = append(out, token)
+	env.mu.Lock()
+	names := append([]string{"HATCHET_CLIENT_TOKEN", "POSTHOG_API_KEY"}, env.secretVars...)
+	env.mu.Unlock()
+	for _, name := range names {
+		if v := env.getenv(name); v != "" {
+			out = append(out, v)
+		}
 	}
 	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
 	return out

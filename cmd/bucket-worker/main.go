@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 )
 
@@ -38,7 +39,8 @@ func commands() []command {
 		{"expire", "--payload JSON [--json]", "fire the expiry timer of one bucket:arm-expiry payload now, in-process", runExpire},
 		{"backfill", "--bucket ID [--mode auto|first-time|reeval] [--json]",
 			"materialize a bucket's members without emitting joins, or re-evaluate it after a criteria change", runBackfill},
-		{"outbox", "[--flush] [--json]", "pending pushes, their age and last errors; --flush dispatches them", runOutbox},
+		{"outbox", "[--flush] [--retry-dead [--destination ID]] [--json]", "pushes waiting for Hatchet and deliveries waiting for each destination; --flush sends them now, --retry-dead queues the dead deliveries again", runOutbox},
+		{"destinations", "[--json] | test ID", "the destinations besides Hatchet with their deliveries; test sends one signed webhook.test", runDestinations},
 		{"explain", "--user U --bucket ID [--json]", "why a user is (not) in a bucket: every leaf's observed value, the membership, the next sweep", runExplain},
 		{"history", "--user U [--bucket ID] [--json]", "every membership row and transition event of a user, oldest first", runHistory},
 		{"forget", "--user U [--json]", "erasure: soft-delete the user's contact and memberships without emitting", runForget},
@@ -53,6 +55,17 @@ type environment struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	flags          globalFlags
+	// secretVars name the variables that hold secrets the definitions
+	// point to (a webhook's secretEnv), read as they are found.
+	mu         sync.Mutex
+	secretVars []string
+}
+
+// keepSecret adds a variable whose value must never be printed.
+func (env *environment) keepSecret(name string) {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	env.secretVars = append(env.secretVars, name)
 }
 
 // globalFlags may stand before the command or among its own flags.

@@ -61,6 +61,8 @@ var targets = []struct {
 	{"BenchmarkIngestAtHalfRate", Target{MaxP99: 1000}},
 	{"BenchmarkIngest", Target{MinRatio: 0.7, MinFloorRatio: 0.9}},
 	{"BenchmarkCompositeSweep", Target{MinFigure: 2000}},
+	{"BenchmarkWebhookDelivery/drain", Target{MinRatio: 0.8}},
+	{"BenchmarkWebhookDelivery/steady", Target{MaxP99: 1000}},
 }
 
 // TargetOf returns the target of the benchmark.
