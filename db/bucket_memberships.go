@@ -135,6 +135,156 @@ func MembershipStats(ctx context.Context, idb bun.IDB) (map[string]BucketStats, 
 	return stats, nil
 }
 
+// CountMembers counts the active members of each of the buckets, through
+// the partial index of the active rows (an index-only scan once the table
+// is vacuumed); a bucket with none is absent.
+func CountMembers(ctx context.Context, idb bun.IDB, bucketIDs []string) (map[string]int, error) {
+	var rows []struct {
+		BucketID string `bun:"bucket_id"`
+		Size     int    `bun:"size"`
+	}
+	err := idb.NewSelect().TableExpr("bucket_memberships AS m").
+		ColumnExpr("m.bucket_id, count(*) AS size").
+		Where("m.bucket_id IN (?)", bun.In(bucketIDs)).
+		Where("m.status = 'active' AND m.deleted_at IS NULL").
+		GroupExpr("m.bucket_id").
+		Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("counting the members of %d buckets: %w", len(bucketIDs), err)
+	}
+	sizes := make(map[string]int, len(rows))
+	for _, r := range rows {
+		sizes[r.BucketID] = r.Size
+	}
+	return sizes, nil
+}
+
+// Trend is a bucket's membership over time (contract §16): its size now,
+// the memberships it ever started and ended, their average dwell, and a
+// series of periods.
+type Trend struct {
+	BucketID string
+	Size     int
+	Entered  int
+	Left     int
+	// AvgDwellSecs is Hogsend's: now − entered_at for an active
+	// membership, left_at − entered_at for one that ended; nil with none.
+	AvgDwellSecs *float64
+	Series       []TrendPoint
+}
+
+// TrendPoint is one period of a trend: the memberships that started and
+// ended in it, and the size at its end (at now for the current period).
+type TrendPoint struct {
+	At      time.Time
+	Entered int
+	Left    int
+	Size    int
+}
+
+// Trends reads the trend of each bucket from its membership rows, with a
+// period of unit ("hour", "day" or "week", in UTC) from the period that
+// holds since to the one that holds now. An erased user's rows count
+// nowhere. It reads each row once: the sizes are the size at since plus
+// the joins and leaves after it.
+func Trends(ctx context.Context, idb bun.IDB, bucketIDs []string, unit string, since, now time.Time) ([]Trend, error) {
+	var totals []struct {
+		BucketID     string   `bun:"bucket_id"`
+		Size         int      `bun:"size"`
+		Entered      int      `bun:"entered"`
+		Left         int      `bun:"left"`
+		AvgDwellSecs *float64 `bun:"avg_dwell_secs"`
+		Before       int      `bun:"before"`
+	}
+	start, err := periodStart(ctx, idb, unit, since)
+	if err != nil {
+		return nil, err
+	}
+	err = idb.NewSelect().TableExpr("bucket_memberships AS m").
+		ColumnExpr("m.bucket_id").
+		ColumnExpr("count(*) FILTER (WHERE m.status = 'active') AS size").
+		ColumnExpr("count(*) AS entered").
+		ColumnExpr("count(*) FILTER (WHERE m.status = 'left') AS left").
+		ColumnExpr("avg(extract(epoch FROM CASE WHEN m.status = 'left' THEN m.left_at ELSE ?::timestamptz END - m.entered_at))::float8 AS avg_dwell_secs", now).
+		ColumnExpr("count(*) FILTER (WHERE m.entered_at < ?0 AND (m.left_at IS NULL OR m.left_at >= ?0)) AS before", start).
+		Where("m.bucket_id IN (?)", bun.In(bucketIDs)).
+		Where("m.deleted_at IS NULL").
+		GroupExpr("m.bucket_id").
+		Scan(ctx, &totals)
+	if err != nil {
+		return nil, fmt.Errorf("reading the membership totals: %w", err)
+	}
+	var moves []struct {
+		BucketID string    `bun:"bucket_id"`
+		At       time.Time `bun:"at"`
+		Entered  int       `bun:"entered"`
+		Left     int       `bun:"left"`
+	}
+	err = idb.NewRaw(`
+		SELECT bucket_id, at, count(*) FILTER (WHERE kind = 'e') AS entered, count(*) FILTER (WHERE kind = 'l') AS left
+		FROM (
+			SELECT m.bucket_id, date_trunc(?0, m.entered_at, 'UTC') AS at, 'e' AS kind
+			FROM bucket_memberships AS m
+			WHERE m.bucket_id IN (?1) AND m.deleted_at IS NULL AND m.entered_at >= ?2 AND m.entered_at <= ?3
+			UNION ALL
+			SELECT m.bucket_id, date_trunc(?0, m.left_at, 'UTC'), 'l'
+			FROM bucket_memberships AS m
+			WHERE m.bucket_id IN (?1) AND m.deleted_at IS NULL AND m.left_at >= ?2 AND m.left_at <= ?3
+		) AS moves
+		GROUP BY bucket_id, at`, unit, bun.In(bucketIDs), start, now).Scan(ctx, &moves)
+	if err != nil {
+		return nil, fmt.Errorf("reading the joins and leaves by %s: %w", unit, err)
+	}
+	type key struct {
+		bucket string
+		at     int64
+	}
+	byPeriod := map[key][2]int{}
+	for _, m := range moves {
+		byPeriod[key{m.BucketID, m.At.Unix()}] = [2]int{m.Entered, m.Left}
+	}
+	found := map[string]int{}
+	for i, t := range totals {
+		found[t.BucketID] = i
+	}
+	out := make([]Trend, len(bucketIDs))
+	for i, id := range bucketIDs {
+		out[i] = Trend{BucketID: id}
+		size := 0
+		if j, ok := found[id]; ok {
+			t := totals[j]
+			out[i].Size, out[i].Entered, out[i].Left, out[i].AvgDwellSecs = t.Size, t.Entered, t.Left, t.AvgDwellSecs
+			size = t.Before
+		}
+		for at := start; !at.After(now); at = nextPeriod(at, unit) {
+			moved := byPeriod[key{id, at.Unix()}]
+			size += moved[0] - moved[1]
+			out[i].Series = append(out[i].Series, TrendPoint{At: at, Entered: moved[0], Left: moved[1], Size: size})
+		}
+	}
+	return out, nil
+}
+
+// periodStart is the start of the period of unit that holds at, in UTC.
+func periodStart(ctx context.Context, idb bun.IDB, unit string, at time.Time) (time.Time, error) {
+	var start time.Time
+	if err := idb.NewRaw("SELECT date_trunc(?, ?::timestamptz, 'UTC')", unit, at).Scan(ctx, &start); err != nil {
+		return start, fmt.Errorf("the %s that holds %s: %w", unit, at.Format(time.RFC3339), err)
+	}
+	return start.UTC(), nil
+}
+
+// nextPeriod is the start of the period after the one that starts at at.
+func nextPeriod(at time.Time, unit string) time.Time {
+	switch unit {
+	case "hour":
+		return at.Add(time.Hour)
+	case "week":
+		return at.AddDate(0, 0, 7)
+	}
+	return at.AddDate(0, 0, 1)
+}
+
 // membersOf is the alias list of the sweeps' member scans: m is the
 // membership, c the user's live contact (absent for a user with none).
 const membersOf = "bucket_memberships AS m LEFT JOIN contacts AS c ON c.external_id = m.user_id AND c.deleted_at IS NULL"

@@ -179,6 +179,42 @@ func PendingDeliveries(ctx context.Context, idb bun.IDB) (int, error) {
 	return int(n), nil
 }
 
+// Backlog is what waits for one destination.
+type Backlog struct {
+	Pending int
+	Oldest  *time.Time // the oldest pending one's created_at
+	Dead    int
+}
+
+// DeliveryBacklog counts the pending and dead deliveries of each
+// destination that has any. It reads only the undelivered rows (the
+// partial index by subject), so it stays cheap however many were
+// delivered.
+func DeliveryBacklog(ctx context.Context, idb bun.IDB) (map[string]Backlog, error) {
+	var rows []struct {
+		Destination string     `bun:"destination"`
+		Pending     int        `bun:"pending"`
+		Oldest      *time.Time `bun:"oldest"`
+		Dead        int        `bun:"dead"`
+	}
+	err := idb.NewRaw(`
+		SELECT d.destination,
+			count(*) FILTER (WHERE d.dead_at IS NULL) AS pending,
+			min(d.created_at) FILTER (WHERE d.dead_at IS NULL) AS oldest,
+			count(*) FILTER (WHERE d.dead_at IS NOT NULL) AS dead
+		FROM bucket_event_deliveries AS d
+		WHERE d.delivered_at IS NULL
+		GROUP BY d.destination`).Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("counting the undelivered deliveries: %w", err)
+	}
+	out := make(map[string]Backlog, len(rows))
+	for _, r := range rows {
+		out[r.Destination] = Backlog{Pending: r.Pending, Oldest: r.Oldest, Dead: r.Dead}
+	}
+	return out, nil
+}
+
 // DeliveryStats counts one destination's deliveries.
 type DeliveryStats struct {
 	Destination string  `bun:"destination" json:"id"`

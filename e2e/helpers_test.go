@@ -95,7 +95,9 @@ func launchWorker(t testing.TB, env ...string) (*worker, <-chan struct{}) {
 	t.Helper()
 	w := &worker{name: "e2e-" + time.Now().Format("150405.000")}
 	w.cmd = exec.Command(workerBinary(t), "run")
-	w.cmd.Env = append(append(os.Environ(), "WORKER_NAME="+w.name, "LOG_FORMAT=json", "BUCKET_RECONCILE_CRON="+farCron), env...)
+	// Each worker serves its metrics on a port of its own, unless told.
+	w.cmd.Env = append(append(os.Environ(), "WORKER_NAME="+w.name, "LOG_FORMAT=json", "BUCKET_RECONCILE_CRON="+farCron,
+		"METRICS_ADDR=127.0.0.1:0"), env...)
 	stderr, err := w.cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, w.cmd.Start())

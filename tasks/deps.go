@@ -42,6 +42,9 @@ type Deps struct {
 	// Deliverers send their deliveries, one per destination (contract §15).
 	Destinations Destinations
 	Deliverers   []*Deliverer
+	// Metrics counts for an operator's monitoring (contract §16); nil
+	// counts nothing.
+	Metrics *Metrics
 	// EnqueueBackfill starts a bucket-backfill run without waiting; nil
 	// outside a running worker, where nothing is enqueued (contract §8).
 	EnqueueBackfill func(ctx context.Context, in BackfillInput) error

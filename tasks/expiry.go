@@ -160,19 +160,21 @@ func FireDueTimers(ctx context.Context, d *Deps) (int, error) {
 	}
 	fired := 0
 	for {
-		var claimed int
-		out, err := d.transact(ctx, d.Now(), func(ctx context.Context, t *txn) error {
-			timers, err := db.ClaimDueTimers(ctx, t.tx, t.now, ExpiryBatch)
-			if err != nil {
+		var timers []db.ExpiryTimer
+		now := d.Now()
+		out, err := d.transact(ctx, now, func(ctx context.Context, t *txn) error {
+			var err error
+			if timers, err = db.ClaimDueTimers(ctx, t.tx, t.now, ExpiryBatch); err != nil {
 				return err
 			}
-			claimed = len(timers)
 			_, err = t.fireTimers(ctx, timers, on)
 			return err
 		})
 		if err != nil {
 			return fired, fmt.Errorf("firing expiry timers: %w", err)
 		}
+		d.Metrics.timersFired(timers, now)
+		claimed := len(timers)
 		fired += claimed
 		if len(out.Transitions) > 0 {
 			d.Logger.InfoContext(ctx, "expiry timers fired", slog.Int("timers", claimed), slog.Int("left", len(out.Transitions)))

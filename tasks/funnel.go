@@ -59,6 +59,7 @@ type Transition struct {
 	Suppressed bool `json:"suppressed,omitempty"`
 	// DwellCount is a dwell fire's ordinal.
 	DwellCount int    `json:"dwellCount,omitempty"`
+	Source     Source `json:"-"`
 	RowID      string `json:"-"`
 }
 
@@ -163,10 +164,12 @@ func (d *Deps) transact(ctx context.Context, now time.Time, fn func(ctx context.
 const deadlockAttempts = 5
 
 // afterCommit does what a committed transaction leaves to do, for every
-// path in one place: send the pushes and the deliveries it queued
-// (out.Dispatched and out.Delivered count those sent inline) and cancel
-// the Hatchet runs of the journeys it exited, best effort.
+// path in one place: count its transitions (Metrics), send the pushes and
+// the deliveries it queued (out.Dispatched and out.Delivered count those
+// sent inline) and cancel the Hatchet runs of the journeys it exited, best
+// effort.
 func (d *Deps) afterCommit(ctx context.Context, out *Outcome) {
+	d.Metrics.committed(out.Transitions)
 	if out.Pushes > 0 && d.Dispatcher != nil {
 		out.Dispatched = d.Dispatcher.notify(ctx)
 	}
@@ -286,7 +289,7 @@ func (t *txn) join(ctx context.Context, b *buckets.Bucket, users []db.Joiner, js
 			timers = append(timers, db.ExpiryTimer{RowID: r.ID, FiresAt: *r.ExpiresAt, BucketID: b.ID, UserID: r.UserID, UserEmail: r.UserEmail})
 		}
 		joined = append(joined, Transition{
-			BucketID: b.ID, UserID: r.UserID, Transition: Entered, Epoch: r.EntryCount, Suppressed: suppressed, RowID: r.ID,
+			BucketID: b.ID, UserID: r.UserID, Transition: Entered, Epoch: r.EntryCount, Suppressed: suppressed, Source: js.Source, RowID: r.ID,
 		})
 		t.remember(r)
 	}
@@ -392,7 +395,7 @@ func (t *txn) leave(ctx context.Context, b *buckets.Bucket, members []db.Members
 	moved := make([]delivered, len(rows))
 	for i, r := range rows {
 		emissions.Events = append(emissions.Events, t.transitionEvents(b, Left, r.UserID, deref(r.UserEmail), r.EntryCount)...)
-		left = append(left, Transition{BucketID: b.ID, UserID: r.UserID, Transition: Left, Epoch: r.EntryCount, RowID: r.ID})
+		left = append(left, Transition{BucketID: b.ID, UserID: r.UserID, Transition: Left, Epoch: r.EntryCount, Source: spec.Source, RowID: r.ID})
 		moved[i] = delivered{kind: Left, source: spec.Source, reason: spec.Reason, at: t.now, userID: r.UserID,
 			email: deref(r.UserEmail), epoch: r.EntryCount, emitted: true}
 		t.remember(r)
@@ -435,7 +438,7 @@ func (t *txn) fireDwell(ctx context.Context, b *buckets.Bucket, pass db.DwellPas
 			EntryCount:     f.EntryCount,
 			DwellCount:     ordinal,
 		})
-		fired[i] = Transition{BucketID: b.ID, UserID: f.UserID, Transition: Dwell, Epoch: f.EntryCount, DwellCount: ordinal, RowID: f.ID}
+		fired[i] = Transition{BucketID: b.ID, UserID: f.UserID, Transition: Dwell, Epoch: f.EntryCount, DwellCount: ordinal, Source: SourceReconcile, RowID: f.ID}
 	}
 	if err := t.emit(ctx, emissions); err != nil {
 		return nil, err

@@ -206,6 +206,7 @@ func HandleIngest(ctx context.Context, d *Deps, mode IngestMode, event string, p
 	}
 	ev, err := ParseIngestPayload(event, payload)
 	if err != nil {
+		d.Metrics.ingestedAs(ResultInvalid, 1)
 		return IngestOutput{}, err
 	}
 	return Ingest(ctx, d, IngestRequest{Event: ev, Mode: mode, RunID: runID})
@@ -227,6 +228,7 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 		return IngestOutput{Transitions: []Transition{}, Exited: []string{}},
 			fmt.Errorf("ingesting %q for user %q: %w", ev.Event, ev.UserID, err)
 	}
+	d.Metrics.ingestedAs(resultOf(req.Mode, results[0]), 1)
 	return results[0], nil
 }
 

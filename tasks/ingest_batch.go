@@ -125,13 +125,16 @@ func IngestBatch(ctx context.Context, d *Deps, mode IngestMode, elements []Batch
 	if err != nil {
 		return out, err
 	}
+	d.Metrics.ingestedAs(ResultInvalid, len(out.Invalid))
 	for _, res := range results {
-		switch {
-		case res.Stored:
+		result := resultOf(mode, res)
+		d.Metrics.ingestedAs(result, 1)
+		switch result {
+		case ResultStored:
 			out.Stored++
-		case res.Status == StatusIgnored:
+		case ResultIgnored:
 			out.Ignored++
-		case mode == IngestStore:
+		case ResultDuplicate:
 			out.Duplicates++
 		}
 	}

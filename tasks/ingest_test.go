@@ -39,7 +39,7 @@ func TestIngestJoinsOnceAndLeavesOnce(t *testing.T) {
 
 	out := e.ingest("app.active", payload)
 	require.True(t, out.Stored)
-	require.Equal(t, []Transition{{BucketID: "engaged-pro", UserID: "u", Transition: Entered, Epoch: 1,
+	require.Equal(t, []Transition{{BucketID: "engaged-pro", UserID: "u", Transition: Entered, Epoch: 1, Source: SourceEvent,
 		RowID: e.memberships("engaged-pro", "u")[0].ID}}, out.Transitions)
 	rows := e.memberships("engaged-pro", "u")
 	require.Len(t, rows, 1)

@@ -191,6 +191,14 @@ func (s *sweep) run(ctx context.Context) BucketSweep {
 	}
 	err := s.passes(ctx)
 	s.rep.DurationMs = time.Since(start).Milliseconds()
+	if err == nil && !s.dryRun && s.d.Metrics != nil {
+		sizes, countErr := db.CountMembers(ctx, s.d.DB, []string{s.b.ID})
+		if countErr != nil {
+			s.d.Logger.WarnContext(ctx, "metrics: counting the members", slog.String("bucket_id", s.b.ID), slog.Any("error", countErr))
+		} else {
+			s.d.Metrics.swept(s.b.ID, time.Since(start), sizes[s.b.ID])
+		}
+	}
 	log := s.d.Logger.With(slog.String("bucket_id", s.b.ID))
 	switch {
 	case err != nil:

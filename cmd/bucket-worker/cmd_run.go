@@ -54,6 +54,17 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		SDKLogger:        sdkLogger(env, cfg),
 	}
 
+	if e.probes != nil {
+		addr, stopProbes, err := e.probes.serve(cfg.MetricsAddr, e.deps)
+		if err != nil {
+			return err
+		}
+		defer stopProbes()
+		logger.InfoContext(ctx, "serving metrics and probes", slog.String("addr", "http://"+addr+"/metrics"))
+		if err := e.deps.Metrics.Sizes(ctx, e.deps); err != nil {
+			logger.WarnContext(ctx, "metrics: counting the members of the buckets", slog.Any("error", err))
+		}
+	}
 	if cfg.PprofAddr != "" {
 		stopProfiles, err := serveProfiles(cfg.PprofAddr)
 		if err != nil {
@@ -97,6 +108,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		if err != nil {
 			return err
 		}
+		e.setServing(true)
 		if first {
 			logger.InfoContext(ctx, "worker started",
 				slog.String("worker", cfg.WorkerName),
@@ -109,6 +121,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		// when it reconnects to a server that no longer knows it: stop it
 		// first, wait for Hatchet, and serve again.
 		lost := e.hatchet.watch(ctx, hatchetProbeInterval)
+		e.setServing(false)
 		stopErr := stop()
 		shutdown := context.WithoutCancel(ctx)
 		if ctx.Err() != nil {

@@ -39,6 +39,9 @@ type config struct {
 	// PprofAddr is where run serves Go's profiles (PPROF_ADDR); "" serves
 	// none.
 	PprofAddr string
+	// MetricsAddr is where run serves /metrics, /healthz and /readyz
+	// (METRICS_ADDR, contract §16); "" when it is off.
+	MetricsAddr string
 	// PostHogAPIKey and PostHogHost are where the buckets with
 	// syncToPostHog mirror their membership (contract §15.1); without a
 	// key nothing is sent. DestinationMaxAttempts is how often a delivery
@@ -47,6 +50,11 @@ type config struct {
 	PostHogHost            string
 	DestinationMaxAttempts int
 }
+
+// DefaultMetricsAddr is where run serves its metrics unless METRICS_ADDR
+// says otherwise (contract §16): loopback only, so that exposing them is
+// a decision.
+const DefaultMetricsAddr = "127.0.0.1:9464"
 
 // defaultDatabaseURL is used when neither --database-url nor DATABASE_URL is set.
 const defaultDatabaseURL = "postgres://localhost:5432/bucket_worker?sslmode=disable"
@@ -109,6 +117,7 @@ func loadConfig(getenv func(string) string, flags globalFlags) (config, error) {
 		WorkerName:             env("WORKER_NAME", "bucket-worker"),
 		LogFormat:              oneOf("LOG_FORMAT", "text", "text", "json"),
 		PprofAddr:              env("PPROF_ADDR", ""),
+		MetricsAddr:            env("METRICS_ADDR", DefaultMetricsAddr),
 		PostHogAPIKey:          env("POSTHOG_API_KEY", ""),
 		PostHogHost:            env("POSTHOG_HOST", "https://us.i.posthog.com"),
 		DestinationMaxAttempts: positive("DESTINATION_MAX_ATTEMPTS", "15"),
@@ -150,6 +159,11 @@ func loadConfig(getenv func(string) string, flags globalFlags) (config, error) {
 		if _, _, err := net.SplitHostPort(c.PprofAddr); err != nil {
 			bad("PPROF_ADDR", "%q is not host:port: %v", c.PprofAddr, err)
 		}
+	}
+	if c.MetricsAddr == "off" {
+		c.MetricsAddr = ""
+	} else if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+		bad("METRICS_ADDR", "%q is not host:port or off: %v", c.MetricsAddr, err)
 	}
 	if len(errs) > 0 {
 		msgs := make([]string, len(errs))

@@ -23,6 +23,9 @@ type engine struct {
 	// and hatchet the server it talks to.
 	client  *hatchet.Client
 	hatchet hatchetServer
+	// probes are the metrics and health probes of a running worker; nil
+	// for a command, or with METRICS_ADDR=off.
+	probes *probes
 }
 
 // engineMode says what a command needs of Hatchet.
@@ -110,6 +113,9 @@ func openEngine(ctx context.Context, env *environment, mode engineMode) (e *engi
 		return nil, nil, err
 	}
 	deps.Destinations, deps.Deliverers = destinations, deliverers
+	if mode == workerMode && cfg.MetricsAddr != "" {
+		e.probes = newProbes(&deps)
+	}
 	e.deps = &deps
 	return e, func() { closeDestinations(); conn.Close() }, nil
 }

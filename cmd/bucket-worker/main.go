@@ -30,6 +30,7 @@ func commands() []command {
 		{"migrate", "", "apply the database migrations and exit", runMigrate},
 		{"validate", "[--json]", "load and check the definitions, without a database", runValidate},
 		{"list", "[--json]", "every loaded bucket with its switches, size and journeys", runList},
+		{"stats", "[--bucket ID] [--period hour|day|week] [--since T] [--json]", "per bucket: size, entered, left, average dwell and the size over time, from the membership rows", runStats},
 		{"members", "--bucket ID [--status active|left] [--limit N] [--json]", "membership rows of a bucket, newest first", runMembers},
 		{"reconcile", "[--bucket ID]... [--dry-run] [--json]", "one reconcile sweep in-process; pushes go out when Hatchet is configured", runReconcile},
 		{"ingest", "--event E --user U [--email E] [--properties JSON] [--contact-properties JSON] [--occurred-at T] [--idempotency-key K] [--json]",

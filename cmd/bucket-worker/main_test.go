@@ -184,6 +184,7 @@ func TestUsageAndConfigErrors(t *testing.T) {
 		{"MIGRATE=maybe", "MIGRATE"},
 		{"LOG_FORMAT=xml", "LOG_FORMAT"},
 		{"LOG_LEVEL=loud", "LOG_LEVEL"},
+		{"METRICS_ADDR=everywhere", "METRICS_ADDR"},
 	} {
 		r := runBinary(t, []string{tc.env}, "--definitions", "../../definitions", "run")
 		require.Equal(t, 1, r.code, tc.env)
