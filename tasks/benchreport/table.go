@@ -63,6 +63,8 @@ var targets = []struct {
 	{"BenchmarkCompositeSweep", Target{MinFigure: 2000}},
 	{"BenchmarkWebhookDelivery/drain", Target{MinRatio: 0.8}},
 	{"BenchmarkWebhookDelivery/steady", Target{MaxP99: 1000}},
+	{"BenchmarkIngestMetrics", Target{MinRatio: 0.97}},
+	{"BenchmarkScrape", Target{MaxRatio: 1}},
 }
 
 // TargetOf returns the target of the benchmark.
