@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -127,14 +128,20 @@ func messageID(destinationID, key string) string {
 }
 
 // A Sender delivers to one destination: it returns, for each delivery,
-// nil once the destination took it, or why not.
+// nil once the destination took it, ErrNotSent when it ran out of time
+// before trying it, or why the destination did not take it.
 type Sender interface {
 	Send(ctx context.Context, deliveries []db.Delivery) []error
 }
 
+// ErrNotSent is a delivery a Sender did not try: the batch's time was up.
+// It goes back untried, its attempts unchanged.
+var ErrNotSent = errors.New("not sent: the batch's time was up")
+
 // The delivery dispatchers' limits (contract §15).
 const (
-	// DeliveryBatch is the most deliveries one round sends.
+	// DeliveryBatch is the most deliveries one batch sends; what the
+	// batch's timeout leaves unsent goes back, untried.
 	DeliveryBatch = 500
 	// DeliveryRetryBase and DeliveryRetryCap bound the backoff of a
 	// failed delivery.
@@ -215,9 +222,10 @@ func (p *Deliverer) Deliver(ctx context.Context, timeout time.Duration) (int, er
 		cancel()
 		n := 0
 		for _, e := range errs {
-			if e == nil {
+			switch {
+			case e == nil:
 				n++
-			} else if failure == nil {
+			case failure == nil && !errors.Is(e, ErrNotSent):
 				failure = e
 			}
 		}
@@ -253,10 +261,14 @@ func (p *Deliverer) Deliver(ctx context.Context, timeout time.Duration) (int, er
 func (p *Deliverer) record(ctx context.Context, rows []db.Delivery, errs []error) error {
 	ctx = context.WithoutCancel(ctx)
 	now := p.now()
-	var ok []int64
+	var ok, unsent []int64
 	for i, r := range rows {
-		if errs[i] == nil {
+		switch {
+		case errs[i] == nil:
 			ok = append(ok, r.ID)
+			continue
+		case errors.Is(errs[i], ErrNotSent):
+			unsent = append(unsent, r.ID)
 			continue
 		}
 		if err := db.MarkDeliveryFailed(ctx, p.db, r.ID, errs[i].Error(), now, p.backoff); err != nil {
@@ -266,6 +278,9 @@ func (p *Deliverer) record(ctx context.Context, rows []db.Delivery, errs []error
 			p.logger.ErrorContext(ctx, "a delivery is dead: it failed too often (bucket-worker outbox --retry-dead queues it again)",
 				slog.String("user_id", r.UserID), slog.String("bucket_id", r.BucketID), slog.Int("attempts", r.Attempts+1), slog.Any("error", errs[i]))
 		}
+	}
+	if err := db.ReleaseDeliveries(ctx, p.db, unsent); err != nil {
+		return err
 	}
 	return db.MarkDelivered(ctx, p.db, ok, now)
 }

@@ -385,3 +385,36 @@ func TestPostHogMirrorsMembership(t *testing.T) {
 	require.Len(t, accepted, 3)
 	require.Equal(t, map[string]any{"hogsend_bucket_pro": true}, accepted[2]["properties"].(map[string]any)["$set"])
 }
+
+// TestUnsentDeliveriesGoBackUntried: a batch whose time runs out while its
+// first requests hang counts an attempt for those, and gives the ones it
+// never sent back as they were: due, unleased, no attempt, no error.
+func TestUnsentDeliveriesGoBackUntried(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/pro.yaml": proBucket})
+	r := newReceiver(t)
+	r.respond = func(webhookRequest, int) int { return 0 } // hangs past the timeout
+	p := e.webhook("id: crm\nevents: [bucket.entered]", r, 15)
+	const n = 3 * webhookConcurrency
+	for i := range n {
+		e.ingest("app.active", fmt.Sprintf(`{"userId":"u%d","contactProperties":{"plan":"pro"}}`, i))
+	}
+	_, err := p.Deliver(e.ctx, 300*time.Millisecond)
+	require.Error(t, err)
+	tried, untried := 0, 0
+	for _, d := range e.deliveries("crm") {
+		switch {
+		case d.Attempts == 1:
+			tried++
+			require.NotNil(t, d.LastError)
+		case d.Attempts == 0:
+			untried++
+			require.Nil(t, d.LastError)
+			require.Nil(t, d.LeasedUntil, "given back")
+			require.False(t, d.AvailableAt.After(e.clock.Now()), "due at once")
+		}
+	}
+	require.Equal(t, len(r.requests()), tried, "an attempt for each request made")
+	require.Equal(t, n, tried+untried)
+	require.Positive(t, untried)
+}

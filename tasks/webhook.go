@@ -63,6 +63,11 @@ func (s *WebhookSender) Send(ctx context.Context, deliveries []db.Delivery) []er
 	var wg sync.WaitGroup
 	for i, d := range deliveries {
 		slots <- struct{}{}
+		if ctx.Err() != nil {
+			<-slots
+			errs[i] = ErrNotSent
+			continue
+		}
 		wg.Go(func() {
 			defer func() { <-slots }()
 			_, errs[i] = s.post(ctx, messageID(s.destination.ID, d.IdempotencyKey), d.Payload)
