@@ -147,10 +147,8 @@ func TestDashboard(t *testing.T) {
 	client, err := hatchet.NewClient()
 	require.NoError(t, err)
 	tenant := os.Getenv("HATCHET_TENANT_ID")
-	reconcileID, err := client.Workflows().GetId(ctx, tasks.TaskReconcile)
-	require.NoError(t, err)
-	ingestID, err := client.Workflows().GetId(ctx, tasks.TaskIngest)
-	require.NoError(t, err)
+	reconcileID := workflowID(t, client, tasks.TaskReconcile)
+	ingestID := workflowID(t, client, tasks.TaskIngest)
 	var runs struct {
 		Rows []struct {
 			Metadata struct {

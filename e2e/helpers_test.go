@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/hatchet-dev/hatchet/pkg/client/rest"
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -233,4 +236,20 @@ func users(ds []delivery) []string {
 		out[i], _ = d.Input["userId"].(string)
 	}
 	return out
+}
+
+// workflowID is the id of the workflow named exactly name. The SDK's
+// Workflows().GetId takes the first workflow whose name contains the name,
+// and bucket-reconcile-bucket contains bucket-reconcile.
+func workflowID(t testing.TB, client *hatchet.Client, name string) uuid.UUID {
+	t.Helper()
+	list, err := client.Workflows().List(context.Background(), &rest.WorkflowListParams{Name: &name})
+	require.NoError(t, err)
+	for _, w := range *list.Rows {
+		if w.Name == name {
+			return uuid.MustParse(w.Metadata.Id)
+		}
+	}
+	t.Fatalf("no workflow is named %s", name)
+	return uuid.Nil
 }

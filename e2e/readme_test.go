@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"net/url"
 	"os"
 	"os/exec"
@@ -81,8 +80,6 @@ func TestReadmeTypeScriptProducer(t *testing.T) {
 // bucket-reconcile by name through the REST API: a dry run completes.
 func TestReadmeTriggerByName(t *testing.T) {
 	_, dbURL := dbtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	w := startWorker(t, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+definitions(t, map[string]string{"active-pro.yaml": activeProBucket}))
 	began := time.Now()
 
@@ -93,8 +90,7 @@ func TestReadmeTriggerByName(t *testing.T) {
 
 	client, err := hatchet.NewClient()
 	require.NoError(t, err)
-	id, err := client.Workflows().GetId(ctx, tasks.TaskReconcile)
-	require.NoError(t, err)
+	id := workflowID(t, client, tasks.TaskReconcile)
 	var runs struct {
 		Rows []struct {
 			Status string         `json:"status"`

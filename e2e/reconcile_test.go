@@ -41,8 +41,7 @@ func TestReconcileThroughHatchet(t *testing.T) {
 	w := startWorker(t, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+defsDir)
 
 	// Registration: the cron and the concurrency of contract §6.1.
-	workflowID, err := client.Workflows().GetId(ctx, tasks.TaskReconcile)
-	require.NoError(t, err)
+	workflowID := workflowID(t, client, tasks.TaskReconcile)
 	var version struct {
 		Triggers struct {
 			Crons []struct {

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"context"
 	"net/url"
 	"os"
 	"os/exec"
@@ -82,8 +81,7 @@ func (s *ownStack) pushedEvents(key string) map[string]int {
 // Hatchet's task metrics give them.
 func (s *ownStack) taskCounts(taskName string, since time.Time) map[string]int {
 	s.t.Helper()
-	id, err := s.client().Workflows().GetId(context.Background(), taskName)
-	require.NoError(s.t, err)
+	id := workflowID(s.t, s.client(), taskName)
 	var metrics []struct {
 		Status string `json:"status"`
 		Count  int    `json:"count"`
@@ -108,8 +106,7 @@ func (s *ownStack) runsOf(taskName, userID string, since time.Time) []struct {
 	Output map[string]any `json:"output"`
 } {
 	s.t.Helper()
-	id, err := s.client().Workflows().GetId(context.Background(), taskName)
-	require.NoError(s.t, err)
+	id := workflowID(s.t, s.client(), taskName)
 	var page struct {
 		Rows []struct {
 			Status string         `json:"status"`

@@ -24,12 +24,18 @@ import (
 // Task names and their Hatchet settings.
 const (
 	TaskReconcile = "bucket-reconcile"
-	TaskIngest    = "bucket-ingest"
-	TaskExpiry    = "bucket-expiry"
-	TaskBackfill  = "bucket-backfill"
+	// TaskReconcileBucket is the sweep of one bucket, a child run of
+	// bucket-reconcile (contract §17).
+	TaskReconcileBucket = "bucket-reconcile-bucket"
+	TaskIngest          = "bucket-ingest"
+	TaskExpiry          = "bucket-expiry"
+	TaskBackfill        = "bucket-backfill"
 	// ReconcileConcurrency is the concurrency expression of the sweep: one
 	// group, one run at a time, the next queued (GROUP_ROUND_ROBIN).
 	ReconcileConcurrency = "'bucket-reconcile'"
+	// ReconcileBucketConcurrency groups the sweeps of one bucket: one at a
+	// time, the next queued, so two sweeps never work one bucket at once.
+	ReconcileBucketConcurrency = "input.bucketId"
 )
 
 // WorkerOptions are the registration settings of the worker's tasks.
@@ -55,6 +61,37 @@ type WorkerOptions struct {
 // registered on it. Each task converts its input, calls one engine
 // function and returns its output.
 func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Worker, error) {
+	reconcileBucket := client.NewStandaloneTask(TaskReconcileBucket,
+		func(ctx hatchet.Context, raw any) (ReconcileOutput, error) {
+			payload, err := json.Marshal(raw)
+			if err != nil {
+				return taskResult(ReconcileOutput{}, fmt.Errorf("%w: %v", ErrInvalidInput, err))
+			}
+			in, err := ParseReconcileBucketInput(payload)
+			if err != nil {
+				return taskResult(ReconcileOutput{}, err)
+			}
+			out, err := ReconcileBucket(ctx, d, in)
+			for i := range out.Buckets {
+				out.Buckets[i].Worker = opts.Name
+			}
+			return taskResult(out, err)
+		},
+		hatchet.WithWorkflowDescription("Sweeps one bucket: a child run of bucket-reconcile, on whichever worker has a slot, "+
+			"or triggered by name. Input {bucketId, dryRun?}."),
+		hatchet.WithWorkflowConcurrency(types.Concurrency{
+			Expression:    ReconcileBucketConcurrency,
+			MaxRuns:       ptr(int32(1)),
+			LimitStrategy: ptr(types.GroupRoundRobin),
+		}),
+		hatchet.WithRetries(1),
+		hatchet.WithExecutionTimeout(opts.ReconcileTimeout),
+	)
+	// The sweep waits for each level of the dependency graph in turn.
+	levels, err := SweepLevels(d.Buckets, nil)
+	if err != nil {
+		return nil, err
+	}
 	reconcile := client.NewStandaloneTask(TaskReconcile,
 		func(ctx hatchet.Context, raw any) (ReconcileOutput, error) {
 			payload, err := json.Marshal(raw)
@@ -65,10 +102,20 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 			if err != nil {
 				return taskResult(ReconcileOutput{}, err)
 			}
-			return taskResult(Reconcile(ctx, d, in))
+			// Every bucket of a level is a child run at once: Hatchet's
+			// slots and the per-bucket concurrency bound them.
+			return taskResult(ReconcileBy(ctx, d, in, func(_ context.Context, b *buckets.Bucket, dryRun bool) (ReconcileOutput, error) {
+				res, err := reconcileBucket.Run(ctx, ReconcileBucketInput{BucketID: b.ID, DryRun: dryRun})
+				if err != nil {
+					return ReconcileOutput{}, err
+				}
+				var out ReconcileOutput
+				return out, res.Into(&out)
+			}, d.Buckets.Len()))
 		},
 		hatchet.WithWorkflowDescription("Moves members in and out of time-based buckets when only the clock has changed: "+
-			"window expiry, absence joins, maxDwell and deferred minDwell leaves. Input {bucketIds?, dryRun?}."),
+			"window expiry, absence joins, maxDwell and deferred minDwell leaves. One bucket-reconcile-bucket child per "+
+			"bucket, level by level of the dependency graph. Input {bucketIds?, dryRun?}."),
 		hatchet.WithWorkflowCron(opts.ReconcileCron),
 		hatchet.WithWorkflowConcurrency(types.Concurrency{
 			Expression:    ReconcileConcurrency,
@@ -76,7 +123,7 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 			LimitStrategy: ptr(types.GroupRoundRobin),
 		}),
 		hatchet.WithRetries(1),
-		hatchet.WithExecutionTimeout(opts.ReconcileTimeout),
+		hatchet.WithExecutionTimeout(time.Duration(len(levels)+1)*opts.ReconcileTimeout),
 	)
 	backfill := client.NewStandaloneTask(TaskBackfill,
 		func(ctx hatchet.Context, in BackfillInput) (BackfillOutput, error) {
@@ -87,7 +134,7 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 		hatchet.WithRetries(0),
 		hatchet.WithExecutionTimeout(opts.BackfillTimeout),
 	)
-	workflows := []hatchet.WorkflowBase{reconcile, backfill}
+	workflows := []hatchet.WorkflowBase{reconcile, reconcileBucket, backfill}
 
 	if opts.BatchEvent == "" {
 		opts.BatchEvent = DefaultBatchEvent

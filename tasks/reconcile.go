@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/bucketworker/bucket-worker/buckets"
@@ -29,19 +30,39 @@ type ReconcileInput struct {
 }
 
 // ParseReconcileInput decodes the input of a run triggered by name; the
-// cron's empty input is a full sweep. Errors wrap ErrInvalidInput (the SDK
-// would panic on a payload that does not decode into the input type).
+// cron's empty input is a full sweep. Errors wrap ErrInvalidInput.
 func ParseReconcileInput(payload []byte) (ReconcileInput, error) {
 	var in ReconcileInput
+	return in, decodeStrict(payload, &in, `{"bucketIds"?: [string], "dryRun"?: bool}`)
+}
+
+// ParseReconcileBucketInput decodes the input of bucket-reconcile-bucket.
+// Errors wrap ErrInvalidInput.
+func ParseReconcileBucketInput(payload []byte) (ReconcileBucketInput, error) {
+	var in ReconcileBucketInput
+	if err := decodeStrict(payload, &in, `{"bucketId": string, "dryRun"?: bool}`); err != nil {
+		return in, err
+	}
+	if in.BucketID == "" {
+		return in, fmt.Errorf("%w: bucketId is required", ErrInvalidInput)
+	}
+	return in, nil
+}
+
+// decodeStrict decodes a run's input into in: an unknown key or a wrong
+// type is an ErrInvalidInput error that gives the expected shape (the SDK
+// would panic on a payload that does not decode into the input type). An
+// empty input is the zero value.
+func decodeStrict(payload []byte, in any, shape string) error {
 	if len(payload) == 0 || string(payload) == "null" {
-		return in, nil
+		return nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil {
-		return in, fmt.Errorf("%w: the input must be {\"bucketIds\"?: [string], \"dryRun\"?: bool}: %v", ErrInvalidInput, err)
+	if err := dec.Decode(in); err != nil {
+		return fmt.Errorf("%w: the input must be %s: %v", ErrInvalidInput, shape, err)
 	}
-	return in, nil
+	return nil
 }
 
 // ReconcileOutput is the output of a sweep (contract §6.4).
@@ -76,9 +97,12 @@ type BucketSweep struct {
 	Deferred     int    `json:"deferred,omitempty"` // leaves postponed by minDwell in this sweep
 	// Cascaded counts the transitions of the buckets that read this one
 	// that its passes caused (contract §13).
-	Cascaded   int    `json:"cascaded,omitempty"`
-	DurationMs int64  `json:"durationMs"`
-	Skipped    string `json:"skipped,omitempty"`
+	Cascaded   int   `json:"cascaded,omitempty"`
+	DurationMs int64 `json:"durationMs"`
+	// Worker is the worker that swept the bucket, as a child run of the
+	// sweep (contract §17); empty in a command.
+	Worker  string `json:"worker,omitempty"`
+	Skipped string `json:"skipped,omitempty"`
 	// JoinsSkipped and DwellSkipped say why the join pass or the dwell
 	// pass did not run (the first-deploy guard).
 	JoinsSkipped string `json:"joinsSkipped,omitempty"`
@@ -93,42 +117,65 @@ type BucketSweep struct {
 	SampleUserIDs []string `json:"sampleUserIds,omitempty"`
 }
 
-// Reconcile is the sweep of contract §6. In a running worker it first
-// enqueues the backfills the §8 diff asks for. Then, for each selected
-// bucket, on its own, the criteria leaves, the joins, the TTL leaves, the
-// deferred leaves and the dwell fires that only the clock can cause. A bucket's error is reported in
-// its entry and does not stop the others. Unless dry, the pushes it
-// enqueued are dispatched before it returns.
+// Reconcile is the sweep of contract §6, in this process: the plan of
+// ReconcileBy, whose buckets it sweeps here, those of one level at once up
+// to a quarter of the connection pool.
 func Reconcile(ctx context.Context, d *Deps, in ReconcileInput) (ReconcileOutput, error) {
-	selected := d.Buckets.All()
-	if len(in.BucketIDs) > 0 {
-		selected = selected[:0]
-		for _, id := range in.BucketIDs {
-			b, ok := d.Buckets.Get(id)
-			if !ok {
-				return ReconcileOutput{}, fmt.Errorf("reconciling: %w: no enabled bucket %q", ErrInvalidInput, id)
-			}
-			selected = append(selected, b)
-		}
+	parallel := 1
+	if n := d.DB.Stats().MaxOpenConnections; n >= 8 {
+		parallel = n / 4
+	}
+	return ReconcileBy(ctx, d, in, func(ctx context.Context, b *buckets.Bucket, dryRun bool) (ReconcileOutput, error) {
+		return sweepBucket(ctx, d, b, dryRun), nil
+	}, parallel)
+}
+
+// A BucketSweeper sweeps one bucket of a sweep and says what it did, as an
+// output of one bucket: in this process, or as a child run on whichever
+// replica Hatchet hands it to (contract §17). An error is the bucket's
+// failure: the sweep reports it and goes on.
+type BucketSweeper func(ctx context.Context, b *buckets.Bucket, dryRun bool) (ReconcileOutput, error)
+
+// ReconcileBy plans a sweep (contract §6, §17) and has sweepBucket sweep
+// each bucket. In a running worker it first enqueues the backfills the §8
+// diff asks for. The selected buckets go in levels of the dependency graph
+// (SweepLevels): each level once the one before is done, up to parallel of
+// its buckets at once. Each bucket has, on its own, the criteria leaves,
+// the joins, the TTL leaves, the deferred leaves and the dwell fires that
+// only the clock can cause. A bucket's error is reported in its entry and
+// does not stop the others. Unless dry, the pushes it enqueued are
+// dispatched before it returns.
+func ReconcileBy(ctx context.Context, d *Deps, in ReconcileInput, sweepBucket BucketSweeper, parallel int) (ReconcileOutput, error) {
+	levels, err := SweepLevels(d.Buckets, in.BucketIDs)
+	if err != nil {
+		return ReconcileOutput{}, err
 	}
 	if _, err := EnqueueBackfills(ctx, d); err != nil {
 		d.Logger.ErrorContext(ctx, "enqueueing backfills", slog.Any("error", err))
 	}
-	var deadline time.Time
-	if d.SweepBudget > 0 {
-		deadline = time.Now().Add(d.SweepBudget)
-	}
-
-	out := ReconcileOutput{DryRun: in.DryRun, Buckets: make([]BucketSweep, 0, len(selected))}
-	for _, b := range selected {
-		s := &sweep{d: d, b: b, dryRun: in.DryRun, deadline: deadline}
-		rep := s.run(ctx)
-		out.Reconciled += rep.Left + rep.TTLLeft + rep.DeferredLeft
-		out.Joined += rep.Joined
-		out.DwellFired += rep.DwellFired
-		out.Cascaded += rep.Cascaded
-		out.Dispatched += s.dispatched
-		out.Buckets = append(out.Buckets, rep)
+	out := ReconcileOutput{DryRun: in.DryRun, Buckets: []BucketSweep{}}
+	swept := 0
+	for _, level := range levels {
+		outs := make([]ReconcileOutput, len(level))
+		slots := make(chan struct{}, max(1, parallel))
+		var wg sync.WaitGroup
+		for i, b := range level {
+			slots <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-slots }()
+				o, err := sweepBucket(ctx, b, in.DryRun)
+				if err != nil {
+					d.Logger.ErrorContext(ctx, "sweeping bucket", slog.String("bucket_id", b.ID), slog.Any("error", err))
+					o = ReconcileOutput{Buckets: []BucketSweep{{BucketID: b.ID, Error: err.Error()}}}
+				}
+				outs[i] = o
+			})
+		}
+		wg.Wait()
+		for _, o := range outs {
+			out.add(o)
+		}
+		swept += len(level)
 	}
 	if !in.DryRun {
 		// What the outbox dispatcher has not sent yet goes out before the
@@ -138,10 +185,100 @@ func Reconcile(ctx context.Context, d *Deps, in ReconcileInput) (ReconcileOutput
 		out.Pending = f.pending
 		out.Delivered, out.DeliveriesPending = f.delivered, f.undelivered
 	}
-	d.Logger.InfoContext(ctx, "reconcile sweep done", slog.Int("buckets", len(selected)),
+	d.Logger.InfoContext(ctx, "reconcile sweep done", slog.Int("buckets", swept), slog.Int("levels", len(levels)),
 		slog.Int("left", out.Reconciled), slog.Int("joined", out.Joined),
 		slog.Int("dispatched", out.Dispatched), slog.Bool("dry_run", in.DryRun))
 	return out, nil
+}
+
+// add counts the buckets of another output of the same sweep in out.
+func (out *ReconcileOutput) add(o ReconcileOutput) {
+	out.Reconciled += o.Reconciled
+	out.Joined += o.Joined
+	out.DwellFired += o.DwellFired
+	out.Cascaded += o.Cascaded
+	out.Dispatched += o.Dispatched
+	out.Delivered += o.Delivered
+	out.Buckets = append(out.Buckets, o.Buckets...)
+}
+
+// SweepLevels orders the buckets of a sweep — ids, or every bucket when
+// empty — in levels of the dependency graph (contract §13, §17): a bucket
+// in the level after the last of the buckets it references, so that its
+// sweep reads their members once they are swept. A level keeps the
+// registry's order. An unknown id is an ErrInvalidInput error.
+func SweepLevels(reg *buckets.Registry, ids []string) ([][]*buckets.Bucket, error) {
+	for _, id := range ids {
+		if _, ok := reg.Get(id); !ok {
+			return nil, fmt.Errorf("reconciling: %w: no enabled bucket %q", ErrInvalidInput, id)
+		}
+	}
+	depth := map[string]int{}
+	var levels [][]*buckets.Bucket
+	for _, b := range reg.All() { // each after the buckets it references
+		level := 0
+		for _, ref := range b.References() {
+			if l, ok := depth[ref]; ok {
+				level = max(level, l+1)
+			}
+		}
+		if len(ids) > 0 && !slices.Contains(ids, b.ID) {
+			// Not swept, but what it references still orders its dependents.
+			depth[b.ID] = level - 1
+			continue
+		}
+		depth[b.ID] = level
+		for len(levels) <= level {
+			levels = append(levels, nil)
+		}
+		levels[level] = append(levels[level], b)
+	}
+	return slices.DeleteFunc(levels, func(l []*buckets.Bucket) bool { return len(l) == 0 }), nil
+}
+
+// ReconcileBucketInput is the input of bucket-reconcile-bucket (contract
+// §17): the sweep of one bucket.
+type ReconcileBucketInput struct {
+	BucketID string `json:"bucketId"`
+	DryRun   bool   `json:"dryRun,omitempty"`
+}
+
+// ReconcileBucket is bucket-reconcile-bucket: one bucket's sweep, run as
+// a child of bucket-reconcile or triggered by name, without the §8 diff.
+// Unless dry, the pushes it enqueued are dispatched before it returns.
+func ReconcileBucket(ctx context.Context, d *Deps, in ReconcileBucketInput) (ReconcileOutput, error) {
+	b, ok := d.Buckets.Get(in.BucketID)
+	if !ok {
+		return ReconcileOutput{}, fmt.Errorf("reconciling: %w: no enabled bucket %q", ErrInvalidInput, in.BucketID)
+	}
+	out := sweepBucket(ctx, d, b, in.DryRun)
+	if !in.DryRun {
+		f := flush(ctx, d)
+		out.Dispatched += f.dispatched
+		out.Pending = f.pending
+		out.Delivered, out.DeliveriesPending = f.delivered, f.undelivered
+	}
+	return out, nil
+}
+
+// sweepBucket sweeps one bucket here, within the sweep budget from now,
+// and says what it did as an output of one bucket.
+func sweepBucket(ctx context.Context, d *Deps, b *buckets.Bucket, dryRun bool) ReconcileOutput {
+	var deadline time.Time
+	if d.SweepBudget > 0 {
+		deadline = time.Now().Add(d.SweepBudget)
+	}
+	s := &sweep{d: d, b: b, dryRun: dryRun, deadline: deadline}
+	rep := s.run(ctx)
+	return ReconcileOutput{
+		Reconciled: rep.Left + rep.TTLLeft + rep.DeferredLeft,
+		Joined:     rep.Joined,
+		DwellFired: rep.DwellFired,
+		Cascaded:   rep.Cascaded,
+		Dispatched: s.dispatched,
+		DryRun:     dryRun,
+		Buckets:    []BucketSweep{rep},
+	}
 }
 
 // sweep is the reconciliation of one bucket.
