@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/hatchet-dev/hatchet/pkg/client/rest"
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
@@ -52,6 +54,33 @@ func seedFanout(t *testing.T, conn *bun.DB, now time.Time) {
 			require.NoError(t, dbtest.InsertMemberships(ctx, conn, dbtest.Members(users, "f11", now.Add(-3*time.Hour))))
 		}
 	}
+}
+
+// cancelStraySweeps cancels the sweeps an earlier test left in the shared
+// Hatchet before this test's replicas start: the dashboard test registers
+// a real cron, and a run of it queued after its worker stopped would wait
+// for the next worker of bucket-reconcile — these replicas — and sweep this
+// test's database first.
+func cancelStraySweeps(t *testing.T) {
+	t.Helper()
+	client, err := hatchet.NewClient()
+	require.NoError(t, err)
+	var ids []uuid.UUID
+	for _, name := range []string{tasks.TaskReconcile, tasks.TaskReconcileBucket} {
+		if id, ok := lookupWorkflow(t, client, name); ok {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return // no sweep was ever registered
+	}
+	// Only runs created until now: Hatchet cancels asynchronously, and the
+	// test's own runs come next.
+	statuses := []rest.V1TaskStatus{rest.V1TaskStatusQUEUED, rest.V1TaskStatusRUNNING}
+	until := time.Now()
+	_, err = client.Runs().Cancel(context.Background(), rest.V1CancelTaskRequest{Filter: &rest.V1TaskFilter{
+		Since: until.Add(-24 * time.Hour), Until: &until, Statuses: &statuses, WorkflowIds: &ids}})
+	require.NoError(t, err)
 }
 
 // recordBackfilled stores the criteria hash of every bucket of the
@@ -121,6 +150,7 @@ func TestSweepFansOutAcrossReplicas(t *testing.T) {
 	require.NoError(t, err, "%s", stdout)
 	var single tasks.ReconcileOutput
 	require.NoError(t, json.Unmarshal(stdout, &single))
+	cancelStraySweeps(t)
 
 	for range 3 {
 		startWorker(t, "DATABASE_URL="+fannedURL, "DEFINITIONS_DIR="+defsDir)
@@ -135,7 +165,10 @@ func TestSweepFansOutAcrossReplicas(t *testing.T) {
 	require.NoError(t, result.TaskOutput(tasks.TaskReconcile).Into(&fanOut))
 
 	require.Len(t, fanOut.Buckets, 12)
-	require.Equal(t, 1000, fanOut.Reconciled, "100 leaves in each window bucket")
+	for _, b := range fanOut.Buckets {
+		require.Empty(t, b.Error, "%s failed: %+v", b.BucketID, fanOut)
+	}
+	require.Equal(t, 1000, fanOut.Reconciled, "100 leaves in each window bucket: %+v", fanOut)
 	require.Equal(t, 200, fanOut.Cascaded, "f10 and f11 follow f00 in its transactions")
 	require.Equal(t, comparableSweep(single), comparableSweep(fanOut))
 	require.Equal(t, memberStates(t, here), memberStates(t, fanned))
@@ -214,6 +247,7 @@ func TestOverlappingSweepsNeverShareABucket(t *testing.T) {
 	seedFanout(t, conn, time.Now())
 	defsDir := definitions(t, fanoutBuckets())
 	recordBackfilled(t, conn, defsDir)
+	cancelStraySweeps(t)
 	for range 3 {
 		startWorker(t, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+defsDir)
 		time.Sleep(5 * time.Millisecond)
@@ -280,6 +314,7 @@ func TestKilledChildIsRetried(t *testing.T) {
 	require.NoError(t, json.Unmarshal(out, &valid))
 	require.NoError(t, db.SetCriteriaHash(ctx, conn, "fk", valid.Buckets[0].CriteriaHash, now))
 
+	cancelStraySweeps(t)
 	// A killed attempt is retried once Hatchet finds its worker gone, or
 	// once it times out.
 	env := []string{"DATABASE_URL=" + dbURL, "DEFINITIONS_DIR=" + defsDir, "BUCKET_RECONCILE_TIMEOUT=60s"}

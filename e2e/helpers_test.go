@@ -238,18 +238,27 @@ func users(ds []delivery) []string {
 	return out
 }
 
-// workflowID is the id of the workflow named exactly name. The SDK's
+// workflowID is the id of the workflow named exactly name.
+func workflowID(t testing.TB, client *hatchet.Client, name string) uuid.UUID {
+	t.Helper()
+	id, ok := lookupWorkflow(t, client, name)
+	if !ok {
+		t.Fatalf("no workflow is named %s", name)
+	}
+	return id
+}
+
+// lookupWorkflow finds the workflow named exactly name. The SDK's
 // Workflows().GetId takes the first workflow whose name contains the name,
 // and bucket-reconcile-bucket contains bucket-reconcile.
-func workflowID(t testing.TB, client *hatchet.Client, name string) uuid.UUID {
+func lookupWorkflow(t testing.TB, client *hatchet.Client, name string) (uuid.UUID, bool) {
 	t.Helper()
 	list, err := client.Workflows().List(context.Background(), &rest.WorkflowListParams{Name: &name})
 	require.NoError(t, err)
 	for _, w := range *list.Rows {
 		if w.Name == name {
-			return uuid.MustParse(w.Metadata.Id)
+			return uuid.MustParse(w.Metadata.Id), true
 		}
 	}
-	t.Fatalf("no workflow is named %s", name)
-	return uuid.Nil
+	return uuid.Nil, false
 }
