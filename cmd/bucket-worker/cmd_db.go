@@ -87,6 +87,27 @@ type listDwell struct {
 	Journeys []string `json:"journeys"`
 }
 
+// openDefinitions connects to the database and loads the definitions, all
+// valid, for a command that reads membership rows by bucket.
+func openDefinitions(ctx context.Context, env *environment) (*definitions, *bun.DB, error) {
+	cfg, conn, err := openDatabase(ctx, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	defs, err := loadDefinitions(cfg)
+	if err == nil {
+		err = defs.report.Err()
+		if err != nil {
+			err = fmt.Errorf("invalid definitions (see bucket-worker validate): %w", err)
+		}
+	}
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return defs, conn, nil
+}
+
 // runList prints every loaded bucket with its switches, counts and the
 // journeys its events feed.
 func runList(ctx context.Context, env *environment, args []string) error {
@@ -95,18 +116,11 @@ func runList(ctx context.Context, env *environment, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, conn, err := openDatabase(ctx, env)
+	defs, conn, err := openDefinitions(ctx, env)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	defs, err := loadDefinitions(cfg)
-	if err != nil {
-		return err
-	}
-	if err := defs.report.Err(); err != nil {
-		return fmt.Errorf("invalid definitions (see bucket-worker validate): %w", err)
-	}
 	stats, err := db.MembershipStats(ctx, conn)
 	if err != nil {
 		return err

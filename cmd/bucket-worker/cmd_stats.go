@@ -62,18 +62,11 @@ func runStats(ctx context.Context, env *environment, args []string) error {
 		}
 		since = t
 	}
-	cfg, conn, err := openDatabase(ctx, env)
+	defs, conn, err := openDefinitions(ctx, env)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	defs, err := loadDefinitions(cfg)
-	if err != nil {
-		return err
-	}
-	if err := defs.report.Err(); err != nil {
-		return fmt.Errorf("invalid definitions (see bucket-worker validate): %w", err)
-	}
 	var ids []string
 	for _, b := range defs.buckets {
 		if *bucketID == "" || b.ID == *bucketID {
