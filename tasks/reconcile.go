@@ -530,7 +530,7 @@ func (s *sweep) leaveAll(ctx context.Context, members []db.Membership, spec leav
 }
 
 // joins is the join pass of contract §6.3: the candidates, chosen by one
-// set-based query in contacts.id order, join a batch at a time, each batch
+// set-based query in user key order, join a batch at a time, each batch
 // in one transaction that re-checks the criteria, until done or out of
 // budget.
 func (s *sweep) joins(ctx context.Context) error {
