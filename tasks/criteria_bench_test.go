@@ -8,6 +8,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/bucketworker/bucket-worker/db/dbtest"
 	"github.com/bucketworker/bucket-worker/tasks/benchreport"
 )
 
@@ -39,7 +40,7 @@ func criteriaBenchDeps(b *testing.B) (*Deps, benchPopulation) {
 
 func seedCriteriaPopulation(b testing.TB, conn *bun.DB, p benchPopulation) {
 	exec := benchExec(b, conn)
-	indexes := userEventIndexes(b)
+	indexes := dbtest.UserEventIndexes(b)
 	exec("TRUNCATE contacts, user_events, bucket_memberships, bucket_configs, bucket_event_outbox")
 	exec("DROP INDEX IF EXISTS user_events_user_event_occurred_idx, user_events_idempotency_key_idx, user_events_event_occurred_user_idx")
 	n, buyers := p.users, p.power

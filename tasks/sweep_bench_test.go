@@ -3,12 +3,10 @@ package tasks
 import (
 	"context"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -23,15 +21,9 @@ import (
 	"github.com/bucketworker/bucket-worker/tasks/benchreport"
 )
 
-// The sweep benchmark's population (BUCKET_BENCH_USERS users, 20 events
-// each on average, five event names over 60 days):
-//   - 40% active users: app.active within the last 6 days and over 60 days;
-//   - 60% dormant users: app.active only 7 days and more ago — the members
-//     of the absence bucket "dormant" (not_exists app.active within 7d);
-//   - 2% power users: 12 key.action in the last 29 days — the members of the
-//     count bucket "power" (count key.action gte 10 within 30d); everyone
-//     else has 5 key.action over 60 days;
-//   - page.view and purchase skewed towards low user numbers, one signup each.
+// The sweep benchmark's population is dbtest.Population at benchNow with
+// 40% active and 2% power users: the members of the absence bucket
+// "dormant" and the count bucket "power".
 //
 // The leaver scenario gives 3.5% of the users (35 000 of 1 000 000) — all
 // dormant members — an app.active an hour ago, so they leave "dormant".
@@ -83,7 +75,7 @@ func keptBenchDB(b testing.TB, name string, p benchPopulation, seed func(testing
 	if os.Getenv("BUCKET_BENCH") == "" {
 		b.Skipf("set BUCKET_BENCH=1 to run the %s benchmark (it seeds BUCKET_BENCH_USERS users, 1 000 000 by default, once)", name)
 	}
-	conn, created := dbtest.Kept(b, fmt.Sprintf("bw_bench_%s_%d", name, p.users))
+	conn, _, created := dbtest.Kept(b, fmt.Sprintf("bw_bench_%s_%d", name, p.users))
 	var seeded bool
 	if !created {
 		_ = conn.NewRaw("SELECT to_regclass('bench_seeded') IS NOT NULL").Scan(context.Background(), &seeded)
@@ -116,51 +108,11 @@ func benchDepsOn(b testing.TB, conn *bun.DB, definitions fstest.MapFS) *Deps {
 	}
 }
 
+// seedBenchPopulation seeds the population at benchNow, and marks it
+// complete.
 func seedBenchPopulation(b testing.TB, conn *bun.DB, p benchPopulation) {
-	exec := benchExec(b, conn)
-	// Load the events without their secondary indexes, then build those
-	// again from the migrations' own statements.
-	indexes := userEventIndexes(b)
-	exec("TRUNCATE contacts, user_events, bucket_memberships, bucket_configs, bucket_event_outbox")
-	exec("DROP INDEX IF EXISTS user_events_user_event_occurred_idx, user_events_idempotency_key_idx, user_events_event_occurred_user_idx")
-	n, a, pw := p.users, p.active, p.power
-	exec("INSERT INTO contacts (external_id, properties) SELECT 'u' || i, '{}' FROM generate_series(1, ?) i", n)
-	exec(`INSERT INTO user_events (user_id, event, occurred_at)
-		SELECT 'u' || i, 'app.active', ?::timestamptz - (CASE WHEN k = 1 THEN random() * 6 ELSE random() * 60 END) * interval '1 day'
-		FROM generate_series(1, ?) i, generate_series(1, 12) k`, benchNow, a)
-	exec(`INSERT INTO user_events (user_id, event, occurred_at)
-		SELECT 'u' || i, 'app.active', ?::timestamptz - interval '7 days 1 hour' - random() * 53 * interval '1 day'
-		FROM generate_series(?, ?) i, generate_series(1, 8) k`, benchNow, a+1, n)
-	exec(`INSERT INTO user_events (user_id, event, occurred_at)
-		SELECT 'u' || i, 'key.action', ?::timestamptz - random() * 29 * interval '1 day'
-		FROM generate_series(1, ?) i, generate_series(1, 12) k`, benchNow, pw)
-	exec(`INSERT INTO user_events (user_id, event, occurred_at)
-		SELECT 'u' || i, 'key.action', ?::timestamptz - random() * 60 * interval '1 day'
-		FROM generate_series(?, ?) i, generate_series(1, 5) k`, benchNow, pw+1, n)
-	exec(`INSERT INTO user_events (user_id, event, occurred_at)
-		SELECT 'u' || i, 'signup', ?::timestamptz - interval '60 days' FROM generate_series(1, ?) i`, benchNow, n)
-	seeded := a*12 + (n-a)*8 + pw*12 + (n-pw)*5 + n
-	purchases := n * 126 / 100
-	pageViews := 20*n - seeded - purchases
-	for _, ev := range []struct {
-		name  string
-		count int
-	}{{"page.view", pageViews}, {"purchase", purchases}} {
-		exec(`INSERT INTO user_events (user_id, event, occurred_at)
-			SELECT 'u' || (1 + floor(? * random() ^ 2))::int, ?, ?::timestamptz - random() * 60 * interval '1 day'
-			FROM generate_series(1, ?) j`, n, ev.name, benchNow, ev.count)
-	}
-	for _, def := range indexes {
-		exec(def)
-	}
-	exec(`INSERT INTO bucket_memberships (user_id, bucket_id, entered_at, last_evaluated_at, entry_count, source, created_at, updated_at)
-		SELECT 'u' || i, 'dormant', ?::timestamptz - interval '30 days', NULL, 1, 'backfill', ?, ? FROM generate_series(?, ?) i`,
-		benchNow, benchNow, benchNow, a+1, n)
-	exec(`INSERT INTO bucket_memberships (user_id, bucket_id, entered_at, entry_count, source, created_at, updated_at)
-		SELECT 'u' || i, 'power', ?::timestamptz - interval '20 days', 1, 'backfill', ?, ? FROM generate_series(1, ?) i`,
-		benchNow, benchNow, benchNow, pw)
-	exec("VACUUM ANALYZE")
-	exec("CREATE TABLE bench_seeded ()") // the population is complete
+	dbtest.SeedPopulation(b, conn, dbtest.Population{Users: p.users, Active: p.active, Power: p.power, Now: benchNow})
+	benchExec(b, conn)("CREATE TABLE bench_seeded ()") // the population is complete
 }
 
 // resetBench undoes what a benchmark scenario did to the population: the
@@ -172,28 +124,6 @@ func resetBench(exec func(query string, args ...any)) {
 	exec("UPDATE bucket_memberships SET last_evaluated_at = NULL WHERE last_evaluated_at IS NOT NULL")
 	exec("TRUNCATE bucket_event_outbox")
 	exec("VACUUM ANALYZE user_events, bucket_memberships, bucket_event_outbox")
-}
-
-// userEventIndexes returns the migrations' CREATE INDEX statements of user_events.
-func userEventIndexes(b testing.TB) []string {
-	var out []string
-	err := fs.WalkDir(db.MigrationFiles, ".", func(path string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		data, err := fs.ReadFile(db.MigrationFiles, path)
-		for _, stmt := range strings.Split(string(data), ";") {
-			stmt = strings.TrimSpace(stmt)
-			if strings.Contains(stmt, "INDEX IF NOT EXISTS") && strings.Contains(stmt, " ON user_events ") {
-				out = append(out, stmt)
-			}
-		}
-		return err
-	})
-	if err != nil || len(out) != 3 {
-		b.Fatalf("finding the user_events indexes in the migrations: %v (found %d)", err, len(out))
-	}
-	return out
 }
 
 // rawSweep is the baseline: the same set-based work as the sweep of the

@@ -103,12 +103,12 @@ func New(t testing.TB) (*bun.DB, string) {
 	return conn, dbURL
 }
 
-// Kept returns a connection to a database that outlives the test: named
-// prefix plus the schema's version, created from the migrated template when
-// missing (created is then true), in which case the databases of older
-// schema versions with the same prefix are dropped. Benchmarks keep their
-// seeded data in one between runs.
-func Kept(tb testing.TB, prefix string) (conn *bun.DB, created bool) {
+// Kept returns a connection to a database that outlives the test, and its
+// URL: named prefix plus the schema's version, created from the migrated
+// template when missing (created is then true), in which case the
+// databases of older schema versions with the same prefix are dropped.
+// Benchmarks keep their seeded data in one between runs.
+func Kept(tb testing.TB, prefix string) (conn *bun.DB, dbURL string, created bool) {
 	tb.Helper()
 	ctx := context.Background()
 	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx) })
@@ -139,12 +139,13 @@ func Kept(tb testing.TB, prefix string) (conn *bun.DB, created bool) {
 			tb.Fatalf("creating database %s: %v", name, err)
 		}
 	}
-	conn, err = db.Open(ctx, withDatabase(AdminURL(), name))
+	dbURL = withDatabase(AdminURL(), name)
+	conn, err = db.Open(ctx, dbURL)
 	if err != nil {
 		tb.Fatalf("connecting to %s: %v", name, err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return conn, !exists
+	return conn, dbURL, !exists
 }
 
 // Empty returns the URL of a new database without any schema, dropped when
