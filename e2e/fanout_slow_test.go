@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-	"github.com/hatchet-dev/hatchet/pkg/client/rest"
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
@@ -54,33 +52,6 @@ func seedFanout(t *testing.T, conn *bun.DB, now time.Time) {
 			require.NoError(t, dbtest.InsertMemberships(ctx, conn, dbtest.Members(users, "f11", now.Add(-3*time.Hour))))
 		}
 	}
-}
-
-// cancelStraySweeps cancels the sweeps an earlier test left in the shared
-// Hatchet before this test's replicas start: the dashboard test registers
-// a real cron, and a run of it queued after its worker stopped would wait
-// for the next worker of bucket-reconcile — these replicas — and sweep this
-// test's database first.
-func cancelStraySweeps(t *testing.T) {
-	t.Helper()
-	client, err := hatchet.NewClient()
-	require.NoError(t, err)
-	var ids []uuid.UUID
-	for _, name := range []string{tasks.TaskReconcile, tasks.TaskReconcileBucket} {
-		if id, ok := lookupWorkflow(t, client, name); ok {
-			ids = append(ids, id)
-		}
-	}
-	if len(ids) == 0 {
-		return // no sweep was ever registered
-	}
-	// Only runs created until now: Hatchet cancels asynchronously, and the
-	// test's own runs come next.
-	statuses := []rest.V1TaskStatus{rest.V1TaskStatusQUEUED, rest.V1TaskStatusRUNNING}
-	until := time.Now()
-	_, err = client.Runs().Cancel(context.Background(), rest.V1CancelTaskRequest{Filter: &rest.V1TaskFilter{
-		Since: until.Add(-24 * time.Hour), Until: &until, Statuses: &statuses, WorkflowIds: &ids}})
-	require.NoError(t, err)
 }
 
 // recordBackfilled stores the criteria hash of every bucket of the

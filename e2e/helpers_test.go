@@ -26,6 +26,8 @@ import (
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/bucketworker/bucket-worker/tasks"
 )
 
 // sdkLogger keeps the SDK workers of the tests at warn: at debug they log
@@ -71,6 +73,24 @@ type worker struct {
 	name string
 	mu   sync.Mutex
 	logs strings.Builder
+	stop sync.Once
+}
+
+// Stop stops the worker gracefully, once, so that Hatchet stops assigning
+// runs to it at once: a killed worker looks alive until its heartbeat
+// times out, and the next test's runs could be handed to it.
+func (w *worker) Stop() {
+	w.stop.Do(func() {
+		_ = w.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _, _ = w.cmd.Process.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = w.cmd.Process.Kill()
+			<-done
+		}
+	})
 }
 
 func (w *worker) Logs() string {
@@ -104,20 +124,7 @@ func launchWorker(t testing.TB, env ...string) (*worker, <-chan struct{}) {
 	stderr, err := w.cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, w.cmd.Start())
-	// Stopped gracefully, so that Hatchet stops assigning runs to it at
-	// once: a killed worker looks alive until its heartbeat times out, and
-	// the next test's runs could be handed to it.
-	t.Cleanup(func() {
-		_ = w.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _, _ = w.cmd.Process.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = w.cmd.Process.Kill()
-			<-done
-		}
-	})
+	t.Cleanup(w.Stop)
 
 	started := make(chan struct{})
 	go func() {
@@ -261,4 +268,31 @@ func lookupWorkflow(t testing.TB, client *hatchet.Client, name string) (uuid.UUI
 		}
 	}
 	return uuid.Nil, false
+}
+
+// cancelStraySweeps cancels the sweeps an earlier test left in the shared
+// Hatchet before this test's replicas start: the dashboard test registers
+// a real cron, and a run of it queued after its worker stopped would wait
+// for the next worker of bucket-reconcile — these replicas — and sweep this
+// test's database first.
+func cancelStraySweeps(t testing.TB) {
+	t.Helper()
+	client, err := hatchet.NewClient()
+	require.NoError(t, err)
+	var ids []uuid.UUID
+	for _, name := range []string{tasks.TaskReconcile, tasks.TaskReconcileBucket} {
+		if id, ok := lookupWorkflow(t, client, name); ok {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return // no sweep was ever registered
+	}
+	// Only runs created until now: Hatchet cancels asynchronously, and the
+	// test's own runs come next.
+	statuses := []rest.V1TaskStatus{rest.V1TaskStatusQUEUED, rest.V1TaskStatusRUNNING}
+	until := time.Now()
+	_, err = client.Runs().Cancel(context.Background(), rest.V1CancelTaskRequest{Filter: &rest.V1TaskFilter{
+		Since: until.Add(-24 * time.Hour), Until: &until, Statuses: &statuses, WorkflowIds: &ids}})
+	require.NoError(t, err)
 }
