@@ -174,14 +174,7 @@ func fanoutBenchDefinitions(b *testing.B) string {
 // the windows the buckets read.
 func fanoutPopulation(b *testing.B, defsDir string) (*bun.DB, string) {
 	ctx := context.Background()
-	users := 1_000_000
-	if v := os.Getenv("BUCKET_BENCH_USERS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1000 {
-			b.Fatalf("BUCKET_BENCH_USERS=%q: want a number of users, at least 1000", v)
-		}
-		users = n
-	}
+	users := dbtest.BenchUsers(b)
 	conn, dbURL, _ := dbtest.Kept(b, fmt.Sprintf("bw_bench_fanout_%d", users))
 	var seededAt []time.Time
 	_ = conn.NewRaw("SELECT seeded_at FROM bench_seeded").Scan(ctx, &seededAt)

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"strconv"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -42,14 +41,7 @@ type benchPopulation struct {
 }
 
 func benchScale(b testing.TB) benchPopulation {
-	users := 1_000_000
-	if v := os.Getenv("BUCKET_BENCH_USERS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1000 {
-			b.Fatalf("BUCKET_BENCH_USERS=%q: want a number of users, at least 1000", v)
-		}
-		users = n
-	}
+	users := dbtest.BenchUsers(b)
 	return benchPopulation{users: users, active: users * 40 / 100, power: users * 2 / 100, leavers: users * 35 / 1000}
 }
 

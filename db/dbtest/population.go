@@ -3,6 +3,8 @@ package dbtest
 import (
 	"context"
 	"io/fs"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +31,20 @@ type Population struct {
 	Users, Active, Power int
 	// Now is the instant the events are relative to.
 	Now time.Time
+}
+
+// BenchUsers is the size of the benchmarks' populations:
+// BUCKET_BENCH_USERS, 1 000 000 by default.
+func BenchUsers(tb testing.TB) int {
+	v := os.Getenv("BUCKET_BENCH_USERS")
+	if v == "" {
+		return 1_000_000
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1000 {
+		tb.Fatalf("BUCKET_BENCH_USERS=%q: want a number of users, at least 1000", v)
+	}
+	return n
 }
 
 // SeedPopulation fills the freshly migrated database with the
