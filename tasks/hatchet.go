@@ -63,11 +63,7 @@ type WorkerOptions struct {
 func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Worker, error) {
 	reconcileBucket := client.NewStandaloneTask(TaskReconcileBucket,
 		func(ctx hatchet.Context, raw any) (ReconcileOutput, error) {
-			payload, err := json.Marshal(raw)
-			if err != nil {
-				return taskResult(ReconcileOutput{}, fmt.Errorf("%w: %v", ErrInvalidInput, err))
-			}
-			in, err := ParseReconcileBucketInput(payload)
+			in, err := taskInput(raw, ParseReconcileBucketInput)
 			if err != nil {
 				return taskResult(ReconcileOutput{}, err)
 			}
@@ -94,11 +90,7 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 	}
 	reconcile := client.NewStandaloneTask(TaskReconcile,
 		func(ctx hatchet.Context, raw any) (ReconcileOutput, error) {
-			payload, err := json.Marshal(raw)
-			if err != nil {
-				return taskResult(ReconcileOutput{}, fmt.Errorf("%w: %v", ErrInvalidInput, err))
-			}
-			in, err := ParseReconcileInput(payload)
+			in, err := taskInput(raw, ParseReconcileInput)
 			if err != nil {
 				return taskResult(ReconcileOutput{}, err)
 			}
@@ -175,11 +167,7 @@ func NewWorker(client *hatchet.Client, d *Deps, opts WorkerOptions) (*hatchet.Wo
 		// (docs/expiry.md says why the timer is a row).
 		workflows = append(workflows, client.NewStandaloneDurableTask(TaskExpiry,
 			func(ctx hatchet.DurableContext, in any) (ExpiryResult, error) {
-				payload, err := json.Marshal(in)
-				if err != nil {
-					return taskResult(ExpiryResult{}, fmt.Errorf("%w: %v", ErrInvalidInput, err))
-				}
-				armed, err := ParseArmExpiry(payload)
+				armed, err := taskInput(in, ParseArmExpiry)
 				if err != nil {
 					return taskResult(ExpiryResult{}, err)
 				}
@@ -242,6 +230,18 @@ func IngestEventKeys(entries []string, reg *buckets.Registry) []string {
 		add(e)
 	}
 	return keys
+}
+
+// taskInput parses a run's input, which the SDK hands over decoded, by
+// encoding it again for the strict parser; an input that does not encode
+// is an ErrInvalidInput error too.
+func taskInput[T any](raw any, parse func([]byte) (T, error)) (T, error) {
+	payload, err := json.Marshal(raw)
+	if err != nil {
+		var zero T
+		return zero, fmt.Errorf("%w: %v", ErrInvalidInput, err)
+	}
+	return parse(payload)
 }
 
 // taskResult makes an invalid-input error non-retryable.
