@@ -38,7 +38,10 @@ func TestPlans(t *testing.T) {
 	seedComposite(t, d)
 	reset := func() { resetBench(exec) }
 	reset()
-	t.Cleanup(reset)
+	t.Cleanup(func() {
+		reset()
+		p.population().SeedMemberships(t, d.DB) // the backfill below replaces power's
+	})
 	// The sweep benchmark's leaver scenario.
 	exec(`INSERT INTO user_events (user_id, event, source, occurred_at)
 		SELECT 'u' || i, 'app.active', 'bench', ?::timestamptz - interval '1 hour' FROM generate_series(?, ?) i`,

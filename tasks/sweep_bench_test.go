@@ -45,6 +45,11 @@ func benchScale(b testing.TB) benchPopulation {
 	return benchPopulation{users: users, active: users * 40 / 100, power: users * 2 / 100, leavers: users * 35 / 1000}
 }
 
+// population is the seeded population of p, at benchNow.
+func (p benchPopulation) population() dbtest.Population {
+	return dbtest.Population{Users: p.users, Active: p.active, Power: p.power, Now: benchNow}
+}
+
 // benchExec returns a statement runner that fails the benchmark on error.
 func benchExec(b testing.TB, conn *bun.DB) func(query string, args ...any) {
 	return func(query string, args ...any) {
@@ -103,7 +108,7 @@ func benchDepsOn(b testing.TB, conn *bun.DB, definitions fstest.MapFS) *Deps {
 // seedBenchPopulation seeds the population at benchNow, and marks it
 // complete.
 func seedBenchPopulation(b testing.TB, conn *bun.DB, p benchPopulation) {
-	dbtest.SeedPopulation(b, conn, dbtest.Population{Users: p.users, Active: p.active, Power: p.power, Now: benchNow})
+	dbtest.SeedPopulation(b, conn, p.population())
 	benchExec(b, conn)("CREATE TABLE bench_seeded ()") // the population is complete
 }
 
