@@ -27,9 +27,9 @@ const (
 // returns their names. It is safe on an empty database, on one migrated
 // before, and on one that holds Hogsend's own tables.
 func Migrate(ctx context.Context, db *bun.DB) ([]string, error) {
-	migrations := migrate.NewMigrations()
-	if err := migrations.Discover(MigrationFiles); err != nil {
-		return nil, fmt.Errorf("reading embedded migrations: %w", err)
+	migrations, err := embeddedMigrations()
+	if err != nil {
+		return nil, err
 	}
 
 	// A session-level advisory lock on a connection of its own: a second
@@ -61,4 +61,26 @@ func Migrate(ctx context.Context, db *bun.DB) ([]string, error) {
 		names = append(names, m.Name)
 	}
 	return names, nil
+}
+
+// MigrationNames returns the names of the embedded migrations, in order:
+// the versions Migrate records as applied.
+func MigrationNames() ([]string, error) {
+	migrations, err := embeddedMigrations()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, m := range migrations.Sorted() {
+		names = append(names, m.Name)
+	}
+	return names, nil
+}
+
+func embeddedMigrations() (*migrate.Migrations, error) {
+	migrations := migrate.NewMigrations()
+	if err := migrations.Discover(MigrationFiles); err != nil {
+		return nil, fmt.Errorf("reading embedded migrations: %w", err)
+	}
+	return migrations, nil
 }

@@ -104,10 +104,13 @@ func New(t testing.TB) (*bun.DB, string) {
 }
 
 // Kept returns a connection to a database that outlives the test, and its
-// URL: named prefix plus the schema's version, created from the migrated
-// template when missing (created is then true), in which case the
-// databases of older schema versions with the same prefix are dropped.
-// Benchmarks keep their seeded data in one between runs.
+// URL: named prefix plus the schema's version. Benchmarks keep their
+// seeded data in one between runs. When the current version is missing, a
+// database of an older version with the same prefix is renamed and
+// migrated forward, as a production database would be, its data kept;
+// failing that (none, or one that applied a migration that is gone) a new
+// one is created from the migrated template, the older ones dropped, and
+// created is true.
 func Kept(tb testing.TB, prefix string) (conn *bun.DB, dbURL string, created bool) {
 	tb.Helper()
 	ctx := context.Background()
@@ -130,11 +133,17 @@ func Kept(tb testing.TB, prefix string) (conn *bun.DB, dbURL string, created boo
 		if err := admin.NewRaw("SELECT datname FROM pg_database WHERE datname LIKE ?", prefix+"\\_%").Scan(ctx, &stale); err != nil {
 			tb.Fatalf("looking for older %s databases: %v", prefix, err)
 		}
+		if len(stale) == 1 && migrateForward(ctx, tb, admin, stale[0], name) {
+			stale = nil
+			exists = true
+		}
 		for _, old := range stale {
 			if _, err := admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+old+" WITH (FORCE)"); err != nil {
 				tb.Fatalf("dropping %s: %v", old, err)
 			}
 		}
+	}
+	if !exists {
 		if _, err := admin.ExecContext(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, templateName)); err != nil {
 			tb.Fatalf("creating database %s: %v", name, err)
 		}
@@ -146,6 +155,49 @@ func Kept(tb testing.TB, prefix string) (conn *bun.DB, dbURL string, created boo
 	}
 	tb.Cleanup(func() { conn.Close() })
 	return conn, dbURL, !exists
+}
+
+// migrateForward renames the kept database old to name and applies the
+// migrations it lacks, if every migration it applied is still one of
+// ours; it reports whether it did.
+func migrateForward(ctx context.Context, tb testing.TB, admin *bun.DB, old, name string) bool {
+	tb.Helper()
+	oldDB, err := db.Open(ctx, withDatabase(AdminURL(), old))
+	if err != nil {
+		tb.Fatalf("connecting to %s: %v", old, err)
+	}
+	var applied []string
+	err = oldDB.NewRaw("SELECT name FROM bucket_worker_migrations").Scan(ctx, &applied)
+	oldDB.Close()
+	if err != nil {
+		return false
+	}
+	current, err := db.MigrationNames()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, m := range applied {
+		if !slices.Contains(current, m) {
+			return false
+		}
+	}
+	if _, err := admin.ExecContext(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ?", old); err != nil {
+		tb.Fatalf("closing the sessions of %s: %v", old, err)
+	}
+	if _, err := admin.ExecContext(ctx, fmt.Sprintf("ALTER DATABASE %s RENAME TO %s", old, name)); err != nil {
+		tb.Fatalf("renaming %s to %s: %v", old, name, err)
+	}
+	conn, err := db.Open(ctx, withDatabase(AdminURL(), name))
+	if err != nil {
+		tb.Fatalf("connecting to %s: %v", name, err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := db.Migrate(ctx, conn); err != nil {
+		tb.Fatalf("migrating %s forward: %v", name, err)
+	}
+	tb.Logf("migrated %s forward to %s in %s", old, name, time.Since(start).Round(time.Millisecond))
+	return true
 }
 
 // Empty returns the URL of a new database without any schema, dropped when
