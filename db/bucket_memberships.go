@@ -684,26 +684,46 @@ func (p DwellPass) due() (string, []any) {
 	return dwellClock + " <= ? AND m.dwell_state -> ? IS NULL", []any{p.Now.Add(-p.After), p.Label}
 }
 
+// DuePage is a page of DueDwellers: the ids of the memberships due, and
+// the user key of the last one, which the next page starts after.
+type DuePage struct {
+	IDs  []string
+	Last string
+}
+
 // DueDwellers returns the ids of at most limit of the bucket's active
 // members, live users only, that are due to fire the pass's schedule, in
-// id order after the id after ("" from the first).
-func DueDwellers(ctx context.Context, idb bun.IDB, p DwellPass, after string, limit int) ([]string, error) {
+// user key order after the user after ("" from the first). User key
+// order, as the join pass's (JoinCandidates): the rows a page of fires
+// reads and writes are keyed by the user, so consecutive pages touch
+// neighbouring index pages. A user has at most one active membership of a
+// bucket, so the key pages exactly; bucket_memberships_dwell_order_idx
+// holds it in that order.
+func DueDwellers(ctx context.Context, idb bun.IDB, p DwellPass, after string, limit int) (DuePage, error) {
 	pred, args := p.due()
+	var rows []struct {
+		ID     string `bun:"id"`
+		UserID string `bun:"user_id"`
+	}
 	q := idb.NewSelect().TableExpr(membersOf).
-		Column("m.id").
+		Column("m.id", "m.user_id").
 		Where("m.bucket_id = ?", p.BucketID).
 		Where(liveMember).
 		Where(pred, args...).
-		OrderExpr("m.id").
+		OrderExpr("m.user_id").
 		Limit(int64(limit))
 	if after != "" {
-		q = q.Where("m.id > ?", after)
+		q = q.Where("m.user_id > ?", after)
 	}
-	var ids []string
-	if err := q.Scan(ctx, &ids); err != nil {
-		return nil, fmt.Errorf("selecting the members of bucket %q due to fire %s: %w", p.BucketID, p.Label, err)
+	if err := q.Scan(ctx, &rows); err != nil {
+		return DuePage{}, fmt.Errorf("selecting the members of bucket %q due to fire %s: %w", p.BucketID, p.Label, err)
 	}
-	return ids, nil
+	var page DuePage
+	for _, r := range rows {
+		page.IDs = append(page.IDs, r.ID)
+		page.Last = r.UserID
+	}
+	return page, nil
 }
 
 // DwellFire is a membership that fired a dwell schedule.

@@ -407,8 +407,8 @@ func (s *sweep) passes(ctx context.Context) error {
 
 // dwellFires is step 5 of contract §6.2: for each dwell schedule that an
 // enabled journey reacts to, every member due to fire it fires, set-based:
-// the due members are taken in id order, a chunk of db.LeaveChunk at a
-// time, and each chunk is stamped and emitted in one transaction. Like
+// the due members are taken in user key order, a chunk of db.LeaveChunk
+// at a time, and each chunk is stamped and emitted in one transaction. Like
 // the join pass, it waits for the bucket's backfill: a backfill's members
 // have not been members for as long as their entered_at says.
 func (s *sweep) dwellFires(ctx context.Context) error {
@@ -423,17 +423,17 @@ func (s *sweep) dwellFires(ctx context.Context) error {
 	for _, r := range reactions {
 		pass := db.DwellPass{BucketID: s.b.ID, Label: r.Label, After: r.After, Every: r.Every, Now: s.now}
 		for after := ""; !s.budgetSpent(); {
-			ids, err := query(ctx, func(ctx context.Context) ([]string, error) {
+			page, err := query(ctx, func(ctx context.Context) (db.DuePage, error) {
 				return db.DueDwellers(ctx, s.d.DB, pass, after, db.LeaveChunk)
 			})
 			if err != nil {
 				return fmt.Errorf("%s: %w", r.Label, err)
 			}
 			if s.dryRun {
-				*s.rep.WouldFire += len(ids)
+				*s.rep.WouldFire += len(page.IDs)
 			} else {
 				out, err := s.transact(ctx, func(ctx context.Context, t *txn) error {
-					_, err := t.fireDwell(ctx, s.b, pass, ids)
+					_, err := t.fireDwell(ctx, s.b, pass, page.IDs)
 					return err
 				})
 				if err != nil {
@@ -441,10 +441,10 @@ func (s *sweep) dwellFires(ctx context.Context) error {
 				}
 				s.rep.DwellFired += out.of(s.b.ID)
 			}
-			if len(ids) < db.LeaveChunk {
+			if len(page.IDs) < db.LeaveChunk {
 				break
 			}
-			after = ids[len(ids)-1]
+			after = page.Last
 		}
 	}
 	return nil
