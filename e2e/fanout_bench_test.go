@@ -185,7 +185,7 @@ func fanoutPopulation(b *testing.B, defsDir string) (*bun.DB, string) {
 	if _, err := conn.NewRaw("DROP TABLE IF EXISTS bench_seeded").Exec(ctx); err != nil {
 		b.Fatal(err)
 	}
-	dbtest.SeedPopulation(b, conn, dbtest.Population{Users: users, Active: users * 40 / 100, Power: users * 2 / 100, Now: start})
+	dbtest.SeedPopulation(b, conn, dbtest.NewPopulation(users, start))
 	seeded := time.Since(start)
 	for _, id := range fanoutBenchOrder {
 		cmd := exec.Command(workerBinary(b), "backfill", "--bucket", id, "--json")

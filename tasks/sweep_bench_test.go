@@ -41,13 +41,13 @@ type benchPopulation struct {
 }
 
 func benchScale(b testing.TB) benchPopulation {
-	users := dbtest.BenchUsers(b)
-	return benchPopulation{users: users, active: users * 40 / 100, power: users * 2 / 100, leavers: users * 35 / 1000}
+	pop := dbtest.NewPopulation(dbtest.BenchUsers(b), benchNow)
+	return benchPopulation{users: pop.Users, active: pop.Active, power: pop.Power, leavers: pop.Users * 35 / 1000}
 }
 
 // population is the seeded population of p, at benchNow.
 func (p benchPopulation) population() dbtest.Population {
-	return dbtest.Population{Users: p.users, Active: p.active, Power: p.power, Now: benchNow}
+	return dbtest.NewPopulation(p.users, benchNow)
 }
 
 // benchExec returns a statement runner that fails the benchmark on error.

@@ -33,6 +33,12 @@ type Population struct {
 	Now time.Time
 }
 
+// NewPopulation is the benchmarks' population of users at now: 40% of
+// them active and 2% power users.
+func NewPopulation(users int, now time.Time) Population {
+	return Population{Users: users, Active: users * 40 / 100, Power: users * 2 / 100, Now: now}
+}
+
 // BenchUsers is the size of the benchmarks' populations:
 // BUCKET_BENCH_USERS, 1 000 000 by default.
 func BenchUsers(tb testing.TB) int {
