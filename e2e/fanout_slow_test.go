@@ -151,7 +151,14 @@ func TestSweepFansOutAcrossReplicas(t *testing.T) {
 		require.NotEmpty(t, b.Worker, b.BucketID)
 		workers[b.Worker] = true
 	}
-	runs := childRuns(t, began)
+	// Hatchet's list of runs is written after the runs end, asynchronously:
+	// a child whose output the parent already has may still be listed as
+	// running for a moment.
+	var runs []childRun
+	require.Eventually(t, func() bool {
+		runs = childRuns(t, began)
+		return len(runs) == 12 && !slices.ContainsFunc(runs, func(r childRun) bool { return r.Status != "COMPLETED" })
+	}, 30*time.Second, 500*time.Millisecond, "twelve children listed as completed")
 	require.Len(t, runs, 12)
 	started, finished := map[string]time.Time{}, map[string]time.Time{}
 	for _, r := range runs {
