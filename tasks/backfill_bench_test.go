@@ -57,8 +57,8 @@ func BenchmarkBackfill(b *testing.B) {
 	}{{"dormant", p.users - p.active}, {"power", p.power}} {
 		b.Run(bucket.id, func(b *testing.B) {
 			var engine, raw time.Duration
-			for range b.N {
-				for _, isRaw := range []bool{false, true} {
+			for i := range b.N {
+				for _, isRaw := range benchreport.Turns(i) {
 					b.StopTimer()
 					exec("DELETE FROM bucket_memberships WHERE bucket_id = ?", bucket.id)
 					exec("VACUUM ANALYZE bucket_memberships")

@@ -43,8 +43,8 @@ func BenchmarkDwellPass(b *testing.B) {
 	reset()
 
 	var passTotal, rawTotal time.Duration
-	for range b.N {
-		for _, raw := range []bool{false, true} {
+	for i := range b.N {
+		for _, raw := range benchreport.Turns(i) {
 			start := time.Now()
 			var fired int
 			if raw {

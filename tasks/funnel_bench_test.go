@@ -95,8 +95,8 @@ func benchFunnel(b *testing.B, e *env, transition TransitionKind, n int, reset f
 		batch = db.LeaveChunk
 	}
 	var funnel, raw time.Duration
-	for b.Loop() {
-		for _, isRaw := range []bool{false, true} {
+	for i := 0; b.Loop(); i++ {
+		for _, isRaw := range benchreport.Turns(i) {
 			b.StopTimer()
 			reset()
 			var users []string

@@ -241,8 +241,8 @@ func BenchmarkSweep(b *testing.B) {
 	}{{"steady", 0}, {"leavers", p.leavers}} {
 		b.Run(fmt.Sprintf("%s=%d", sc.name, sc.leavers), func(b *testing.B) {
 			var sweepTotal, rawTotal time.Duration
-			for range b.N {
-				for _, raw := range []bool{false, true} {
+			for i := range b.N {
+				for _, raw := range benchreport.Turns(i) {
 					b.StopTimer()
 					if sc.leavers > 0 {
 						exec(`INSERT INTO user_events (user_id, event, source, occurred_at)
