@@ -81,12 +81,12 @@ func BenchmarkDispatch(b *testing.B) {
 		raw += time.Since(start)
 	}
 	for i := 0; b.Loop(); i++ {
-		if i%2 == 0 {
-			runDispatch()
-			runRaw()
-		} else {
-			runRaw()
-			runDispatch()
+		for _, raw := range benchreport.Turns(i) {
+			if raw {
+				runRaw()
+			} else {
+				runDispatch()
+			}
 		}
 	}
 	benchreport.Rate(b, "events/s", float64(n*b.N), dispatch, raw)

@@ -91,11 +91,11 @@ func BenchmarkIngestCascade(b *testing.B) {
 	var withTotal, withoutTotal time.Duration
 	i := 0
 	for n := range b.N {
-		order := []*env{with, without}
-		if n%2 == 1 {
-			order = []*env{without, with}
-		}
-		for _, e := range order {
+		for _, isBaseline := range benchreport.Turns(n) {
+			e := with
+			if isBaseline {
+				e = without
+			}
 			d := e.offline()
 			start := time.Now()
 			for range round {

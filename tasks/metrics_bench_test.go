@@ -34,11 +34,11 @@ func BenchmarkIngestMetrics(b *testing.B) {
 	var with, without time.Duration
 	i := 0
 	for n := range b.N {
-		order := []*Deps{off, &on}
-		if n%2 == 1 {
-			order = []*Deps{&on, off}
-		}
-		for _, d := range order {
+		for _, isBaseline := range benchreport.Turns(n) {
+			d := &on
+			if isBaseline {
+				d = off
+			}
 			start := time.Now()
 			for range round {
 				i++

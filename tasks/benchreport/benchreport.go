@@ -43,11 +43,13 @@ func Report(b *testing.B, unit string, figure, baseline float64) {
 
 // Turns is the order in which iteration i of a benchmark runs its figure
 // and its baseline, as the values of an isBaseline flag: the figure first
-// in even iterations, the baseline first in odd ones. Both write the same
-// pages, and the first to write a page after a checkpoint also writes its
-// full image to the WAL: a benchmark that always ran one side first would
-// charge that side every full-page image of the run (on the date join
-// pass, 1.49× raw SQL going first and 1.32× going second, in one hour).
+// in even iterations, the baseline first in odd ones. The two share a
+// server, and each leaves it to the other in a state of its making: a
+// Hatchet still busy with the burst it was sent, or pages already written
+// since the last checkpoint — the first to write a page after one also
+// writes its full image to the WAL. A benchmark that always ran one side
+// first would charge that side with all of it (on the date join pass,
+// 1.49× raw SQL going first and 1.32× going second, in one hour).
 func Turns(i int) []bool {
 	if i%2 == 0 {
 		return []bool{false, true}
