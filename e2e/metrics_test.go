@@ -125,13 +125,16 @@ func TestMetricsScrape(t *testing.T) {
 	require.Equal(t, 0.0, v, "counted at boot")
 
 	// A member of m-recent whose event left the window: the sweep's leave.
-	// A member of m-window whose timer was due 30 s ago.
+	// A member of m-window whose timer was due 40 s ago. The lateness is
+	// measured at the clock the claiming pass read before it claimed,
+	// which can be a little before this test's now: 29.99 s once, for a
+	// timer due 30 s before it.
 	now := time.Now()
 	require.NoError(t, dbtest.InsertUserEvents(ctx, conn, dbtest.Events([]string{"m-gone"}, "e2e.r", now.Add(-2*time.Hour))))
 	require.NoError(t, dbtest.InsertMemberships(ctx, conn, dbtest.Members([]string{"m-gone"}, "m-recent", now.Add(-2*time.Hour))))
-	require.NoError(t, dbtest.InsertUserEvents(ctx, conn, dbtest.Events([]string{"m-late"}, "e2e.m", now.Add(-time.Hour-30*time.Second))))
-	late := dbtest.Members([]string{"m-late"}, "m-window", now.Add(-time.Hour-30*time.Second))
-	expires := now.Add(-30 * time.Second)
+	require.NoError(t, dbtest.InsertUserEvents(ctx, conn, dbtest.Events([]string{"m-late"}, "e2e.m", now.Add(-time.Hour-40*time.Second))))
+	late := dbtest.Members([]string{"m-late"}, "m-window", now.Add(-time.Hour-40*time.Second))
+	expires := now.Add(-40 * time.Second)
 	late[0].ExpiresAt = &expires
 	require.NoError(t, dbtest.InsertMemberships(ctx, conn, late))
 	rows, err := db.ListMemberships(ctx, conn, db.MembershipFilter{BucketID: "m-window", UserID: "m-late"})
@@ -193,7 +196,7 @@ func TestMetricsScrape(t *testing.T) {
 		require.True(t, ok, "%s%v is scraped", want.name, want.labels)
 		require.Equal(t, want.value, got, "%s%v", want.name, want.labels)
 	}
-	// The late timer is in the histogram's bucket of 30 s and above.
+	// The late timer is past the histogram's bucket of 30 s.
 	lateness := families["bucket_worker_expiry_timer_lateness_seconds"].GetMetric()[0].GetHistogram()
 	require.GreaterOrEqual(t, lateness.GetSampleSum(), 30.0)
 	require.Less(t, lateness.GetSampleSum(), 90.0)
