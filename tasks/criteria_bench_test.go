@@ -149,24 +149,7 @@ func BenchmarkDateJoins(b *testing.B) {
 		for _, raw := range benchreport.Turns(i) {
 			start := time.Now()
 			if raw {
-				var n int
-				err := d.DB.NewRaw(`
-					WITH changed AS (
-						INSERT INTO bucket_memberships (user_id, user_email, bucket_id, status, entered_at, expires_at,
-							last_evaluated_at, entry_count, source, created_at, updated_at)
-						SELECT c.external_id, c.email, 'ending', 'active', ?0, (c.properties ->> 'trial_ends_at')::timestamptz, ?0,
-							1 + (SELECT count(*) FILTER (WHERE p.bucket_id = 'ending') FROM bucket_memberships AS p WHERE p.user_id = c.external_id),
-							'reconcile', ?0, ?0
-						FROM contacts AS c
-						WHERE c.deleted_at IS NULL AND c.external_id IS NOT NULL
-						AND c.properties ->> 'plan' = 'trial'
-						AND (c.properties ->> 'trial_ends_at')::timestamptz BETWEEN ?0 AND ?1
-						AND NOT EXISTS (SELECT 1 FROM bucket_memberships AS m WHERE m.user_id = c.external_id
-							AND m.bucket_id = 'ending' AND m.status = 'active' AND m.deleted_at IS NULL)
-						ON CONFLICT DO NOTHING
-						RETURNING user_id, entry_count
-					)`+rawEmissions("ending", "Trial ending soon", Entered, ""),
-					benchNow, benchNow.Add(3*24*time.Hour)).Scan(ctx, &n)
+				n, err := rawDateJoins(ctx, d.DB, benchNow)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -190,4 +173,29 @@ func BenchmarkDateJoins(b *testing.B) {
 		b.ReportMetric(float64(joined[true]), "joiners")
 	}
 	benchreport.Time(b, sweepTotal, rawTotal)
+}
+
+// rawDateJoins is the date join pass's baseline: one statement that casts
+// the contacts' dates, inserts the joiners of "ending" and stores and
+// enqueues their events.
+func rawDateJoins(ctx context.Context, idb bun.IDB, now time.Time) (int, error) {
+	var n int
+	err := idb.NewRaw(`
+		WITH changed AS (
+			INSERT INTO bucket_memberships (user_id, user_email, bucket_id, status, entered_at, expires_at,
+				last_evaluated_at, entry_count, source, created_at, updated_at)
+			SELECT c.external_id, c.email, 'ending', 'active', ?0, (c.properties ->> 'trial_ends_at')::timestamptz, ?0,
+				1 + (SELECT count(*) FILTER (WHERE p.bucket_id = 'ending') FROM bucket_memberships AS p WHERE p.user_id = c.external_id),
+				'reconcile', ?0, ?0
+			FROM contacts AS c
+			WHERE c.deleted_at IS NULL AND c.external_id IS NOT NULL
+			AND c.properties ->> 'plan' = 'trial'
+			AND (c.properties ->> 'trial_ends_at')::timestamptz BETWEEN ?0 AND ?1
+			AND NOT EXISTS (SELECT 1 FROM bucket_memberships AS m WHERE m.user_id = c.external_id
+				AND m.bucket_id = 'ending' AND m.status = 'active' AND m.deleted_at IS NULL)
+			ON CONFLICT DO NOTHING
+			RETURNING user_id, entry_count
+		)`+rawEmissions("ending", "Trial ending soon", Entered, ""),
+		now, now.Add(3*24*time.Hour)).Scan(ctx, &n)
+	return n, err
 }
