@@ -48,8 +48,9 @@ func Report(b *testing.B, unit string, figure, baseline float64) {
 // Hatchet still busy with the burst it was sent, or pages already written
 // since the last checkpoint — the first to write a page after one also
 // writes its full image to the WAL. A benchmark that always ran one side
-// first would charge that side with all of it (on the date join pass,
-// 1.49× raw SQL going first and 1.32× going second, in one hour).
+// first would charge that side with all of it: the date join pass
+// measured 1.49× its raw SQL going first and 1.32× going second, in one
+// hour.
 func Turns(i int) []bool {
 	if i%2 == 0 {
 		return []bool{false, true}
