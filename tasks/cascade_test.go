@@ -1,11 +1,13 @@
 package tasks
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
 
 	"github.com/bucketworker/bucket-worker/db"
 	"github.com/bucketworker/bucket-worker/db/dbtest"
@@ -65,6 +67,44 @@ func TestIngestCascadesDownTheGraph(t *testing.T) {
 	require.Len(t, out.Transitions, 1)
 	require.Equal(t, "none", e.status("engaged", "free"))
 }
+
+// An event that is a candidate of both ends of a cascade — it joins recent
+// and sets the plan engaged reads — decides engaged once: in the cascade
+// from recent, not again as a candidate of the round.
+func TestIngestDecidesACascadedCandidateOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/recent.yaml": recentBucket, "buckets/engaged.yaml": engagedBucket})
+	calls := &callCounter{counts: map[string]int{}}
+	e.db.AddQueryHook(calls)
+
+	out := e.ingest("app.active", `{"userId":"u","contactProperties":{"plan":"pro"}}`)
+	var got []string
+	for _, tr := range out.Transitions {
+		got = append(got, tr.BucketID+" "+string(tr.Transition))
+	}
+	require.Equal(t, []string{"recent entered", "engaged entered"}, got)
+	calls.mu.Lock()
+	defer calls.mu.Unlock()
+	require.Equal(t, 2, calls.counts["db.EvaluateUsers"], "recent, then engaged in the cascade: %v", calls.counts)
+	require.Equal(t, 2, calls.counts["db.JoinMemberships"], "%v", calls.counts)
+}
+
+// callCounter counts the statements each function of the db package runs.
+type callCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *callCounter) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context {
+	if caller := dbCaller(); caller != "" {
+		c.mu.Lock()
+		c.counts[caller]++
+		c.mu.Unlock()
+	}
+	return ctx
+}
+
+func (c *callCounter) AfterQuery(context.Context, *bun.QueryEvent) {}
 
 func TestSweepLeaveCascades(t *testing.T) {
 	t.Parallel()

@@ -107,6 +107,11 @@ type txn struct {
 	locked map[string]bool
 	// emails are the emails of the memberships that moved, by user.
 	emails map[string]string
+	// cascaded are the (bucket, user) pairs a cascade decided. A bucket
+	// is cascaded into after every move of a bucket it reads, so a later
+	// evaluation of the pair in the transaction would read the same rows
+	// and decide the same: an ingest round skips it.
+	cascaded map[[2]string]bool
 }
 
 // lockUsers takes the locks of the users the transaction does not hold
@@ -481,6 +486,9 @@ func (t *txn) cascade(ctx context.Context, from *buckets.Bucket, moved []Transit
 			users = append(users, tr.UserID)
 		}
 	}
+	if t.cascaded == nil {
+		t.cascaded = map[[2]string]bool{}
+	}
 	for _, b := range dependents {
 		on, err := t.d.Switch.EnabledVia(ctx, t.tx, b.ID)
 		if err != nil {
@@ -506,6 +514,7 @@ func (t *txn) cascade(ctx context.Context, from *buckets.Bucket, moved []Transit
 		var joiners []db.Joiner
 		var leavers []db.Membership
 		for _, u := range users {
+			t.cascaded[[2]string{b.ID, u}] = true
 			m, member := active[u]
 			switch {
 			case holds[u] && !member:

@@ -312,7 +312,7 @@ func contactEmail(c *db.Contact, eventEmail string) string {
 // later statement sees the commits of the paths it waited for (contract
 // §5.3) — then evaluates each bucket for all the users it is a candidate
 // for in one compiled statement, and joins and leaves them through the
-// funnel, bucket by bucket in definition order.
+// funnel, bucket by bucket in dependency order.
 func (in *ingestion) evaluate(ctx context.Context, t *txn, live []roundEvent) error {
 	byBucket := map[string][]roundEvent{}
 	var users, bucketIDs []string
@@ -334,7 +334,10 @@ func (in *ingestion) evaluate(ctx context.Context, t *txn, live []roundEvent) er
 		active[[2]string{m.BucketID, m.UserID}] = m
 	}
 	for _, b := range t.d.Buckets.All() {
-		evs := byBucket[b.ID]
+		// A user a cascade into b decided already keeps that decision:
+		// what b reads moved before the cascade, and moves after it
+		// cascade again.
+		evs := slices.DeleteFunc(byBucket[b.ID], func(ev roundEvent) bool { return t.cascaded[[2]string{b.ID, ev.userID}] })
 		if len(evs) == 0 {
 			continue
 		}
