@@ -84,6 +84,7 @@ func BenchmarkIngestBatch(b *testing.B) {
 					pushed = append(pushed, at...)
 				}
 				end := waitFor(b, "batched ingest", n, func() int { return joined(ctx, conn, prefix) })
+				storedOnce(b, ctx, conn, prefix, n)
 				benchreport.Report(b, "events/s", float64(n)/end.Sub(pushed[0]).Seconds(), noop)
 				reportLatencies(b, latencies(b, ctx, conn, prefix, pushed))
 			}
@@ -116,6 +117,7 @@ func BenchmarkIngestBatch(b *testing.B) {
 				return
 			}
 			end := waitFor(b, "offered ingest", total, func() int { return joined(ctx, conn, prefix) })
+			storedOnce(b, ctx, conn, prefix, total)
 			benchreport.Report(b, "events/s", float64(total)/end.Sub(pushed[0]).Seconds(), noop)
 			reportLatencies(b, latencies(b, ctx, conn, prefix, pushed))
 		}
