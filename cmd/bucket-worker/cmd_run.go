@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -89,14 +90,14 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		loops.Wait()
 	}()
 
-	for first := true; ; first = false {
+	for first, waited := true, false; ; waited = true {
 		if err := e.hatchet.await(ctx, logger, hatchetProbeInterval); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("%w; restart the worker with the token of the current server", err)
 		}
-		if !first {
+		if waited {
 			logger.InfoContext(ctx, "Hatchet is back: serving again")
 			if n, err := db.RetryOutboxNow(ctx, e.deps.DB, e.deps.Now()); err != nil {
 				logger.WarnContext(ctx, "retrying the outbox", slog.Any("error", err))
@@ -106,6 +107,16 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		}
 		stop, err := serve(ctx, e, opts)
 		if err != nil {
+			// Hatchet may have been started afresh, or gone away, between
+			// the probe and the worker's registration.
+			probed := e.hatchet.probe(ctx)
+			switch {
+			case rejectsToken(err) || errors.Is(probed, errTokenRejected):
+				return fmt.Errorf("%w (registering the worker: %v); restart the worker with the token of the current server", errTokenRejected, err)
+			case probed != nil && ctx.Err() == nil:
+				logger.WarnContext(ctx, "Hatchet went away while the worker registered: it waits for it again", slog.Any("error", err))
+				continue
+			}
 			return err
 		}
 		e.setServing(true)
@@ -116,6 +127,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 				slog.Int("journeys", len(e.defs.journeyRegistry.All())),
 				slog.String("reconcile_cron", cfg.ReconcileCron),
 				slog.String("ingest_mode", string(cfg.IngestMode)))
+			first = false
 		}
 		// Hatchet going away would make the SDK's worker end the process
 		// when it reconnects to a server that no longer knows it: stop it

@@ -11,6 +11,8 @@ import (
 
 	"github.com/hatchet-dev/hatchet/pkg/config/loader/loaderutils"
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // hatchetServer is the Hatchet server the token names, as the SDK reads
@@ -91,6 +93,10 @@ func (s hatchetServer) probe(ctx context.Context) error {
 	}
 	return fmt.Errorf("%w: %s answers %s", errHatchetUnreachable, s.url, resp.Status)
 }
+
+// rejectsToken reports whether a call to Hatchet's gRPC API failed because
+// Hatchet does not know the token (Unauthenticated, which the SDK wraps).
+func rejectsToken(err error) bool { return status.Code(err) == codes.Unauthenticated }
 
 // watch probes Hatchet every interval until ctx ends or a probe fails, and
 // returns that probe's error (nil when ctx ended).
