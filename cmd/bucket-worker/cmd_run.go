@@ -95,7 +95,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("%w; restart the worker with the token of the current server", err)
+			return fmt.Errorf("%w; %s", err, restartWithToken)
 		}
 		if waited {
 			logger.InfoContext(ctx, "Hatchet is back: serving again")
@@ -112,7 +112,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 			probed := e.hatchet.probe(ctx)
 			switch {
 			case rejectsToken(err) || errors.Is(probed, errTokenRejected):
-				return fmt.Errorf("%w (registering the worker: %v); restart the worker with the token of the current server", errTokenRejected, err)
+				return fmt.Errorf("%w (registering the worker: %v); %s", errTokenRejected, err, restartWithToken)
 			case probed != nil && ctx.Err() == nil:
 				logger.WarnContext(ctx, "Hatchet went away while the worker registered: it waits for it again", slog.Any("error", err))
 				continue

@@ -28,6 +28,10 @@ var (
 	errTokenRejected      = errors.New("Hatchet rejects HATCHET_CLIENT_TOKEN")
 )
 
+// restartWithToken is what a worker whose token Hatchet rejects tells its
+// operator as it exits.
+const restartWithToken = "restart the worker with the token of the current server"
+
 // connectHatchet checks HATCHET_CLIENT_TOKEN and makes the SDK client. A
 // malformed token is a one-line error naming the variable (the SDK would
 // panic on some), and the token never appears in it.
