@@ -13,9 +13,21 @@ import (
 )
 
 // DefaultMaxConns bounds the connection pool of Open; callers may change it
-// with SetMaxOpenConns. Without a bound, a worker running a hundred task
-// runs at once opens a connection for each and exhausts the server's.
+// with SetMaxConns. Without a bound, a worker running a hundred task runs
+// at once opens a connection for each and exhausts the server's.
 const DefaultMaxConns = 10
+
+// SetMaxConns bounds the pool of conn to n connections and lets all n stay
+// open while idle. SetMaxOpenConns alone leaves the idle bound where it
+// was (two, unless set): a worker with more task runs at once than that
+// closes a connection after nearly every statement and opens a new one for
+// the next — a backend started, a password checked and every catalog cache
+// cold again, each time. Beside Hatchet that churn cost the real-time
+// ingest more than a quarter of its rate (docs/performance.md).
+func SetMaxConns(conn *bun.DB, n int) {
+	conn.SetMaxOpenConns(n)
+	conn.SetMaxIdleConns(n)
+}
 
 // Open connects to the database of the connection string — a URL or
 // keyword/value pairs (see connURL) — and checks that it answers. No error
@@ -32,12 +44,11 @@ func Open(ctx context.Context, dsn string) (*bun.DB, error) {
 		return nil, err
 	}
 	sqldb := sql.OpenDB(connector)
-	sqldb.SetMaxOpenConns(DefaultMaxConns)
-	sqldb.SetMaxIdleConns(DefaultMaxConns)
 	// A Hogsend database of today has columns the models lack (contacts'
 	// anonymous_id, user_events' value, …): a statement returning c.* must
 	// not fail on them.
 	db := bun.NewDB(sqldb, pgdialect.New(), bun.WithDiscardUnknownColumns())
+	SetMaxConns(db, DefaultMaxConns)
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("connecting to the database: %s", Mask(err.Error(), Secrets(dsn)))

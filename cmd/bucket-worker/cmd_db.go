@@ -33,7 +33,7 @@ func connect(ctx context.Context, cfg config) (*bun.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn.SetMaxOpenConns(cfg.DatabaseMaxConns)
+	db.SetMaxConns(conn, cfg.DatabaseMaxConns)
 	return conn, nil
 }
 
