@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
 
 	"github.com/bucketworker/bucket-worker/db/dbtest"
 )
@@ -24,38 +24,22 @@ func TestPoolKeepsItsConnections(t *testing.T) {
 	require.NoError(t, err)
 	defer conn.Close()
 
-	// round takes n connections at once and returns their backends' pids.
+	// round takes n connections out of the pool at once, returns them, and
+	// returns their backends' pids.
 	round := func() map[int]bool {
-		var (
-			mu   sync.Mutex
-			pids = map[int]bool{}
-			held sync.WaitGroup
-			all  = make(chan struct{})
-			done sync.WaitGroup
-		)
-		held.Add(n)
+		pids := map[int]bool{}
+		var held []bun.Conn
 		for range n {
-			done.Go(func() {
-				var pid int
-				c, err := conn.Conn(ctx)
-				if err == nil {
-					defer c.Close()
-					err = c.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid)
-				}
-				if err != nil {
-					t.Error(err)
-				} else {
-					mu.Lock()
-					pids[pid] = true
-					mu.Unlock()
-				}
-				held.Done()
-				<-all // every connection is out of the pool at once
-			})
+			c, err := conn.Conn(ctx)
+			require.NoError(t, err)
+			held = append(held, c)
+			var pid int
+			require.NoError(t, c.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid))
+			pids[pid] = true
 		}
-		held.Wait()
-		close(all)
-		done.Wait()
+		for _, c := range held {
+			require.NoError(t, c.Close())
+		}
 		return pids
 	}
 	first := round()
