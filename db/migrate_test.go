@@ -154,7 +154,7 @@ func TestMigrateOnHogsendDatabase(t *testing.T) {
 
 	// Our additions are there: the outbox and the sweep index.
 	var n int
-	require.NoError(t, conn.QueryRowContext(ctx, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('user_events_event_occurred_user_idx', 'bucket_event_outbox_pending_idx', 'bucket_memberships_max_dwell_at_idx')").Scan(&n))
+	require.NoError(t, conn.QueryRowContext(ctx, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('user_events_event_occurred_user_idx', 'bucket_event_outbox_claim_idx', 'bucket_memberships_max_dwell_at_idx')").Scan(&n))
 	require.Equal(t, 3, n)
 	// Hogsend's own migration bookkeeping is untouched.
 	require.NoError(t, conn.QueryRowContext(ctx, "SELECT count(*) FROM drizzle_migrations").Scan(&n))
@@ -173,7 +173,7 @@ func TestMigrateOnHogsendLatest(t *testing.T) {
 	require.Empty(t, applied, "a second run finds nothing to do")
 
 	var n int
-	require.NoError(t, conn.QueryRowContext(ctx, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('user_events_event_occurred_user_idx', 'bucket_event_outbox_pending_idx', 'bucket_memberships_evaluation_order_idx', 'bucket_memberships_dwell_order_idx')").Scan(&n))
+	require.NoError(t, conn.QueryRowContext(ctx, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('user_events_event_occurred_user_idx', 'bucket_event_outbox_claim_idx', 'bucket_memberships_evaluation_order_idx', 'bucket_memberships_dwell_order_idx')").Scan(&n))
 	require.Equal(t, 4, n)
 	// Hogsend's dwell indexes are its own, not doubled under other names.
 	require.NoError(t, conn.QueryRowContext(ctx, "SELECT count(*) FROM pg_indexes WHERE tablename = 'bucket_memberships' AND indexdef LIKE '%(bucket_id, status, entered_at)%'").Scan(&n))

@@ -54,18 +54,21 @@ func InsertOutbox(ctx context.Context, idb bun.IDB, events []OutboxEvent) error 
 // the order they go out: every other push before the arms of expiry
 // timers, then by when they became due, then by id. A row that failed
 // backs off (MarkFailed), so rows not tried yet go out before it.
+//
+// The due rows are found by walking bucket_event_outbox_claim_idx, whose
+// order is the ORDER BY here (the key is written into the statement, as
+// the index's expression holds it), and updated by id: a claim reads the
+// rows it leases, not every pending row.
 func ClaimOutbox(ctx context.Context, idb bun.IDB, now time.Time, lease time.Duration, limit int) ([]OutboxEvent, error) {
 	var rows []OutboxEvent
 	err := idb.NewRaw(`
 		UPDATE bucket_event_outbox AS o SET leased_until = ?0
-		FROM (
-			SELECT id, event_key = ?3 AS arm, available_at FROM bucket_event_outbox
+		WHERE o.id = ANY(ARRAY(
+			SELECT id FROM bucket_event_outbox
 			WHERE dispatched_at IS NULL AND available_at <= ?1 AND (leased_until IS NULL OR leased_until <= ?1)
 			ORDER BY event_key = ?3, available_at, id
 			LIMIT ?2
-			FOR UPDATE SKIP LOCKED
-		) AS due
-		WHERE o.id = due.id
+			FOR UPDATE SKIP LOCKED))
 		RETURNING o.*`, now.Add(lease), now, limit, ArmExpiryEvent).Scan(ctx, &rows)
 	if err != nil {
 		return nil, fmt.Errorf("claiming pending pushes: %w", err)
