@@ -34,8 +34,9 @@ const (
 	// attempt of a call and tries it again: a push that outlives an attempt
 	// is taken by Hatchet twice before the dispatcher hears of it.
 	WorkerPushTimeout = 25 * time.Second
-	// leaseMargin is how much longer than its push timeout a dispatcher
-	// holds the rows it pushes.
+	// leaseMargin is how much longer than two push timeouts (its own and
+	// the one before it, see Dispatch) a dispatcher holds the rows it
+	// pushes.
 	leaseMargin = 30 * time.Second
 )
 
@@ -86,16 +87,62 @@ var errPushTimedOut = errors.New("Hatchet did not answer the push in time; it ma
 // off and are retried later, and Dispatch returns the error: a command
 // then gives up for this run, a running worker dispatches again at once
 // when the push timed out (Run) — smaller.
+//
+// The database's turn overlaps Hatchet's, as the deliverer's does: while
+// a push is on the wire, the next batch is claimed and the one before is
+// marked. One push is in flight at a time, so the pushes still go out in
+// the order they were claimed. After a failed push the batch claimed
+// early is released, due again at once.
 func (p *Dispatcher) Dispatch(ctx context.Context, timeout time.Duration) (int, error) {
-	total := 0
-	for {
+	// A batch claimed early waits for the push before it: its lease
+	// covers both.
+	lease := 2*timeout + leaseMargin
+	claim := func() claimed {
 		size := p.pushSize(timeout)
-		n, claimed, err := p.dispatchBatch(ctx, timeout, size)
-		total += n
-		if err != nil || claimed < size {
-			return total, err
-		}
+		rows, err := db.ClaimOutbox(ctx, p.db, p.now(), lease, size)
+		return claimed{rows, size, err}
 	}
+	var marking chan error // the previous push's rows, being marked
+	marked := func() error {
+		if marking == nil {
+			return nil
+		}
+		defer func() { marking = nil }()
+		return <-marking
+	}
+	total := 0
+	batch := claim()
+	err := batch.err
+	for err == nil && len(batch.rows) > 0 {
+		early := make(chan claimed, 1)
+		if len(batch.rows) < batch.size {
+			early <- claimed{} // nothing else was due
+		} else {
+			go func() { early <- claim() }()
+		}
+		pushErr := p.push(ctx, timeout, batch)
+		if pushErr == nil {
+			total += len(batch.rows)
+		}
+		markErr := marked()
+		marking = make(chan error, 1)
+		go func(done chan<- error, rows []db.OutboxEvent) { done <- p.mark(ctx, rows, pushErr) }(marking, batch.rows)
+		next := <-early
+		if err = errors.Join(markErr, pushErr, next.err); err != nil {
+			p.release(ctx, next.rows)
+			break
+		}
+		batch = next
+	}
+	return total, errors.Join(err, marked())
+}
+
+// claimed is a batch of leased rows, the push size it was claimed at, and
+// the claim's error.
+type claimed struct {
+	rows []db.OutboxEvent
+	size int
+	err  error
 }
 
 // pushSize is the size of the next push with this timeout: at first as
@@ -125,41 +172,50 @@ func (p *Dispatcher) measured(timeout time.Duration, size, n int, took time.Dura
 
 func clampPush(size int) int { return min(max(size, minPushSize), DispatchBatch) }
 
-// dispatchBatch leases at most size due rows, pushes them and records
-// the result; it returns how many it pushed and how many it claimed.
-func (p *Dispatcher) dispatchBatch(ctx context.Context, timeout time.Duration, size int) (pushed, claimed int, err error) {
-	now := p.now()
-	rows, err := db.ClaimOutbox(ctx, p.db, now, timeout+leaseMargin, size)
-	if err != nil || len(rows) == 0 {
-		return 0, 0, err
+// push sends a claimed batch within timeout and sizes the next push from
+// it; it returns errPushTimedOut, wrapped, when Hatchet did not answer in
+// time.
+func (p *Dispatcher) push(ctx context.Context, timeout time.Duration, batch claimed) error {
+	pushCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	err := p.hatchet.Push(pushCtx, batch.rows)
+	took := time.Since(start)
+	timedOut := err != nil && pushCtx.Err() == context.DeadlineExceeded && ctx.Err() == nil
+	p.measured(timeout, batch.size, len(batch.rows), took, timedOut)
+	switch {
+	case timedOut:
+		return fmt.Errorf("%w (%d events, %s)", errPushTimedOut, len(batch.rows), timeout)
+	case err == nil:
+		p.logger.DebugContext(ctx, "pushed to Hatchet", slog.Int("events", len(batch.rows)), slog.Duration("took", took))
 	}
+	return err
+}
+
+// mark records the outcome of a push on its rows, even when ctx ended:
+// the push is done. A failed push's rows back off.
+func (p *Dispatcher) mark(ctx context.Context, rows []db.OutboxEvent, pushErr error) error {
+	ctx, now, ids := context.WithoutCancel(ctx), p.now(), outboxIDs(rows)
+	if pushErr != nil {
+		return db.MarkFailed(ctx, p.db, ids, pushErr.Error(), now, RetryBase, RetryCap)
+	}
+	return db.MarkDispatched(ctx, p.db, ids, now)
+}
+
+// release gives claimed rows back unpushed; a failure only leaves them
+// to their lease.
+func (p *Dispatcher) release(ctx context.Context, rows []db.OutboxEvent) {
+	if err := db.ReleaseOutbox(context.WithoutCancel(ctx), p.db, outboxIDs(rows)); err != nil {
+		p.logger.WarnContext(ctx, "claimed pushes wait for their lease to lapse", slog.Int("events", len(rows)), slog.Any("error", err))
+	}
+}
+
+func outboxIDs(rows []db.OutboxEvent) []int64 {
 	ids := make([]int64, len(rows))
 	for i, r := range rows {
 		ids[i] = r.ID
 	}
-	pushCtx, cancel := context.WithTimeout(ctx, timeout)
-	start := time.Now()
-	pushErr := p.hatchet.Push(pushCtx, rows)
-	took := time.Since(start)
-	timedOut := pushErr != nil && pushCtx.Err() == context.DeadlineExceeded && ctx.Err() == nil
-	cancel()
-	p.measured(timeout, size, len(rows), took, timedOut)
-	// The marks are written whatever ctx does: the push is done.
-	markCtx, done := context.WithoutCancel(ctx), p.now()
-	if pushErr != nil {
-		if timedOut {
-			pushErr = fmt.Errorf("%w (%d events, %s)", errPushTimedOut, len(rows), timeout)
-		}
-		if err := db.MarkFailed(markCtx, p.db, ids, pushErr.Error(), done, RetryBase, RetryCap); err != nil {
-			return 0, len(rows), errors.Join(pushErr, err)
-		}
-		return 0, len(rows), pushErr
-	}
-	if err := db.MarkDispatched(markCtx, p.db, ids, done); err != nil {
-		return 0, len(rows), err
-	}
-	p.logger.DebugContext(ctx, "pushed to Hatchet", slog.Int("events", len(rows)), slog.Duration("took", took))
-	return len(rows), len(rows), nil
+	return ids
 }
 
 // Wake asks the background dispatcher for a dispatch now; it never blocks,

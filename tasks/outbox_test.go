@@ -300,3 +300,141 @@ func TestDispatchToAHatchetSlowerThanThePushTimeout(t *testing.T) {
 	}
 	t.Logf("%d pushes of %d rows: %d keys taken twice (the timed-out first push)", len(slow.taken), len(rows), twice)
 }
+
+// gatedHatchet holds each push until the test lets it go: it says which
+// push is on the wire on onWire, then waits on done for that push's
+// outcome.
+type gatedHatchet struct {
+	fakeHatchet
+	onWire chan []db.OutboxEvent
+	done   chan error
+}
+
+func newGatedHatchet() *gatedHatchet {
+	return &gatedHatchet{onWire: make(chan []db.OutboxEvent), done: make(chan error)}
+}
+
+func (h *gatedHatchet) Push(ctx context.Context, events []db.OutboxEvent) error {
+	h.onWire <- events
+	if err := <-h.done; err != nil {
+		return err
+	}
+	return h.fakeHatchet.Push(ctx, events)
+}
+
+// gatedDispatcher is an engine with the pushes of n leavers in its outbox,
+// and a dispatcher of them, by 1 000, to a gated Hatchet.
+func gatedDispatcher(t *testing.T, n int) (*env, *gatedHatchet, *Dispatcher) {
+	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
+	seedLeavers(e, n)
+	_, err := Reconcile(e.ctx, e.offline(), ReconcileInput{})
+	require.NoError(t, err)
+	h := newGatedHatchet()
+	d := NewDispatcher(e.db, h, e.deps.Logger, e.clock.Now)
+	d.sizes[CommandPushTimeout] = DispatchBatch
+	return e, h, d
+}
+
+// outboxState counts the outbox's rows by state: leased and not yet
+// dispatched, dispatched, and neither.
+func outboxState(t *testing.T, e *env) (leased, dispatched, free int) {
+	rows, err := dbtest.ListOutbox(e.ctx, e.db)
+	require.NoError(t, err)
+	for _, r := range rows {
+		switch {
+		case r.DispatchedAt != nil:
+			dispatched++
+		case r.LeasedUntil != nil:
+			leased++
+		default:
+			free++
+		}
+	}
+	return leased, dispatched, free
+}
+
+// TestDispatchOverlapsItsStatementsWithThePush: while a push is on the
+// wire, the next batch is already leased and the batch before is already
+// marked; the pushes go out one at a time, in the order of the outbox.
+func TestDispatchOverlapsItsStatementsWithThePush(t *testing.T) {
+	t.Parallel()
+	e, h, d := gatedDispatcher(t, 2500)
+
+	type result struct {
+		n   int
+		err error
+	}
+	out := make(chan result, 1)
+	go func() {
+		n, err := d.Dispatch(e.ctx, CommandPushTimeout)
+		out <- result{n, err}
+	}()
+	var order []int64
+	wantWhileOnWire := [][3]int{ // leased, dispatched, free
+		{2000, 0, 500},  // the first push, and the second batch claimed early
+		{1500, 1000, 0}, // the second push, the first marked, the last 500 claimed
+		{500, 2000, 0},  // the last push, the second marked
+	}
+	for i, want := range wantWhileOnWire {
+		batch := <-h.onWire
+		for _, r := range batch {
+			order = append(order, r.ID)
+		}
+		require.Eventually(t, func() bool {
+			leased, dispatched, free := outboxState(t, e)
+			return [3]int{leased, dispatched, free} == want
+		}, 5*time.Second, 10*time.Millisecond, "push %d on the wire", i+1)
+		h.done <- nil
+	}
+	r := <-out
+	require.NoError(t, r.err)
+	require.Equal(t, 2500, r.n)
+	require.True(t, slices.IsSorted(order), "the pushes went out in the outbox's order")
+	leased, dispatched, free := outboxState(t, e)
+	require.Equal(t, [3]int{0, 2500, 0}, [3]int{leased, dispatched, free})
+}
+
+// TestFailedPushReleasesTheBatchClaimedEarly: when a push fails, its rows
+// back off and the batch claimed while it was on the wire goes back at
+// once, so the next dispatch pushes it without waiting for its lease.
+func TestFailedPushReleasesTheBatchClaimedEarly(t *testing.T) {
+	t.Parallel()
+	e, h, d := gatedDispatcher(t, 1500)
+
+	out := make(chan error, 1)
+	go func() {
+		_, err := d.Dispatch(e.ctx, CommandPushTimeout)
+		out <- err
+	}()
+	<-h.onWire
+	require.Eventually(t, func() bool {
+		leased, _, _ := outboxState(t, e)
+		return leased == 1500
+	}, 5*time.Second, 10*time.Millisecond, "the second batch is claimed while the first is on the wire")
+	h.done <- errHatchetDown
+	require.ErrorIs(t, <-out, errHatchetDown)
+
+	rows, err := dbtest.ListOutbox(e.ctx, e.db)
+	require.NoError(t, err)
+	failed := 0
+	for _, r := range rows {
+		require.Nil(t, r.LeasedUntil, "row %d is leased no more", r.ID)
+		if r.Attempts == 1 {
+			failed++
+			require.Equal(t, t0.Add(RetryBase), r.AvailableAt.UTC())
+		} else {
+			require.Zero(t, r.Attempts)
+			require.Equal(t, t0, r.AvailableAt.UTC(), "the early batch is due at once")
+		}
+	}
+	require.Equal(t, 1000, failed)
+
+	// Same clock: only the early batch is due, and it goes out at once.
+	go func() {
+		<-h.onWire
+		h.done <- nil
+	}()
+	n, err := d.Dispatch(e.ctx, CommandPushTimeout)
+	require.NoError(t, err)
+	require.Equal(t, 500, n)
+}
