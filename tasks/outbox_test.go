@@ -47,7 +47,10 @@ func TestCrashBetweenCommitAndDispatchLosesNothing(t *testing.T) {
 		require.Equal(t, 1, pushes, key)
 	}
 	require.LessOrEqual(t, slices.Max(e.hatchet.sizes), DispatchBatch, "bulk pushes of at most 1000")
-	require.LessOrEqual(t, e.hatchet.calls, 4, "a command's first push is smaller, the next ones as large as Hatchet takes in time")
+	// A push is at most twice the one before it, and a batch may be
+	// claimed while the push before it is on the wire, at the size known
+	// then: 250, 250, 500, 500, 1 000 at worst.
+	require.LessOrEqual(t, e.hatchet.calls, 5, "a command's first push is smaller, the next ones as large as Hatchet takes in time")
 }
 
 func TestFailingPushBacksOffAndRetries(t *testing.T) {
