@@ -109,16 +109,23 @@ func MarkDelivered(ctx context.Context, idb bun.IDB, ids []int64, now time.Time)
 // ReleaseDeliveries lets claimed deliveries go unsent: due again at once,
 // their attempts unchanged.
 func ReleaseDeliveries(ctx context.Context, idb bun.IDB, ids []int64) error {
+	return releaseLeases(ctx, idb, "bucket_event_deliveries", "delivered_at", "deliveries", ids)
+}
+
+// releaseLeases ends the leases of the rows ids of a leased table (the
+// outbox, the deliveries) that were not sent yet, whose sent-at column is
+// sent; noun names the rows in an error.
+func releaseLeases(ctx context.Context, idb bun.IDB, table, sent, noun string, ids []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err := idb.NewUpdate().TableExpr("bucket_event_deliveries AS d").
+	_, err := idb.NewUpdate().Table(table).
 		Set("leased_until = NULL").
-		Where("d.id = ANY(?::bigint[])", pgdialect.Array(ids)).
-		Where("d.delivered_at IS NULL").
+		Where("id = ANY(?::bigint[])", pgdialect.Array(ids)).
+		Where("? IS NULL", bun.Ident(sent)).
 		Exec(ctx)
 	if err != nil {
-		return fmt.Errorf("releasing %d deliveries: %w", len(ids), err)
+		return fmt.Errorf("releasing %d %s: %w", len(ids), noun, err)
 	}
 	return nil
 }

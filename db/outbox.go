@@ -106,18 +106,7 @@ func MarkDispatched(ctx context.Context, idb bun.IDB, ids []int64, now time.Time
 // ReleaseOutbox gives claimed pushes back unsent: due again at once,
 // their attempts unchanged.
 func ReleaseOutbox(ctx context.Context, idb bun.IDB, ids []int64) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	_, err := idb.NewUpdate().TableExpr("bucket_event_outbox AS o").
-		Set("leased_until = NULL").
-		Where("o.id = ANY(?::bigint[])", pgdialect.Array(ids)).
-		Where("o.dispatched_at IS NULL").
-		Exec(ctx)
-	if err != nil {
-		return fmt.Errorf("releasing %d pushes: %w", len(ids), err)
-	}
-	return nil
+	return releaseLeases(ctx, idb, "bucket_event_outbox", "dispatched_at", "pushes", ids)
 }
 
 // MarkFailed records a failed attempt at the pushes and backs each off:

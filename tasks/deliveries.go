@@ -288,17 +288,9 @@ func (p *Deliverer) record(ctx context.Context, rows []db.Delivery, errs []error
 // release gives claimed deliveries back unsent; a failure only leaves
 // them to their lease.
 func (p *Deliverer) release(ctx context.Context, rows []db.Delivery) {
-	if err := db.ReleaseDeliveries(context.WithoutCancel(ctx), p.db, deliveryIDs(rows)); err != nil {
+	if err := db.ReleaseDeliveries(context.WithoutCancel(ctx), p.db, rowIDs(rows, func(r db.Delivery) int64 { return r.ID })); err != nil {
 		p.logger.WarnContext(ctx, "claimed deliveries wait for their lease to lapse", slog.Int("deliveries", len(rows)), slog.Any("error", err))
 	}
-}
-
-func deliveryIDs(rows []db.Delivery) []int64 {
-	out := make([]int64, len(rows))
-	for i, r := range rows {
-		out[i] = r.ID
-	}
-	return out
 }
 
 // Wake asks the background deliverer for a round now; it never blocks.

@@ -210,10 +210,16 @@ func (p *Dispatcher) release(ctx context.Context, rows []db.OutboxEvent) {
 	}
 }
 
+// outboxIDs is the ids of claimed outbox rows.
 func outboxIDs(rows []db.OutboxEvent) []int64 {
+	return rowIDs(rows, func(r db.OutboxEvent) int64 { return r.ID })
+}
+
+// rowIDs is the ids of claimed rows, the outbox's or the deliveries'.
+func rowIDs[R any](rows []R, id func(R) int64) []int64 {
 	ids := make([]int64, len(rows))
 	for i, r := range rows {
-		ids[i] = r.ID
+		ids[i] = id(r)
 	}
 	return ids
 }
