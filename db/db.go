@@ -82,15 +82,24 @@ func newConnector(dsn string) (c *pgdriver.Connector, err error) {
 			c, err = nil, invalid(fmt.Sprint(r))
 		}
 	}()
-	return pgdriver.NewConnector(pgdriver.WithReadTimeout(0), pgdriver.WithDSN(u), shortestFloats), nil
+	return pgdriver.NewConnector(pgdriver.WithReadTimeout(0), pgdriver.WithDSN(u), sessionParams), nil
 }
 
-// shortestFloats makes every session print a double as its shortest
-// decimal that reads back as it (Postgres' default, which a server or
-// role setting may change): the compiled sums and averages read event
-// values that way, as buckets does (contract §3.5).
-func shortestFloats(conf *pgdriver.Config) {
-	params := map[string]any{}
+// sessionParams sets what every session of the worker runs with:
+//
+//   - extra_float_digits = 1, always: a double prints as its shortest
+//     decimal that reads back as it (Postgres' default, which a server or
+//     role setting may change); the compiled sums and averages read event
+//     values that way, as buckets does (contract §3.5).
+//   - jit = off, unless the URL sets jit. The worker's statements are
+//     either short (an ingest, a join batch) or scans that a parallel
+//     plan splits between workers, each of which compiles the same
+//     expressions again: the join pass of a relative-date bucket spent 80
+//     ms of its candidate query in each of three processes compiling, and
+//     ran 0.2 s faster without (docs/performance.md, *Compiling
+//     expressions*).
+func sessionParams(conf *pgdriver.Config) {
+	params := map[string]any{"jit": "off"}
 	for k, v := range conf.ConnParams {
 		params[k] = v
 	}
