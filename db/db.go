@@ -93,11 +93,10 @@ func newConnector(dsn string) (c *pgdriver.Connector, err error) {
 //     values that way, as buckets does (contract §3.5).
 //   - jit = off, unless the URL sets jit. The worker's statements are
 //     either short (an ingest, a join batch) or scans that a parallel
-//     plan splits between workers, each of which compiles the same
-//     expressions again: the join pass of a relative-date bucket spent 80
-//     ms of its candidate query in each of three processes compiling, and
-//     ran 0.2 s faster without (docs/performance.md, *Compiling
-//     expressions*).
+//     plan splits between processes, each of which compiles the same
+//     expressions: the candidate query of a relative-date bucket's join
+//     pass spent 79 ms compiling in its leader alone, and ran 0.2 s
+//     faster without (docs/performance.md, *Compiling expressions*).
 func sessionParams(conf *pgdriver.Config) {
 	params := map[string]any{"jit": "off"}
 	for k, v := range conf.ConnParams {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
 
 	"github.com/bucketworker/bucket-worker/db"
 	"github.com/bucketworker/bucket-worker/db/dbtest"
@@ -22,10 +23,10 @@ func TestSessionsRunWithoutJIT(t *testing.T) {
 	ctx := context.Background()
 	var name string
 	require.NoError(t, admin.QueryRowContext(ctx, "SELECT current_database()").Scan(&name))
-	_, err := admin.ExecContext(ctx, "ALTER DATABASE "+name+" SET jit = on")
-	require.NoError(t, err)
-	_, err = admin.ExecContext(ctx, "ALTER DATABASE "+name+" SET extra_float_digits = 3")
-	require.NoError(t, err)
+	for _, setting := range []string{"jit = on", "extra_float_digits = 3"} {
+		_, err := admin.NewRaw("ALTER DATABASE ? SET "+setting, bun.Ident(name)).Exec(ctx)
+		require.NoError(t, err)
+	}
 
 	settings := func(url string) (jit, digits string) {
 		conn, err := db.Open(ctx, url)
