@@ -32,6 +32,12 @@ type Contact struct {
 	UpdatedAt      time.Time       `bun:"updated_at,nullzero,notnull,default:now()"`
 }
 
+// contactColumns are the columns of Contact, named: a statement the
+// connection prepares returns what it returned when it was prepared (see
+// preparingConn), and contacts may gain columns.
+const contactColumns = "c.id, c.organization_id, c.external_id, c.email, c.properties, c.timezone, " +
+	"c.first_seen_at, c.last_seen_at, c.deleted_at, c.created_at, c.updated_at"
+
 // PropertyMap decodes the contact's properties as Hogsend reads them
 // (buckets.DecodeProperties): a number beyond the double range is ±Inf and
 // hides nothing else. Anything but a JSON object reads as no properties.
@@ -126,8 +132,8 @@ func LockUsers(ctx context.Context, idb bun.IDB, userIDs []string) error {
 	}
 	slices.Sort(stripes)
 	stripes = slices.Compact(stripes)
-	_, err := idb.NewRaw("SELECT pg_advisory_xact_lock_shared(?, s) FROM unnest(?::int[]) AS s",
-		userLockSpace, pgdialect.Array(stripes)).Exec(ctx)
+	err := execParams(ctx, idb, "SELECT pg_advisory_xact_lock_shared($1::int, s) FROM unnest($2::int[]) AS s",
+		userLockSpace, intArray(stripes))
 	if err != nil {
 		return fmt.Errorf("locking %d users: %w", len(userIDs), err)
 	}
@@ -221,10 +227,10 @@ func UpsertContacts(ctx context.Context, idb bun.IDB, s Schema, patches []Contac
 			WHERE lower(o.email) = lower(p.email) AND o.deleted_at IS NULL AND o.external_id IS DISTINCT FROM p.user_id)`
 	}
 	var rows []Contact
-	err := idb.NewRaw(`
+	err := queryParams(ctx, idb, &rows, `
 		INSERT INTO contacts AS c (external_id, email, properties, first_seen_at, last_seen_at, created_at, updated_at)
-		SELECT p.user_id, CASE WHEN p.has_email`+emailFree+` THEN p.email END, p.properties::jsonb, ?0, ?0, ?0, ?0
-		FROM unnest(?1::text[], ?2::text[], ?3::bool[], ?4::text[]) AS p(user_id, email, has_email, properties)
+		SELECT p.user_id, CASE WHEN p.has_email`+emailFree+` THEN p.email END, p.properties::jsonb, $1::timestamptz, $1::timestamptz, $1::timestamptz, $1::timestamptz
+		FROM unnest($2::text[], $3::text[], $4::bool[], $5::text[]) AS p(user_id, email, has_email, properties)
 		WHERE EXISTS (SELECT 1 FROM contacts AS l WHERE l.external_id = p.user_id AND l.deleted_at IS NULL)
 			OR NOT EXISTS (SELECT 1 FROM contacts AS d WHERE d.external_id = p.user_id AND d.deleted_at IS NOT NULL)
 		ORDER BY p.user_id
@@ -233,8 +239,8 @@ func UpsertContacts(ctx context.Context, idb bun.IDB, s Schema, patches []Contac
 			email = coalesce(EXCLUDED.email, c.email),
 			last_seen_at = EXCLUDED.last_seen_at,
 			updated_at = EXCLUDED.updated_at
-		RETURNING c.*`,
-		now, pgdialect.Array(users), pgdialect.Array(emails), pgdialect.Array(hasEmail), pgdialect.Array(props)).Scan(ctx, &rows)
+		RETURNING `+contactColumns,
+		now, textArray(users), textArray(emails), boolArray(hasEmail), textArray(props))
 	if err != nil {
 		return nil, fmt.Errorf("upserting the contacts of %d users, %q first: %w", n, users[0], err)
 	}

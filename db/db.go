@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
@@ -62,7 +63,12 @@ var ErrInvalidURL = errors.New("invalid database URL")
 // newConnector parses the connection string. A malformed one is an
 // ErrInvalidURL error that shows it with its password masked, never the
 // password (the driver panics on some, with the URL in the message).
-func newConnector(dsn string) (c *pgdriver.Connector, err error) {
+//
+// Unless the URL says prepare=off, the connections prepare the statements
+// sent with parameters (preparingConn): a pooler that hands a session's
+// statements to another session (PgBouncer in transaction mode before
+// 1.21, or without max_prepared_statements) needs prepare=off.
+func newConnector(dsn string) (c driver.Connector, err error) {
 	invalid := func(cause string) error {
 		return fmt.Errorf("%w %s: %s", ErrInvalidURL, MaskConnString(dsn), Mask(cause, Secrets(dsn)))
 	}
@@ -70,19 +76,35 @@ func newConnector(dsn string) (c *pgdriver.Connector, err error) {
 	if err != nil {
 		return nil, invalid(err.Error())
 	}
-	if _, err := url.Parse(u); err != nil {
+	parsed, err := url.Parse(u)
+	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
 		return nil, invalid(err.Error())
 	}
+	// prepare is the worker's parameter, not a session's.
+	q := parsed.Query()
+	prepare := q.Get("prepare")
+	if q.Has("prepare") {
+		if prepare != "on" && prepare != "off" {
+			return nil, invalid(fmt.Sprintf("prepare is %q, not on or off", prepare))
+		}
+		q.Del("prepare")
+		parsed.RawQuery = q.Encode()
+		u = parsed.String()
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			c, err = nil, invalid(fmt.Sprint(r))
 		}
 	}()
-	return pgdriver.NewConnector(pgdriver.WithReadTimeout(0), pgdriver.WithDSN(u), sessionParams), nil
+	pg := pgdriver.NewConnector(pgdriver.WithReadTimeout(0), pgdriver.WithDSN(u), sessionParams)
+	if prepare == "off" {
+		return pg, nil
+	}
+	return preparingConnector{pg}, nil
 }
 
 // sessionParams sets what every session of the worker runs with:
@@ -97,8 +119,14 @@ func newConnector(dsn string) (c *pgdriver.Connector, err error) {
 //     expressions: the candidate query of a relative-date bucket's join
 //     pass spent 79 ms compiling in its leader alone, and ran 0.2 s
 //     faster without (docs/performance.md, *Compiling expressions*).
+//   - plan_cache_mode = force_generic_plan, unless the URL sets it: a
+//     statement the connection prepared (preparingConn) is planned once,
+//     for arrays of any length. Left to choose, PostgreSQL compares the
+//     generic plan with the plans of one-element arrays, finds it dearer,
+//     and plans every run anew (docs/performance.md, *Planning an
+//     ingest*). The worker prepares nothing else.
 func sessionParams(conf *pgdriver.Config) {
-	params := map[string]any{"jit": "off"}
+	params := map[string]any{"jit": "off", "plan_cache_mode": "force_generic_plan"}
 	for k, v := range conf.ConnParams {
 		params[k] = v
 	}

@@ -7,4 +7,9 @@
 // runs every batch of transitions), and
 // take every business timestamp as a parameter: "now" comes from the
 // caller's clock, never from now() in SQL.
+//
+// bun writes a statement's values into its text. The few statements every
+// ingest runs send them as parameters instead, and each connection
+// prepares them once (prepared.go), so that PostgreSQL stops planning them
+// at every run.
 package db

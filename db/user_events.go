@@ -204,33 +204,32 @@ func InsertEmissions(ctx context.Context, idb bun.IDB, s Schema, b Emissions, no
 		contactColumn, contactValue = ", contact_id", ", "+liveContactOf("x.user_id")
 	}
 	var inserted []string
-	err := idb.NewRaw(`
+	err := queryParams(ctx, idb, &inserted, `
 		WITH x AS (
 			SELECT x.*, jsonb_build_object(
-					'bucketId', ?1::text, 'bucketName', ?2::text, 'userId', x.user_id,
-					'transition', ?3::text, 'source', ?4::text, 'entryCount', x.entry_count
-				) || CASE WHEN ?5::text = '' THEN '{}' ELSE jsonb_build_object('reason', ?5::text) END
+					'bucketId', $2::text, 'bucketName', $3::text, 'userId', x.user_id,
+					'transition', $4::text, 'source', $5::text, 'entryCount', x.entry_count
+				) || CASE WHEN $6::text = '' THEN '{}' ELSE jsonb_build_object('reason', $6::text) END
 				|| CASE WHEN x.dwell_count > 0 THEN jsonb_build_object('dwellCount', x.dwell_count) ELSE '{}' END AS properties
-			FROM unnest(?6::text[], ?7::text[], ?8::text[], ?9::text[], ?10::int[], ?11::int[], ?12::uuid[])
+			FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::int[], $12::int[], $13::uuid[])
 				AS x(event, key, user_id, email, entry_count, dwell_count, id)
 		), stored AS (
 			INSERT INTO user_events (id, user_id, event, properties, idempotency_key, source, occurred_at`+contactColumn+`)
-			SELECT id, user_id, event, properties, key, 'bucket', ?0`+contactValue+` FROM x
+			SELECT id, user_id, event, properties, key, 'bucket', $1::timestamptz`+contactValue+` FROM x
 			ON CONFLICT (idempotency_key) DO NOTHING
 			RETURNING idempotency_key
 		)
 		INSERT INTO bucket_event_outbox (event_key, payload, additional_metadata, idempotency_key, created_at, available_at)
 		SELECT x.event,
 			jsonb_build_object('userId', x.user_id, 'userEmail', x.email, 'properties', x.properties),
-			jsonb_build_object('bucketId', ?1::text, 'userId', x.user_id, 'transition', ?3::text, 'idempotencyKey', x.key),
-			x.key, ?0, ?0
+			jsonb_build_object('bucketId', $2::text, 'userId', x.user_id, 'transition', $4::text, 'idempotencyKey', x.key),
+			x.key, $1::timestamptz, $1::timestamptz
 		FROM x JOIN stored ON stored.idempotency_key = x.key
 		ON CONFLICT DO NOTHING
 		RETURNING idempotency_key`,
 		now, b.BucketID, b.BucketName, b.Transition, b.Source, b.Reason,
-		pgdialect.Array(events), pgdialect.Array(keys), pgdialect.Array(users), pgdialect.Array(emails), pgdialect.Array(counts),
-		pgdialect.Array(dwellCounts), pgdialect.Array(ids),
-	).Scan(ctx, &inserted)
+		textArray(events), textArray(keys), textArray(users), textArray(emails), intArray(counts),
+		intArray(dwellCounts), textArray(ids))
 	if err != nil {
 		return nil, fmt.Errorf("storing %d transition events: %w", n, err)
 	}

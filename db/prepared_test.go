@@ -1,0 +1,202 @@
+package db_test
+
+import (
+	"context"
+	"encoding/json"
+	neturl "net/url"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/bucketworker/bucket-worker/db"
+	"github.com/bucketworker/bucket-worker/db/dbtest"
+)
+
+// hostile are user keys, emails and event names that an array's text
+// form must quote and escape.
+var hostile = []string{
+	``, `"`, `\`, `\"`, `{}`, `{a,b}`, `a,b`, `NULL`, `null`, ` spaced `, `'quoted'`, "tab\tnew\nline", `ünïcödé ✓`, `$1`, `?`,
+}
+
+// TestParametersCarryAnyText runs the statements sent with parameters on
+// values an array's text form must escape, and reads them back with
+// statements whose values bun writes in.
+func TestParametersCarryAnyText(t *testing.T) {
+	ctx := context.Background()
+	conn, _ := dbtest.New(t)
+	now := time.Date(2026, 12, 6, 1, 2, 3, 456789000, time.UTC)
+
+	var patches []db.ContactPatch
+	for i, u := range hostile {
+		email := "e" + u
+		props, err := json.Marshal(map[string]any{"key": u, "i": i})
+		require.NoError(t, err)
+		patches = append(patches, db.ContactPatch{UserID: "user" + u, Email: &email, Properties: props})
+	}
+	written, err := db.UpsertContacts(ctx, conn, db.Schema{}, patches, now)
+	require.NoError(t, err)
+	require.Len(t, written, len(hostile))
+
+	var users []string
+	for _, p := range patches {
+		users = append(users, p.UserID)
+	}
+	read, err := db.ContactsByUser(ctx, conn, users)
+	require.NoError(t, err)
+	for i, p := range patches {
+		c := read[p.UserID]
+		require.NotNil(t, c, "user %q", p.UserID)
+		require.Equal(t, *p.Email, *c.Email)
+		require.JSONEq(t, string(p.Properties), string(c.Properties), "user %q", p.UserID)
+		require.True(t, c.LastSeenAt.Equal(now), "user %q: last seen %s", p.UserID, c.LastSeenAt)
+		require.Equal(t, c.ID, written[p.UserID].ID, "the upsert returns the row it wrote (%d)", i)
+	}
+
+	bucket := `b"\{x}`
+	require.NoError(t, dbtest.InsertMemberships(ctx, conn, dbtest.Members(users, bucket, now)))
+	require.NoError(t, conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		require.NoError(t, db.LockUsers(ctx, tx, users))
+		rows, err := db.LockUserMemberships(ctx, tx, users, []string{bucket, "other"})
+		require.NoError(t, err)
+		var got []string
+		for _, m := range rows {
+			require.Equal(t, bucket, m.BucketID)
+			got = append(got, m.UserID)
+		}
+		require.ElementsMatch(t, users, got)
+		return nil
+	}))
+
+	var events []db.Emission
+	for i, u := range users {
+		events = append(events, db.Emission{Event: "bucket:entered:" + u, IdempotencyKey: "key" + u, UserID: u, UserEmail: "e" + u, EntryCount: i + 1})
+	}
+	stored, err := db.InsertEmissions(ctx, conn, db.Schema{}, db.Emissions{
+		BucketID: bucket, BucketName: `"name"`, Transition: "entered", Source: "ingest", Events: events,
+	}, now)
+	require.NoError(t, err)
+	require.Len(t, stored, len(events))
+	for _, u := range users {
+		got, err := db.UserTransitions(ctx, conn, u, bucket)
+		require.NoError(t, err)
+		require.Len(t, got, 1, "user %q", u)
+		require.Equal(t, "bucket:entered:"+u, got[0].Event)
+		require.Equal(t, "key"+u, *got[0].IdempotencyKey)
+		var props map[string]any
+		require.NoError(t, json.Unmarshal(got[0].Properties, &props))
+		require.Equal(t, u, props["userId"])
+		require.Equal(t, `"name"`, props["bucketName"])
+	}
+}
+
+// preparedStatements lists the statements the connection's session has
+// prepared, with how many times each ran (planned afresh, or on its
+// generic plan).
+func preparedStatements(ctx context.Context, t *testing.T, conn bun.IDB) map[string][2]int {
+	t.Helper()
+	var rows []struct {
+		Statement string `bun:"statement"`
+		Custom    int    `bun:"custom_plans"`
+		Generic   int    `bun:"generic_plans"`
+	}
+	require.NoError(t, conn.NewRaw("SELECT statement, custom_plans, generic_plans FROM pg_prepared_statements").Scan(ctx, &rows))
+	out := map[string][2]int{}
+	for _, r := range rows {
+		out[r.Statement] = [2]int{r.Custom, r.Generic}
+	}
+	return out
+}
+
+// TestStatementsArePreparedOncePerConnection runs the contact upsert of
+// an ingest many times on a pool of one connection: the connection
+// prepares it once and PostgreSQL stops planning it. With prepare=off in
+// the URL nothing is prepared, and the upsert works the same.
+func TestStatementsArePreparedOncePerConnection(t *testing.T) {
+	ctx := context.Background()
+	_, url := dbtest.New(t)
+	upsert := func(conn *bun.DB, i int) {
+		email := "u@example.com"
+		_, err := db.UpsertContacts(ctx, conn, db.Schema{}, []db.ContactPatch{{UserID: "u", Email: &email, Properties: json.RawMessage(`{"n":1}`)}},
+			time.Date(2026, 12, 6, 0, 0, i, 0, time.UTC))
+		require.NoError(t, err)
+	}
+
+	conn, err := db.Open(ctx, url)
+	require.NoError(t, err)
+	defer conn.Close()
+	db.SetMaxConns(conn, 1)
+	const runs = 20
+	for i := range runs {
+		upsert(conn, i)
+	}
+	prepared := preparedStatements(ctx, t, conn)
+	require.Len(t, prepared, 1, "one statement, prepared once: %v", prepared)
+	for statement, plans := range prepared {
+		require.Contains(t, statement, "INSERT INTO contacts")
+		require.Equal(t, runs, plans[0]+plans[1], "every run used the prepared statement")
+		require.Positive(t, plans[1], "PostgreSQL runs it on its generic plan, planned once: %v", plans)
+	}
+
+	u, err := neturl.Parse(url)
+	require.NoError(t, err)
+	q := u.Query()
+	q.Set("prepare", "off")
+	u.RawQuery = q.Encode()
+	simple, err := db.Open(ctx, u.String())
+	require.NoError(t, err)
+	defer simple.Close()
+	db.SetMaxConns(simple, 1)
+	upsert(simple, runs)
+	require.Empty(t, preparedStatements(ctx, t, simple))
+	c, err := db.ContactByUser(ctx, simple, "u")
+	require.NoError(t, err)
+	require.Equal(t, time.Date(2026, 12, 6, 0, 0, runs, 0, time.UTC), c.LastSeenAt.UTC())
+
+	q.Set("prepare", "sometimes")
+	u.RawQuery = q.Encode()
+	_, err = db.Open(ctx, u.String())
+	require.ErrorIs(t, err, db.ErrInvalidURL)
+	require.ErrorContains(t, err, `prepare is "sometimes"`)
+}
+
+// TestPreparedStatementsOutliveANewColumn adds a column to contacts, as a
+// Hogsend migration does, while the connection holds the upsert prepared:
+// the upsert names its columns, so it goes on returning the same rows.
+// A prepared statement that returned every column fails once after such a
+// change — its rows changed shape — and is then prepared afresh.
+func TestPreparedStatementsOutliveANewColumn(t *testing.T) {
+	ctx := context.Background()
+	conn, _ := dbtest.New(t)
+	db.SetMaxConns(conn, 1)
+	now := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	upsert := func(user string) {
+		got, err := db.UpsertContacts(ctx, conn, db.Schema{}, []db.ContactPatch{{UserID: user}}, now)
+		require.NoError(t, err)
+		require.Equal(t, user, *got[user].ExternalID)
+	}
+	upsert("before")
+	_, err := conn.ExecContext(ctx, "ALTER TABLE contacts ADD COLUMN anonymous_id text")
+	require.NoError(t, err)
+	upsert("after")
+
+	everything := func() (int, error) {
+		rows, err := conn.DB.QueryContext(ctx, "SELECT * FROM contacts WHERE external_id = $1", "after")
+		if err != nil {
+			return 0, err
+		}
+		defer rows.Close()
+		columns, err := rows.Columns()
+		return len(columns), err
+	}
+	before, err := everything()
+	require.NoError(t, err)
+	_, err = conn.ExecContext(ctx, "ALTER TABLE contacts ADD COLUMN another text")
+	require.NoError(t, err)
+	_, err = everything()
+	require.ErrorContains(t, err, "cached plan must not change result type")
+	after, err := everything()
+	require.NoError(t, err, "the statement is prepared afresh")
+	require.Equal(t, before+1, after)
+}
