@@ -120,18 +120,11 @@ func (c *preparingConn) failed(query string, err error) error {
 // its rows into dest as bun scans a model or a slice. The connection
 // prepares it (see preparingConn), unless the URL says prepare=off.
 func queryParams(ctx context.Context, idb bun.IDB, dest any, query string, args ...any) error {
-	var rows *sql.Rows
-	var err error
-	switch c := idb.(type) {
-	case bun.Tx:
-		rows, err = c.Tx.QueryContext(ctx, query, args...)
-	case *bun.DB:
-		rows, err = c.DB.QueryContext(ctx, query, args...)
-	case bun.Conn:
-		rows, err = c.Conn.QueryContext(ctx, query, args...)
-	default:
-		return fmt.Errorf("running a statement with parameters on a %T", idb)
+	conn, err := underlying(idb)
+	if err != nil {
+		return err
 	}
+	rows, err := conn.QueryContext(ctx, query, args...)
 	if err != nil {
 		return err
 	}
@@ -142,18 +135,30 @@ func queryParams(ctx context.Context, idb bun.IDB, dest any, query string, args 
 
 // execParams is queryParams for a statement whose rows are not read.
 func execParams(ctx context.Context, idb bun.IDB, query string, args ...any) error {
-	var err error
+	conn, err := underlying(idb)
+	if err != nil {
+		return err
+	}
+	_, err = conn.ExecContext(ctx, query, args...)
+	return err
+}
+
+// underlying is the database/sql DB, Tx or Conn of idb: it hands a
+// statement's parameters to the driver, where bun's methods of the same
+// names would write them into the statement.
+func underlying(idb bun.IDB) (interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}, error) {
 	switch c := idb.(type) {
 	case bun.Tx:
-		_, err = c.Tx.ExecContext(ctx, query, args...)
+		return c.Tx, nil
 	case *bun.DB:
-		_, err = c.DB.ExecContext(ctx, query, args...)
+		return c.DB, nil
 	case bun.Conn:
-		_, err = c.Conn.ExecContext(ctx, query, args...)
-	default:
-		return fmt.Errorf("running a statement with parameters on a %T", idb)
+		return c.Conn, nil
 	}
-	return err
+	return nil, fmt.Errorf("running a statement with parameters on a %T", idb)
 }
 
 // textArray is the text form of a PostgreSQL array of the values, the
