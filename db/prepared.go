@@ -13,13 +13,14 @@ import (
 	"github.com/uptrace/bun/driver/pgdriver"
 )
 
-// The statements of the real-time path are sent with their values apart,
-// as parameters ($1, $2, …), and each connection prepares each of them
-// once: PostgreSQL then parses it once and, after a few runs, plans it
-// once, where a statement with its values written in (as bun sends every
-// other) is parsed and planned at every run. Planning was more of an
-// ingest's database time than running it (docs/performance.md, *Planning
-// an ingest*).
+// A few statements every ingest runs (the contact upsert, the user lock,
+// the transition events) are sent with their values apart, as parameters
+// ($1, $2, …), and each connection prepares each of them once: PostgreSQL
+// then parses it once and, in the sessions' plan_cache_mode (sessionParams),
+// plans it once, where a statement with its values written in (as bun
+// sends every other) is parsed and planned at every run. Planning was more
+// of an ingest's database time than running it (docs/performance.md,
+// *Planning an ingest*).
 //
 // A prepared statement's rows keep the shape they had when it was
 // prepared: a statement that returned t.* would fail once a column is
