@@ -27,8 +27,9 @@ import (
 // added to t (Hogsend's migrations add some), so each names its columns.
 
 // maxPrepared bounds the statements one connection keeps prepared. The
-// worker prepares a few (one per statement and schema); the bound only
-// keeps a mistake from growing without end.
+// worker prepares a few (one per statement and schema); past the bound a
+// statement goes unprepared, its parameters written in by the driver, so
+// that a mistake cannot grow without end.
 const maxPrepared = 64
 
 // preparingConnector opens connections that prepare the statements sent
@@ -49,52 +50,50 @@ func (c preparingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 type preparingConn struct {
 	*pgdriver.Conn
 	stmts map[string]driver.Stmt
-	order []string // the queries of stmts, oldest first
 }
 
 func (c *preparingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	if len(args) == 0 {
-		return c.Conn.QueryContext(ctx, query, args)
-	}
-	stmt, err := c.prepared(ctx, query)
-	if err != nil {
+	stmt, err := c.prepared(ctx, query, args)
+	switch {
+	case err != nil:
 		return nil, err
+	case stmt == nil:
+		return c.Conn.QueryContext(ctx, query, args)
 	}
 	rows, err := stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
 	return rows, c.failed(query, err)
 }
 
 func (c *preparingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	if len(args) == 0 {
-		return c.Conn.ExecContext(ctx, query, args)
-	}
-	stmt, err := c.prepared(ctx, query)
-	if err != nil {
+	stmt, err := c.prepared(ctx, query, args)
+	switch {
+	case err != nil:
 		return nil, err
+	case stmt == nil:
+		return c.Conn.ExecContext(ctx, query, args)
 	}
 	res, err := stmt.(driver.StmtExecContext).ExecContext(ctx, args)
 	return res, c.failed(query, err)
 }
 
 // prepared is the connection's statement of query, prepared now if it is
-// not yet; past maxPrepared, the oldest is closed.
-func (c *preparingConn) prepared(ctx context.Context, query string) (driver.Stmt, error) {
+// not yet; nil for a statement without parameters, or past maxPrepared:
+// those go as they are.
+func (c *preparingConn) prepared(ctx context.Context, query string, args []driver.NamedValue) (driver.Stmt, error) {
+	if len(args) == 0 {
+		return nil, nil
+	}
 	if stmt, ok := c.stmts[query]; ok {
 		return stmt, nil
+	}
+	if len(c.stmts) == maxPrepared {
+		return nil, nil
 	}
 	stmt, err := c.Conn.PrepareContext(ctx, query)
 	if err != nil {
 		return nil, err
 	}
-	if len(c.order) == maxPrepared {
-		oldest := c.order[0]
-		c.order = c.order[1:]
-		if err := c.stmts[oldest].Close(); err != nil {
-			return nil, err
-		}
-		delete(c.stmts, oldest)
-	}
-	c.stmts[query], c.order = stmt, append(c.order, query)
+	c.stmts[query] = stmt
 	return stmt, nil
 }
 
@@ -107,12 +106,6 @@ func (c *preparingConn) failed(query string, err error) error {
 	var pgErr pgdriver.Error
 	if errors.As(err, &pgErr) && pgErr.Field('C') == "0A000" {
 		delete(c.stmts, query)
-		for i, q := range c.order {
-			if q == query {
-				c.order = append(c.order[:i:i], c.order[i+1:]...)
-				break
-			}
-		}
 	}
 	return err
 }
