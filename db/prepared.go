@@ -25,6 +25,12 @@ import (
 // A prepared statement's rows keep the shape they had when it was
 // prepared: a statement that returned t.* would fail once a column is
 // added to t (Hogsend's migrations add some), so each names its columns.
+//
+// A generic plan is made once, on the tables as they are at the first run:
+// in a new database, empty. A prepared statement asks whether a row exists
+// with a scalar subquery, not EXISTS, which PostgreSQL may plan on an empty
+// table as a hashed read of the whole table, kept as the table grows
+// (UpsertContacts).
 
 // maxPrepared bounds the statements one connection keeps prepared. The
 // worker prepares a few (one per statement and schema); past the bound a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	neturl "net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -199,4 +200,58 @@ func TestPreparedStatementsOutliveANewColumn(t *testing.T) {
 	after, err := everything()
 	require.NoError(t, err, "the statement is prepared afresh")
 	require.Equal(t, before+1, after)
+}
+
+// TestGenericPlansLookUpByIndex prepares the statements of an ingest that
+// read contacts — the contact upsert, and in Hogsend's database the
+// transition events, which record the user's contact — on an empty
+// contacts table, as the first ingest into a new database does, and runs
+// them again once the table holds 20 000 contacts, for a new user, a live
+// one and an erased one. They run on the generic plans made on the empty
+// table, and each must have looked its users up by index: none read the
+// whole table.
+func TestGenericPlansLookUpByIndex(t *testing.T) {
+	for name, open := range map[string]func(testing.TB) (*bun.DB, string){"worker": dbtest.New, "hogsend": dbtest.HogsendLatest} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			conn, _ := open(t)
+			db.SetMaxConns(conn, 1)
+			schema, err := db.ReadSchema(ctx, conn)
+			require.NoError(t, err)
+			now := time.Date(2026, 12, 6, 4, 0, 0, 0, time.UTC)
+			ingest := func(ctx context.Context, idb bun.IDB, user string) {
+				email := user + "@example.com"
+				_, err := db.UpsertContacts(ctx, idb, schema, []db.ContactPatch{{UserID: user, Email: &email}}, now)
+				require.NoError(t, err)
+				_, err = db.InsertEmissions(ctx, idb, schema, db.Emissions{BucketID: "b", BucketName: "B", Transition: "entered", Source: "event",
+					Events: []db.Emission{{Event: "bucket:entered:b", IdempotencyKey: "k-" + user, UserID: user, UserEmail: email, EntryCount: 1}}}, now)
+				require.NoError(t, err)
+			}
+			ingest(ctx, conn, "first")
+			_, err = conn.ExecContext(ctx, `INSERT INTO contacts (external_id, email, deleted_at)
+				SELECT 'grown-' || g, 'grown-' || g || '@example.com', CASE WHEN g % 10 = 0 THEN now() END
+				FROM generate_series(1, 20000) AS g`)
+			require.NoError(t, err)
+
+			for _, user := range []string{"new", "grown-7", "grown-10"} {
+				require.NoError(t, conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+					// The backend's counts not yet reported, this
+					// transaction's and those of the ones before.
+					scans := func() (n int) {
+						require.NoError(t, tx.NewRaw("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'contacts'").Scan(ctx, &n))
+						return n
+					}
+					before := scans()
+					ingest(ctx, tx, user)
+					require.Equal(t, before, scans(), "user %s: an ingest read the whole contacts table", user)
+					return nil
+				}))
+			}
+			for statement, plans := range preparedStatements(ctx, t, conn) {
+				if strings.Contains(statement, "INSERT INTO contacts") {
+					require.Equal(t, [2]int{0, 4}, plans, "the upsert ran on the generic plan made on the empty table")
+				}
+			}
+		})
+	}
 }
