@@ -61,8 +61,8 @@ func BenchmarkIngestBatch(b *testing.B) {
 	// The baseline, once for all: a no-op task, one event per run.
 	const noopEvents = 2000
 	run := strconv.FormatInt(time.Now().UnixNano(), 36)
-	noop := noopRate(b, client, noopEvents, func() []time.Time {
-		pushed, err := pushSingles(client, "bench.noop", "noop-"+run+"-", noopEvents)
+	noop := noopTask.rate(b, client, noopEvents, func() []time.Time {
+		pushed, err := pushSingles(client, noopTask.key, "noop-"+run+"-", noopEvents)
 		if err != nil {
 			b.Fatal(err)
 		}
