@@ -480,9 +480,14 @@ func (t *txn) cascade(ctx context.Context, from *buckets.Bucket, moved []Transit
 	if len(dependents) == 0 {
 		return nil
 	}
-	var users []string
+	// The users who moved, each once, in the order they moved. A sweep's
+	// transaction moves up to db.LeaveChunk of them: looked up in the
+	// slice, a chunk of 10 000 cost 0.3 s of CPU.
+	users := make([]string, 0, len(moved))
+	seen := make(map[string]bool, len(moved))
 	for _, tr := range moved {
-		if !slices.Contains(users, tr.UserID) {
+		if !seen[tr.UserID] {
+			seen[tr.UserID] = true
 			users = append(users, tr.UserID)
 		}
 	}
