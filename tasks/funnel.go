@@ -481,8 +481,8 @@ func (t *txn) cascade(ctx context.Context, from *buckets.Bucket, moved []Transit
 		return nil
 	}
 	// The users who moved, each once, in the order they moved. A sweep's
-	// transaction moves up to db.LeaveChunk of them: looked up in the
-	// slice, a chunk of 10 000 cost 0.3 s of CPU.
+	// transaction moves up to db.LeaveChunk of them: looked up in the list
+	// built so far, a chunk of 10 000 took 0.17 s of CPU.
 	users := make([]string, 0, len(moved))
 	seen := make(map[string]bool, len(moved))
 	for _, tr := range moved {
