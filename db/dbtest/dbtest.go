@@ -181,7 +181,10 @@ func migrateForward(ctx context.Context, tb testing.TB, admin *bun.DB, old, name
 			return false
 		}
 	}
-	if _, err := admin.ExecContext(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ?", old); err != nil {
+	// Only client sessions: an autovacuum worker on the database cannot be
+	// terminated by a role that is not a superuser ("must be a superuser
+	// to terminate superuser process"), and the rename stops it itself.
+	if _, err := admin.ExecContext(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ? AND backend_type = 'client backend'", old); err != nil {
 		tb.Fatalf("closing the sessions of %s: %v", old, err)
 	}
 	if _, err := admin.ExecContext(ctx, fmt.Sprintf("ALTER DATABASE %s RENAME TO %s", old, name)); err != nil {
