@@ -96,7 +96,7 @@ func New(t testing.TB) (*bun.DB, string) {
 			return
 		}
 		defer admin.Close()
-		if _, err := admin.ExecContext(ctx, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", name)); err != nil {
+		if err := dropDatabase(ctx, admin, name); err != nil {
 			t.Logf("dropping %s: %v", name, err)
 		}
 	})
@@ -138,7 +138,7 @@ func Kept(tb testing.TB, prefix string) (conn *bun.DB, dbURL string, created boo
 			exists = true
 		}
 		for _, old := range stale {
-			if _, err := admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+old+" WITH (FORCE)"); err != nil {
+			if err := dropDatabase(ctx, admin, old); err != nil {
 				tb.Fatalf("dropping %s: %v", old, err)
 			}
 		}
@@ -181,10 +181,8 @@ func migrateForward(ctx context.Context, tb testing.TB, admin *bun.DB, old, name
 			return false
 		}
 	}
-	// Only client sessions: an autovacuum worker on the database cannot be
-	// terminated by a role that is not a superuser ("must be a superuser
-	// to terminate superuser process"), and the rename stops it itself.
-	if _, err := admin.ExecContext(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ? AND backend_type = 'client backend'", old); err != nil {
+	// The rename stops an autovacuum worker on the database itself.
+	if err := closeSessions(ctx, admin, old); err != nil {
 		tb.Fatalf("closing the sessions of %s: %v", old, err)
 	}
 	if _, err := admin.ExecContext(ctx, fmt.Sprintf("ALTER DATABASE %s RENAME TO %s", old, name)); err != nil {
@@ -201,6 +199,27 @@ func migrateForward(ctx context.Context, tb testing.TB, admin *bun.DB, old, name
 	}
 	tb.Logf("migrated %s forward to %s in %s", old, name, time.Since(start).Round(time.Millisecond))
 	return true
+}
+
+// dropDatabase drops the database, if it exists, once its client sessions
+// are closed. Not WITH (FORCE), which terminates every backend on the
+// database: a role that is not a superuser cannot terminate an autovacuum
+// worker ("must be a member of the role whose process is being
+// terminated"), and a plain DROP stops it itself.
+func dropDatabase(ctx context.Context, idb bun.IConn, name string) error {
+	if err := closeSessions(ctx, idb, name); err != nil {
+		return err
+	}
+	_, err := idb.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name)
+	return err
+}
+
+// closeSessions terminates the client sessions on the database, and no
+// other backend (see dropDatabase). DROP DATABASE and ALTER DATABASE …
+// RENAME wait a few seconds for a terminated session to end.
+func closeSessions(ctx context.Context, idb bun.IConn, name string) error {
+	_, err := idb.ExecContext(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ? AND backend_type = 'client backend'", name)
+	return err
 }
 
 // Empty returns the URL of a new database without any schema, dropped when
@@ -223,7 +242,7 @@ func Empty(t testing.TB) string {
 			return
 		}
 		defer admin.Close()
-		_, _ = admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		_ = dropDatabase(ctx, admin, name)
 	})
 	return withDatabase(AdminURL(), name)
 }
@@ -266,7 +285,7 @@ func ensureTemplate(ctx context.Context) (string, error) {
 		return name, nil
 	}
 	building := name + "_building"
-	if _, err := conn.ExecContext(ctx, "DROP DATABASE IF EXISTS "+building+" WITH (FORCE)"); err != nil {
+	if err := dropDatabase(ctx, conn, building); err != nil {
 		return "", err
 	}
 	if _, err := conn.ExecContext(ctx, "CREATE DATABASE "+building); err != nil {
