@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,7 +21,11 @@ import (
 	hatchet "github.com/hatchet-dev/hatchet/sdks/go"
 	"github.com/uptrace/bun"
 
+	"github.com/bucketworker/bucket-worker/buckets"
+	"github.com/bucketworker/bucket-worker/db"
 	"github.com/bucketworker/bucket-worker/db/dbtest"
+	"github.com/bucketworker/bucket-worker/journeys"
+	"github.com/bucketworker/bucket-worker/tasks"
 	"github.com/bucketworker/bucket-worker/tasks/benchreport"
 )
 
@@ -113,7 +118,13 @@ func BenchmarkIngest(b *testing.B) {
 // pending, as the outbox dispatcher pushes a join's bucket:entered. (The
 // floor of BenchmarkIngest, which pushes from inside each run, one event a
 // push, fell behind at this rate on 2026-12-06, p99 10–17 s, and left
-// Hatchet backed up for the legs after it.) Run it with
+// Hatchet backed up for the legs after it.)
+//
+// The floor is offered the same rate twice more, before the worker and
+// after it, while the worker's database work for as many events runs
+// beside it in this process, on a database of its own (ingestBeside):
+// beside-p50-ms and beside-p99-ms are what this machine gives the floor
+// when it also carries the worker's SQL. Run it with
 //
 //	BUCKET_BENCH=1 go test -tags e2e ./e2e -run '^$' -bench IngestAtHalfRate -benchtime 1x -timeout 30m
 func BenchmarkIngestAtHalfRate(b *testing.B) {
@@ -132,8 +143,11 @@ func BenchmarkIngestAtHalfRate(b *testing.B) {
 		})
 		offered := noop / 2
 		total := int(offered * float64(seconds))
-		noopLat := noopTask.latenciesAt(b, client, "noop-a"+run+"-", offered, total)
-		floorLat := outboxFloorTask.latenciesAt(b, client, "floor-a"+run+"-", offered, total)
+		sql := newIngestBeside(b)
+		noopLat := noopTask.latenciesAt(b, client, "noop-a"+run+"-", offered, total, nil)
+		floorLat := outboxFloorTask.latenciesAt(b, client, "floor-a"+run+"-", offered, total, nil)
+		besideLat := outboxFloorTask.latenciesAt(b, client, "beside-a"+run+"-", offered, total,
+			func() { sql.offer(b, "beside-a"+run+"-", offered, total) })
 
 		w := startWorker(b, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+benchIngestDefinitions(b))
 		time.Sleep(2 * time.Second)
@@ -147,14 +161,76 @@ func BenchmarkIngestAtHalfRate(b *testing.B) {
 		_ = w.cmd.Process.Kill()
 		lat := latencies(b, ctx, conn, prefix, pushed)
 
-		floorLat = append(floorLat, outboxFloorTask.latenciesAt(b, client, "floor-b"+run+"-", offered, total)...)
-		noopLat = append(noopLat, noopTask.latenciesAt(b, client, "noop-b"+run+"-", offered, total)...)
+		besideLat = append(besideLat, outboxFloorTask.latenciesAt(b, client, "beside-b"+run+"-", offered, total,
+			func() { sql.offer(b, "beside-b"+run+"-", offered, total) })...)
+		floorLat = append(floorLat, outboxFloorTask.latenciesAt(b, client, "floor-b"+run+"-", offered, total, nil)...)
+		noopLat = append(noopLat, noopTask.latenciesAt(b, client, "noop-b"+run+"-", offered, total, nil)...)
 		benchreport.Report(b, "events/s", float64(total)/end.Sub(pushed[0]).Seconds(), offered)
 		reportLatencies(b, lat)
 		reportLatenciesAs(b, "noop-", noopLat)
 		reportLatenciesAs(b, "floor-", floorLat)
+		reportLatenciesAs(b, "beside-", besideLat)
 	}
 }
+
+// ingestBeside is the worker's database work without its Hatchet: the
+// ingest of the half-rate benchmark's events, run in this process against
+// a database of its own, with the worker's background loops (the outbox
+// dispatcher, whose pushes go nowhere, and the expiry timers).
+type ingestBeside struct{ deps *tasks.Deps }
+
+// newIngestBeside builds the engine of the benchmark's bucket on a
+// database of its own; its loops stop when the benchmark ends.
+func newIngestBeside(b *testing.B) ingestBeside {
+	b.Helper()
+	conn, _ := dbtest.New(b)
+	db.SetMaxConns(conn, envInt("DATABASE_MAX_CONNS", 20)) // the worker's pool, as scripts/bench sizes it
+	loaded, report := buckets.Load(os.DirFS(benchIngestDefinitions(b)))
+	if err := report.Err(); err != nil {
+		b.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	schema, err := db.ReadSchema(ctx, conn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	d := &tasks.Deps{DB: conn, Schema: schema, Buckets: buckets.NewRegistry(loaded), Journeys: journeys.NewRegistry(nil),
+		Logger: logger, Now: time.Now, Switch: tasks.NewRuntimeSwitch(conn, 5*time.Second), Hatchet: pushesNowhere{}}
+	d.Dispatcher = tasks.NewDispatcher(conn, d.Hatchet, logger, d.Now)
+	var loops sync.WaitGroup
+	loops.Go(func() { d.Dispatcher.Run(ctx, time.Second) })
+	loops.Go(func() { tasks.RunTimers(ctx, d, tasks.ExpiryInterval) })
+	b.Cleanup(func() { stop(); loops.Wait() })
+	return ingestBeside{d}
+}
+
+// offer ingests total bench.ingest events, one for each user prefix<i>,
+// each in a goroutine of its own at the offered rate (events per second),
+// as the worker's runs would, after the two seconds a baseline's worker
+// takes to start; it returns when all are ingested.
+func (s ingestBeside) offer(b *testing.B, prefix string, offered float64, total int) {
+	time.Sleep(2 * time.Second)
+	tick := time.NewTicker(time.Duration(float64(time.Second) / offered))
+	defer tick.Stop()
+	var wg sync.WaitGroup
+	for i := range total {
+		wg.Go(func() {
+			payload := fmt.Sprintf(`{"userId":"%s%d"}`, prefix, i)
+			if _, err := tasks.HandleIngest(context.Background(), s.deps, tasks.IngestStore, "bench.ingest", []byte(payload), prefix+strconv.Itoa(i)); err != nil {
+				b.Error(err)
+			}
+		})
+		<-tick.C
+	}
+	wg.Wait()
+}
+
+// pushesNowhere is a Hatchet that takes every push and sends nothing.
+type pushesNowhere struct{}
+
+func (pushesNowhere) Push(context.Context, []db.OutboxEvent) error { return nil }
+func (pushesNowhere) CancelRuns(context.Context, []string) error   { return nil }
 
 // offer pushes total single events of the key, one for each user
 // prefix<i>, each in a push of its own at the offered rate (events per
@@ -384,12 +460,18 @@ func (t baseline) rate(b *testing.B, client *hatchet.Client, n int, push func() 
 
 // latenciesAt offers total events to the task at the offered rate (see
 // offer) and returns each one's time from push to the start of its run.
-func (t baseline) latenciesAt(b *testing.B, client *hatchet.Client, prefix string, offered float64, total int) []time.Duration {
+// beside, when not nil, runs meanwhile, and is waited for.
+func (t baseline) latenciesAt(b *testing.B, client *hatchet.Client, prefix string, offered float64, total int, beside func()) []time.Duration {
 	b.Helper()
+	var besides sync.WaitGroup
+	if beside != nil {
+		besides.Go(beside)
+	}
 	runs, stop := t.start(b, client)
 	defer stop()
 	pushed := offer(b, client, t.key, prefix, offered, total)
 	waitFor(b, t.what+" at an offered rate", total, runs.count)
+	besides.Wait()
 	out := make([]time.Duration, total)
 	for i := range total {
 		out[i] = runs.startedAt(fmt.Sprintf("%s%d", prefix, i)).Sub(pushed[i])
