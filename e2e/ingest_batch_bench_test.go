@@ -106,27 +106,21 @@ func BenchmarkIngestBatch(b *testing.B) {
 	}
 
 	b.Run("offered=1000/s", func(b *testing.B) {
-		const size, every = 100, 100 * time.Millisecond
-		total := offeredSeconds * 1000
+		const size, batchesPerSecond = 100, 10
+		total := offeredSeconds * size * batchesPerSecond
 		for i := range b.N {
 			prefix := fmt.Sprintf("%s-o%d-", run, i)
 			// Each batch is pushed on its own schedule, so that a slow push
 			// delays no other.
 			pushed := make([]time.Time, total)
-			var wg sync.WaitGroup
-			tick := time.NewTicker(every)
-			for start := 0; start < total; start += size {
-				wg.Go(func() {
-					at, err := pushBatches(client, prefix, start, start+size, size)
-					if err != nil {
-						b.Error(err)
-					}
-					copy(pushed[start:], at)
-				})
-				<-tick.C
-			}
-			tick.Stop()
-			wg.Wait()
+			atRate(batchesPerSecond, total/size, func(k int) {
+				start := k * size
+				at, err := pushBatches(client, prefix, start, start+size, size)
+				if err != nil {
+					b.Error(err)
+				}
+				copy(pushed[start:], at)
+			})
 			if b.Failed() {
 				return
 			}

@@ -146,8 +146,7 @@ func BenchmarkIngestAtHalfRate(b *testing.B) {
 		sql := newIngestBeside(b)
 		noopLat := noopTask.latenciesAt(b, client, "noop-a"+run+"-", offered, total, nil)
 		floorLat := outboxFloorTask.latenciesAt(b, client, "floor-a"+run+"-", offered, total, nil)
-		besideLat := outboxFloorTask.latenciesAt(b, client, "beside-a"+run+"-", offered, total,
-			func() { sql.offer(b, "beside-a"+run+"-", offered, total) })
+		besideLat := outboxFloorTask.latenciesAt(b, client, "beside-a"+run+"-", offered, total, sql)
 
 		w := startWorker(b, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+benchIngestDefinitions(b))
 		time.Sleep(2 * time.Second)
@@ -161,8 +160,7 @@ func BenchmarkIngestAtHalfRate(b *testing.B) {
 		_ = w.cmd.Process.Kill()
 		lat := latencies(b, ctx, conn, prefix, pushed)
 
-		besideLat = append(besideLat, outboxFloorTask.latenciesAt(b, client, "beside-b"+run+"-", offered, total,
-			func() { sql.offer(b, "beside-b"+run+"-", offered, total) })...)
+		besideLat = append(besideLat, outboxFloorTask.latenciesAt(b, client, "beside-b"+run+"-", offered, total, sql)...)
 		floorLat = append(floorLat, outboxFloorTask.latenciesAt(b, client, "floor-b"+run+"-", offered, total, nil)...)
 		noopLat = append(noopLat, noopTask.latenciesAt(b, client, "noop-b"+run+"-", offered, total, nil)...)
 		benchreport.Report(b, "events/s", float64(total)/end.Sub(pushed[0]).Seconds(), offered)
@@ -181,7 +179,7 @@ type ingestBeside struct{ deps *tasks.Deps }
 
 // newIngestBeside builds the engine of the benchmark's bucket on a
 // database of its own; its loops stop when the benchmark ends.
-func newIngestBeside(b *testing.B) ingestBeside {
+func newIngestBeside(b *testing.B) *ingestBeside {
 	b.Helper()
 	conn, _ := dbtest.New(b)
 	db.SetMaxConns(conn, envInt("DATABASE_MAX_CONNS", 20)) // the worker's pool, as scripts/bench sizes it
@@ -202,28 +200,19 @@ func newIngestBeside(b *testing.B) ingestBeside {
 	loops.Go(func() { d.Dispatcher.Run(ctx, time.Second) })
 	loops.Go(func() { tasks.RunTimers(ctx, d, tasks.ExpiryInterval) })
 	b.Cleanup(func() { stop(); loops.Wait() })
-	return ingestBeside{d}
+	return &ingestBeside{d}
 }
 
-// offer ingests total bench.ingest events, one for each user prefix<i>,
-// each in a goroutine of its own at the offered rate (events per second),
-// as the worker's runs would, after the two seconds a baseline's worker
-// takes to start; it returns when all are ingested.
-func (s ingestBeside) offer(b *testing.B, prefix string, offered float64, total int) {
-	time.Sleep(2 * time.Second)
-	tick := time.NewTicker(time.Duration(float64(time.Second) / offered))
-	defer tick.Stop()
-	var wg sync.WaitGroup
-	for i := range total {
-		wg.Go(func() {
-			payload := fmt.Sprintf(`{"userId":"%s%d"}`, prefix, i)
-			if _, err := tasks.HandleIngest(context.Background(), s.deps, tasks.IngestStore, "bench.ingest", []byte(payload), prefix+strconv.Itoa(i)); err != nil {
-				b.Error(err)
-			}
-		})
-		<-tick.C
-	}
-	wg.Wait()
+// ingest ingests total bench.ingest events, one for each user prefix<i>,
+// at the offered rate (see atRate), as the worker's runs would; it returns
+// when all are ingested.
+func (s *ingestBeside) ingest(b *testing.B, prefix string, offered float64, total int) {
+	atRate(offered, total, func(i int) {
+		payload := fmt.Sprintf(`{"userId":"%s%d"}`, prefix, i)
+		if _, err := tasks.HandleIngest(context.Background(), s.deps, tasks.IngestStore, "bench.ingest", []byte(payload), prefix+strconv.Itoa(i)); err != nil {
+			b.Error(err)
+		}
+	})
 }
 
 // pushesNowhere is a Hatchet that takes every push and sends nothing.
@@ -239,20 +228,27 @@ func (pushesNowhere) CancelRuns(context.Context, []string) error   { return nil 
 func offer(b *testing.B, client *hatchet.Client, key, prefix string, offered float64, total int) []time.Time {
 	b.Helper()
 	pushed := make([]time.Time, total)
+	atRate(offered, total, func(i int) {
+		pushed[i] = time.Now()
+		if err := client.Events().Push(context.Background(), key, map[string]any{"userId": fmt.Sprintf("%s%d", prefix, i)}); err != nil {
+			b.Error(err)
+		}
+	})
+	return pushed
+}
+
+// atRate calls each for 0 to total-1, at the offered rate (calls per
+// second), each call in a goroutine of its own, and returns when all have
+// returned.
+func atRate(offered float64, total int, each func(i int)) {
 	tick := time.NewTicker(time.Duration(float64(time.Second) / offered))
 	defer tick.Stop()
 	var wg sync.WaitGroup
 	for i := range total {
-		wg.Go(func() {
-			pushed[i] = time.Now()
-			if err := client.Events().Push(context.Background(), key, map[string]any{"userId": fmt.Sprintf("%s%d", prefix, i)}); err != nil {
-				b.Error(err)
-			}
-		})
+		wg.Go(func() { each(i) })
 		<-tick.C
 	}
 	wg.Wait()
-	return pushed
 }
 
 // benchSetup is what the end-to-end benchmarks start from: skipped unless
@@ -460,18 +456,18 @@ func (t baseline) rate(b *testing.B, client *hatchet.Client, n int, push func() 
 
 // latenciesAt offers total events to the task at the offered rate (see
 // offer) and returns each one's time from push to the start of its run.
-// beside, when not nil, runs meanwhile, and is waited for.
-func (t baseline) latenciesAt(b *testing.B, client *hatchet.Client, prefix string, offered float64, total int, beside func()) []time.Duration {
+// beside, when not nil, ingests as many events at the same rate meanwhile.
+func (t baseline) latenciesAt(b *testing.B, client *hatchet.Client, prefix string, offered float64, total int, beside *ingestBeside) []time.Duration {
 	b.Helper()
-	var besides sync.WaitGroup
-	if beside != nil {
-		besides.Go(beside)
-	}
 	runs, stop := t.start(b, client)
 	defer stop()
+	var ingested sync.WaitGroup
+	if beside != nil {
+		ingested.Go(func() { beside.ingest(b, prefix, offered, total) })
+	}
 	pushed := offer(b, client, t.key, prefix, offered, total)
 	waitFor(b, t.what+" at an offered rate", total, runs.count)
-	besides.Wait()
+	ingested.Wait()
 	out := make([]time.Duration, total)
 	for i := range total {
 		out[i] = runs.startedAt(fmt.Sprintf("%s%d", prefix, i)).Sub(pushed[i])
