@@ -78,9 +78,13 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	r.taken = append(r.taken, got)
 	r.mu.Unlock()
 	if got.status == 0 {
-		select { // past the sender's timeout
+		// Past every timeout of a sender: until it gives up. Not a fixed
+		// 5 s, which a command's inline delivery (CommandPushTimeout) also
+		// waits: on a loaded machine the receiver's wait ran out first, and
+		// its empty 200 delivered the row.
+		select {
 		case <-req.Context().Done():
-		case <-time.After(5 * time.Second):
+		case <-time.After(2 * WebhookTimeout):
 		}
 		return
 	}
