@@ -43,17 +43,25 @@ func Report(b *testing.B, unit string, figure, baseline float64) {
 
 // Turns is the order in which iteration i of a benchmark runs its figure
 // and its baseline, as the values of an isBaseline flag: the figure first
-// in even iterations, the baseline first in odd ones. The two share a
-// server, and each leaves it to the other in a state of its making: a
-// Hatchet still busy with the burst it was sent, or pages already written
-// since the last checkpoint — the first to write a page after one also
-// writes its full image to the WAL. A benchmark that always ran one side
-// first would charge that side with all of it: the date join pass
-// measured 1.49× its raw SQL going first and 1.32× going second, in one
-// hour.
+// in even iterations, the baseline first in odd ones (Rotation).
 func Turns(i int) []bool {
-	if i%2 == 0 {
-		return []bool{false, true}
+	order := Rotation(i, 2)
+	return []bool{order[0] == 1, order[1] == 1}
+}
+
+// Rotation is the order in which iteration i of a benchmark runs its n
+// sides (0 the figure, then its baselines): each side goes first in turn.
+// The sides share a server, and each leaves it to the next in a state of
+// its making: a Hatchet still busy with the burst it was sent, or pages
+// already written since the last checkpoint — the first to write a page
+// after one also writes its full image to the WAL. A benchmark that always
+// ran one side first would charge that side with all of it: the date join
+// pass measured 1.49× its raw SQL going first and 1.32× going second, in
+// one hour.
+func Rotation(i, n int) []int {
+	order := make([]int, n)
+	for k := range order {
+		order[k] = (i + k) % n
 	}
-	return []bool{true, false}
+	return order
 }
