@@ -1,7 +1,6 @@
 package db
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
@@ -141,19 +140,26 @@ func (c *compiler) exists(p *buckets.PropertyCondition, props string) string {
 	return fmt.Sprintf("coalesce(jsonb_typeof(%s -> %s) <> 'null', false)", props, c.arg(p.Property))
 }
 
-// equal compares the value JSON-type-strict: a number as a double, a
-// string or a bool by jsonb equality with the value as a jsonb constant,
-// folded once (to_jsonb(?) is evaluated per row, which doubled a scan of a
-// million contacts).
+// equal compares the value JSON-type-strict: a number as a double; a
+// string or a bool by the property's text, then its JSON type. Comparing
+// the text first, a plain text comparison, leaves the type to the rows
+// whose text matched: jsonb equality, (props -> key) = '"v"'::jsonb,
+// walks both documents, and a scan of a million contacts took twice as
+// long filtering by it (docs/performance.md, *Reading a property*).
 func (c *compiler) equal(p *buckets.PropertyCondition, props string) string {
-	if _, number := p.Value.(float64); number {
+	var text, jsonType string
+	switch v := p.Value.(type) {
+	case float64:
 		return numberComparison(buckets.CountEq)(c, p, props)
+	case string:
+		text, jsonType = v, "string"
+	case bool:
+		text, jsonType = strconv.FormatBool(v), "boolean"
+	default:
+		panic(fmt.Sprintf("db: property value %v of type %T", p.Value, p.Value))
 	}
-	doc, err := json.Marshal(p.Value)
-	if err != nil {
-		panic(fmt.Sprintf("db: property value %v: %v", p.Value, err)) // a string or a bool
-	}
-	return fmt.Sprintf("coalesce((%s -> %s) = %s::jsonb, false)", props, c.arg(p.Property), c.arg(string(doc)))
+	return fmt.Sprintf("coalesce(%s ->> %s = %s AND jsonb_typeof(%s -> %s) = '%s', false)",
+		props, c.arg(p.Property), c.arg(text), props, c.arg(p.Property), jsonType)
 }
 
 // numberComparison compares the property, read as a double, with the
