@@ -30,12 +30,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
-	env := append(append(os.Environ(), "STACK_DIR="+dir), e2eStack...)
-	stack := func(verb string) error {
-		cmd := exec.Command("../scripts/stack", verb)
-		cmd.Env, cmd.Stdout, cmd.Stderr = env, os.Stderr, os.Stderr
-		return cmd.Run()
-	}
+	stackEnv = append(append(os.Environ(), "STACK_DIR="+dir), e2eStack...)
 	if err := stack("reset"); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: starting the tests' Hatchet:", err)
 		os.Exit(1)
@@ -53,6 +48,16 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: stopping the tests' Hatchet:", err)
 	}
 	os.Exit(code)
+}
+
+// stackEnv is the environment of scripts/stack for the tests' Hatchet.
+var stackEnv []string
+
+// stack runs scripts/stack with the verb on the tests' Hatchet.
+func stack(verb string) error {
+	cmd := exec.Command("../scripts/stack", verb)
+	cmd.Env, cmd.Stdout, cmd.Stderr = stackEnv, os.Stderr, os.Stderr
+	return cmd.Run()
 }
 
 // readEnvFile reads the KEY=value lines of an environment file.
