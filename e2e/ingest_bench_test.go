@@ -42,7 +42,11 @@ import (
 // that of its two legs together: Hatchet's pace drifts over a benchmark
 // (on 2026-12-05 both baselines were 10–28% faster after the ingest than
 // before it), and a baseline measured only on one side of the ingest
-// would carry the drift into the ratio. Run it with
+// would carry the drift into the ratio. It also reports the CPU time the
+// whole machine took per event, for the ingest (cpu-ms) and the floor
+// (floor-cpu-ms), and logs it by kind of process (cpuLegs): on a machine
+// whose cores every leg keeps busy, that is where each one's time went.
+// Run it with
 //
 //	BUCKET_BENCH=1 go test -tags e2e ./e2e -run '^$' -bench Ingest -benchtime 1x -timeout 30m
 //
@@ -66,8 +70,10 @@ func BenchmarkIngest(b *testing.B) {
 		floor := func(leg string) float64 {
 			return floorTask.rate(b, client, n, func() []time.Time { return pushAll(floorTask.key, "floor-"+leg+run+"-") })
 		}
-		noopBefore := noop("a")
-		floorBefore := floor("a")
+		cpu := newCPULegs(newCPUTaker(workerBinary(b), dbURL))
+		var noopBefore, floorBefore, noopAfter, floorAfter float64
+		cpu.leg("no-op", n, func() { noopBefore = noop("a") })
+		cpu.leg("floor", n, func() { floorBefore = floor("a") })
 
 		// The worker ingesting a bucket that every such event joins.
 		env := []string{"DATABASE_URL=" + dbURL, "DEFINITIONS_DIR=" + benchIngestDefinitions(b)}
@@ -82,8 +88,10 @@ func BenchmarkIngest(b *testing.B) {
 		if profiles != "" {
 			profiled.Go(func() { saveProfile(b, profiles, "ingest-cpu.pprof", "profile?seconds=15") })
 		}
+		beforeIngest := cpu.taker.take()
 		pushed := pushAll("bench.ingest", prefix)
 		ingestEnd := waitFor(b, "ingest", n, func() int { return joined(ctx, conn, prefix) })
+		cpu.add("ingest", n, cpu.taker.take().since(beforeIngest))
 		if profiles != "" {
 			profiled.Wait()
 			saveProfile(b, profiles, "ingest-block.pprof", "block")
@@ -93,13 +101,18 @@ func BenchmarkIngest(b *testing.B) {
 		storedOnce(b, ctx, conn, prefix, n)
 		lat := latencies(b, ctx, conn, prefix, pushed)
 		_ = w.cmd.Process.Kill()
-		floorAfter := floor("b")
-		noopAfter := noop("b")
-		b.Logf("no-op %.1f then %.1f events/s; floor %.1f then %.1f; ingest %.1f between", noopBefore, noopAfter, floorBefore, floorAfter, ingestRate)
+		cpu.leg("floor", n, func() { floorAfter = floor("b") })
+		cpu.leg("no-op", n, func() { noopAfter = noop("b") })
+		b.Logf("no-op %.1f then %.1f events/s; floor %.1f then %.1f; ingest %.1f between\n%s",
+			noopBefore, noopAfter, floorBefore, floorAfter, ingestRate, cpu)
 
 		benchreport.Report(b, "events/s", ingestRate, bothLegs(noopBefore, noopAfter))
 		benchreport.ReportFloor(b, "events/s", ingestRate, bothLegs(floorBefore, floorAfter))
 		reportLatencies(b, lat)
+		for side, metric := range map[string]string{"ingest": "cpu-ms", "floor": "floor-cpu-ms"} {
+			all, _ := cpu.perEvent(side)
+			b.ReportMetric(all, metric)
+		}
 	}
 }
 
