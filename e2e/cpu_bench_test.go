@@ -147,19 +147,23 @@ type cpuLegs struct {
 	took   map[string]map[string]time.Duration // side → kind → CPU time
 	events map[string]int
 	order  []string
+	// side and start are those of the leg begun last.
+	side  string
+	start cpuSnapshot
 }
 
 func newCPULegs(taker cpuTaker) *cpuLegs {
 	return &cpuLegs{taker: taker, took: map[string]map[string]time.Duration{}, events: map[string]int{}}
 }
 
-// leg runs one leg of the side, of n events, and charges it the CPU time
-// the machine took meanwhile.
-func (l *cpuLegs) leg(side string, n int, run func()) {
-	before := l.taker.take()
-	run()
-	l.add(side, n, l.taker.take().since(before))
-}
+// begin starts a leg of the side: from its first push, so that the
+// seconds a leg's worker takes to start, with the machine idle, are not
+// charged to its events.
+func (l *cpuLegs) begin(side string) { l.side, l.start = side, l.taker.take() }
+
+// end ends the leg begun last, of n events, and charges it the CPU time
+// the machine took since it began.
+func (l *cpuLegs) end(n int) { l.add(l.side, n, l.taker.take().since(l.start)) }
 
 // add charges the side n events and the CPU time of each kind.
 func (l *cpuLegs) add(side string, n int, took map[string]time.Duration) {

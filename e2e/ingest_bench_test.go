@@ -64,16 +64,17 @@ func BenchmarkIngest(b *testing.B) {
 	}
 	for range b.N {
 		run := strconv.FormatInt(time.Now().UnixNano(), 36)
-		noop := func(leg string) float64 {
-			return noopTask.rate(b, client, n, func() []time.Time { return pushAll(noopTask.key, "noop-"+leg+run+"-") })
-		}
-		floor := func(leg string) float64 {
-			return floorTask.rate(b, client, n, func() []time.Time { return pushAll(floorTask.key, "floor-"+leg+run+"-") })
-		}
 		cpu := newCPULegs(newCPUTaker(workerBinary(b), dbURL))
-		var noopBefore, floorBefore, noopAfter, floorAfter float64
-		cpu.leg("no-op", n, func() { noopBefore = noop("a") })
-		cpu.leg("floor", n, func() { floorBefore = floor("a") })
+		legOf := func(task baseline, side, leg string) float64 {
+			rate := task.rate(b, client, n, func() []time.Time {
+				cpu.begin(side)
+				return pushAll(task.key, side+"-"+leg+run+"-")
+			})
+			cpu.end(n)
+			return rate
+		}
+		noopBefore := legOf(noopTask, "no-op", "a")
+		floorBefore := legOf(floorTask, "floor", "a")
 
 		// The worker ingesting a bucket that every such event joins.
 		env := []string{"DATABASE_URL=" + dbURL, "DEFINITIONS_DIR=" + benchIngestDefinitions(b)}
@@ -88,10 +89,10 @@ func BenchmarkIngest(b *testing.B) {
 		if profiles != "" {
 			profiled.Go(func() { saveProfile(b, profiles, "ingest-cpu.pprof", "profile?seconds=15") })
 		}
-		beforeIngest := cpu.taker.take()
+		cpu.begin("ingest")
 		pushed := pushAll("bench.ingest", prefix)
 		ingestEnd := waitFor(b, "ingest", n, func() int { return joined(ctx, conn, prefix) })
-		cpu.add("ingest", n, cpu.taker.take().since(beforeIngest))
+		cpu.end(n)
 		if profiles != "" {
 			profiled.Wait()
 			saveProfile(b, profiles, "ingest-block.pprof", "block")
@@ -101,18 +102,18 @@ func BenchmarkIngest(b *testing.B) {
 		storedOnce(b, ctx, conn, prefix, n)
 		lat := latencies(b, ctx, conn, prefix, pushed)
 		_ = w.cmd.Process.Kill()
-		cpu.leg("floor", n, func() { floorAfter = floor("b") })
-		cpu.leg("no-op", n, func() { noopAfter = noop("b") })
+		floorAfter := legOf(floorTask, "floor", "b")
+		noopAfter := legOf(noopTask, "no-op", "b")
 		b.Logf("no-op %.1f then %.1f events/s; floor %.1f then %.1f; ingest %.1f between\n%s",
 			noopBefore, noopAfter, floorBefore, floorAfter, ingestRate, cpu)
 
 		benchreport.Report(b, "events/s", ingestRate, bothLegs(noopBefore, noopAfter))
 		benchreport.ReportFloor(b, "events/s", ingestRate, bothLegs(floorBefore, floorAfter))
 		reportLatencies(b, lat)
-		for side, metric := range map[string]string{"ingest": "cpu-ms", "floor": "floor-cpu-ms"} {
-			all, _ := cpu.perEvent(side)
-			b.ReportMetric(all, metric)
-		}
+		ingestCPU, _ := cpu.perEvent("ingest")
+		floorCPU, _ := cpu.perEvent("floor")
+		b.ReportMetric(ingestCPU, "cpu-ms")
+		b.ReportMetric(floorCPU, "floor-cpu-ms")
 	}
 }
 
