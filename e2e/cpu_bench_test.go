@@ -5,6 +5,7 @@ package e2e
 import (
 	"fmt"
 	"maps"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -58,9 +59,12 @@ func newCPUTaker(workerBinary, dbURL string) cpuTaker {
 }
 
 // databaseOf is the database name of a postgres:// URL.
-func databaseOf(url string) string {
-	name, _, _ := strings.Cut(url[strings.LastIndex(url, "/")+1:], "?")
-	return name
+func databaseOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimPrefix(u.Path, "/")
 }
 
 // take reads the CPU time of every process of the machine.
