@@ -171,17 +171,40 @@ func textArray(values []string) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteByte('"')
-		for j := 0; j < len(v); j++ {
-			if v[j] == '"' || v[j] == '\\' {
-				b.WriteByte('\\')
-			}
-			b.WriteByte(v[j])
-		}
-		b.WriteByte('"')
+		quoteElement(&b, v)
 	}
 	b.WriteByte('}')
 	return b.String()
+}
+
+// optionalTextArray is textArray with NULL for each nil value.
+func optionalTextArray(values []*string) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, v := range values {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if v == nil {
+			b.WriteString("NULL")
+		} else {
+			quoteElement(&b, *v)
+		}
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// quoteElement writes v as a quoted element of an array's text form.
+func quoteElement(b *strings.Builder, v string) {
+	b.WriteByte('"')
+	for j := 0; j < len(v); j++ {
+		if v[j] == '"' || v[j] == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(v[j])
+	}
+	b.WriteByte('"')
 }
 
 // intArray is the text form of a PostgreSQL array of the integers.

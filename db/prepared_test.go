@@ -29,30 +29,43 @@ func TestParametersCarryAnyText(t *testing.T) {
 	conn, _ := dbtest.New(t)
 	now := time.Date(2026, 12, 6, 1, 2, 3, 456789000, time.UTC)
 
-	var patches []db.ContactPatch
+	var arrivals []db.Arrival
 	for i, u := range hostile {
-		email := "e" + u
+		email, key := "e"+u, "key"+u
 		props, err := json.Marshal(map[string]any{"key": u, "i": i})
 		require.NoError(t, err)
-		patches = append(patches, db.ContactPatch{UserID: "user" + u, Email: &email, Properties: props})
+		arrivals = append(arrivals, db.Arrival{
+			Event: db.UserEvent{UserID: "user" + u, Event: "event" + u, Properties: props, IdempotencyKey: &key, Source: &u, OccurredAt: now},
+			Email: &email, ContactProperties: props,
+		})
 	}
-	written, err := db.UpsertContacts(ctx, conn, db.Schema{}, patches, now)
+	arrived, err := db.StoreEvents(ctx, conn, db.Schema{}, arrivals, now)
 	require.NoError(t, err)
-	require.Len(t, written, len(hostile))
+	require.Len(t, arrived, len(hostile))
 
 	var users []string
-	for _, p := range patches {
-		users = append(users, p.UserID)
+	for _, a := range arrivals {
+		users = append(users, a.Event.UserID)
 	}
 	read, err := db.ContactsByUser(ctx, conn, users)
 	require.NoError(t, err)
-	for i, p := range patches {
-		c := read[p.UserID]
-		require.NotNil(t, c, "user %q", p.UserID)
-		require.Equal(t, *p.Email, *c.Email)
-		require.JSONEq(t, string(p.Properties), string(c.Properties), "user %q", p.UserID)
-		require.True(t, c.LastSeenAt.Equal(now), "user %q: last seen %s", p.UserID, c.LastSeenAt)
-		require.Equal(t, c.ID, written[p.UserID].ID, "the upsert returns the row it wrote (%d)", i)
+	for i, a := range arrivals {
+		user := a.Event.UserID
+		c := read[user]
+		require.NotNil(t, c, "user %q", user)
+		require.Equal(t, *a.Email, *c.Email)
+		require.JSONEq(t, string(a.ContactProperties), string(c.Properties), "user %q", user)
+		require.True(t, c.LastSeenAt.Equal(now), "user %q: last seen %s", user, c.LastSeenAt)
+		require.True(t, arrived[i].Stored, "user %q", user)
+		require.Equal(t, c.ID, arrived[i].Contact.ID, "the statement returns the contact it wrote (%d)", i)
+
+		var stored db.UserEvent
+		require.NoError(t, conn.NewSelect().Model(&stored).Where("e.idempotency_key = ?", *a.Event.IdempotencyKey).Scan(ctx))
+		require.Equal(t, user, stored.UserID)
+		require.Equal(t, a.Event.Event, stored.Event)
+		require.Equal(t, *a.Event.Source, *stored.Source)
+		require.JSONEq(t, string(a.Event.Properties), string(stored.Properties), "user %q", user)
+		require.True(t, stored.OccurredAt.Equal(now), "user %q: occurred %s", user, stored.OccurredAt)
 	}
 
 	bucket := `b"\{x}`
@@ -110,17 +123,18 @@ func preparedStatements(ctx context.Context, t *testing.T, conn bun.IDB) map[str
 	return out
 }
 
-// TestStatementsArePreparedOncePerConnection runs the contact upsert of
-// an ingest many times on a pool of one connection: the connection
-// prepares it once and PostgreSQL stops planning it. With prepare=off in
-// the URL nothing is prepared, and the upsert works the same.
+// TestStatementsArePreparedOncePerConnection runs the statement that
+// stores an ingest's events with their contacts many times on a pool of
+// one connection: the connection prepares it once and PostgreSQL stops
+// planning it. With prepare=off in the URL nothing is prepared, and the
+// statement works the same.
 func TestStatementsArePreparedOncePerConnection(t *testing.T) {
 	ctx := context.Background()
 	_, url := dbtest.New(t)
 	upsert := func(conn *bun.DB, i int) {
-		email := "u@example.com"
-		_, err := db.UpsertContacts(ctx, conn, db.Schema{}, []db.ContactPatch{{UserID: "u", Email: &email, Properties: json.RawMessage(`{"n":1}`)}},
-			time.Date(2026, 12, 6, 0, 0, i, 0, time.UTC))
+		email, at := "u@example.com", time.Date(2026, 12, 6, 0, 0, i, 0, time.UTC)
+		_, err := db.StoreEvents(ctx, conn, db.Schema{}, []db.Arrival{{Event: db.UserEvent{UserID: "u", Event: "app.active", OccurredAt: at},
+			Email: &email, ContactProperties: json.RawMessage(`{"n":1}`)}}, at)
 		require.NoError(t, err)
 	}
 
@@ -163,8 +177,9 @@ func TestStatementsArePreparedOncePerConnection(t *testing.T) {
 }
 
 // TestPreparedStatementsOutliveANewColumn adds a column to contacts, as a
-// Hogsend migration does, while the connection holds the upsert prepared:
-// the upsert names its columns, so it goes on returning the same rows.
+// Hogsend migration does, while the connection holds the statement that
+// upserts them prepared: it names its columns, so it goes on returning the
+// same rows.
 // A prepared statement that returned every column fails once after such a
 // change — its rows changed shape — and is then prepared afresh.
 func TestPreparedStatementsOutliveANewColumn(t *testing.T) {
@@ -173,9 +188,9 @@ func TestPreparedStatementsOutliveANewColumn(t *testing.T) {
 	db.SetMaxConns(conn, 1)
 	now := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
 	upsert := func(user string) {
-		got, err := db.UpsertContacts(ctx, conn, db.Schema{}, []db.ContactPatch{{UserID: user}}, now)
+		got, err := db.StoreEvents(ctx, conn, db.Schema{}, []db.Arrival{{Event: db.UserEvent{UserID: user, Event: "app.active", OccurredAt: now}}}, now)
 		require.NoError(t, err)
-		require.Equal(t, user, *got[user].ExternalID)
+		require.Equal(t, user, *got[0].Contact.ExternalID)
 	}
 	upsert("before")
 	_, err := conn.ExecContext(ctx, "ALTER TABLE contacts ADD COLUMN anonymous_id text")
@@ -203,13 +218,14 @@ func TestPreparedStatementsOutliveANewColumn(t *testing.T) {
 }
 
 // TestGenericPlansLookUpByIndex prepares the statements of an ingest that
-// read contacts — the contact upsert, and in Hogsend's database the
-// transition events, which record the user's contact — on an empty
-// contacts table, as the first ingest into a new database does, and runs
-// them again once the table holds 20 000 contacts, for a new user, a live
-// one and an erased one. They run on the generic plans made on the empty
-// table, and each must have looked its users up by index: none read the
-// whole table.
+// read contacts and events — the events stored with their contacts, and
+// in Hogsend's database the transition events, which record the user's
+// contact — on empty tables, as the first ingest into a new database
+// does, and runs them again once the tables hold 20 000 contacts and
+// events, for a new user, a live one and an erased one, each event with a
+// key. They run on the generic plans made on the empty tables, and each
+// must have looked its users and keys up by index: none read a whole
+// table.
 func TestGenericPlansLookUpByIndex(t *testing.T) {
 	for name, open := range map[string]func(testing.TB) (*bun.DB, string){"worker": dbtest.New, "hogsend": dbtest.HogsendLatest} {
 		t.Run(name, func(t *testing.T) {
@@ -221,7 +237,8 @@ func TestGenericPlansLookUpByIndex(t *testing.T) {
 			now := time.Date(2026, 12, 6, 4, 0, 0, 0, time.UTC)
 			ingest := func(ctx context.Context, idb bun.IDB, user string) {
 				email := user + "@example.com"
-				_, err := db.UpsertContacts(ctx, idb, schema, []db.ContactPatch{{UserID: user, Email: &email}}, now)
+				_, err := db.StoreEvents(ctx, idb, schema, []db.Arrival{{Email: &email,
+					Event: db.UserEvent{UserID: user, Event: "app.active", IdempotencyKey: &email, OccurredAt: now}}}, now)
 				require.NoError(t, err)
 				_, err = db.InsertEmissions(ctx, idb, schema, db.Emissions{BucketID: "b", BucketName: "B", Transition: "entered", Source: "event",
 					Events: []db.Emission{{Event: "bucket:entered:b", IdempotencyKey: "k-" + user, UserID: user, UserEmail: email, EntryCount: 1}}}, now)
@@ -232,18 +249,21 @@ func TestGenericPlansLookUpByIndex(t *testing.T) {
 				SELECT 'grown-' || g, 'grown-' || g || '@example.com', CASE WHEN g % 10 = 0 THEN now() END
 				FROM generate_series(1, 20000) AS g`)
 			require.NoError(t, err)
+			_, err = conn.ExecContext(ctx, `INSERT INTO user_events (user_id, event, idempotency_key, occurred_at)
+				SELECT 'grown-' || g, 'app.active', 'grown-key-' || g, now() FROM generate_series(1, 20000) AS g`)
+			require.NoError(t, err)
 
 			for _, user := range []string{"new", "grown-7", "grown-10"} {
 				require.NoError(t, conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 					// The backend's counts not yet reported, this
 					// transaction's and those of the ones before.
 					scans := func() (n int) {
-						require.NoError(t, tx.NewRaw("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'contacts'").Scan(ctx, &n))
+						require.NoError(t, tx.NewRaw("SELECT sum(seq_scan) FROM pg_stat_xact_user_tables WHERE relname IN ('contacts', 'user_events')").Scan(ctx, &n))
 						return n
 					}
 					before := scans()
 					ingest(ctx, tx, user)
-					require.Equal(t, before, scans(), "user %s: an ingest read the whole contacts table", user)
+					require.Equal(t, before, scans(), "user %s: an ingest read the whole contacts or user_events table", user)
 					return nil
 				}))
 			}
@@ -251,7 +271,7 @@ func TestGenericPlansLookUpByIndex(t *testing.T) {
 			for statement, plans := range preparedStatements(ctx, t, conn) {
 				if strings.Contains(statement, "INSERT INTO contacts") {
 					upserts++
-					require.Equal(t, [2]int{0, 4}, plans, "the upsert was prepared once and ran four times on its generic plan")
+					require.Equal(t, [2]int{0, 4}, plans, "the statement was prepared once and ran four times on its generic plan")
 				}
 			}
 			require.Equal(t, 1, upserts)

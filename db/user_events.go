@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/bucketworker/bucket-worker/buckets"
 )
@@ -70,60 +68,144 @@ func UserEventProperties(ctx context.Context, idb bun.IDB, userID, event string,
 	return out, nil
 }
 
-// InsertUserEvents stores the events in one statement and reports, for
-// each, whether it was stored: an event whose idempotency key is already
-// stored is not. Their ids are set here, time-ordered (NewID). It writes
-// the rows as one VALUES list: for the few rows of a round, parsing that
-// costs less than unnesting seven arrays. Where the table has contact_id
-// (Schema), each row's ContactID goes there.
-func InsertUserEvents(ctx context.Context, idb bun.IDB, s Schema, events []UserEvent) ([]bool, error) {
-	stored := make([]bool, len(events))
-	if len(events) == 0 {
-		return stored, nil
-	}
-	rows := slices.Clone(events)
-	index := make(map[string]int, len(rows))
-	for i := range rows {
-		rows[i].ID = NewID()
-		if len(rows[i].Properties) == 0 {
-			rows[i].Properties = json.RawMessage(`{}`)
-		}
-		index[rows[i].ID] = i
-	}
-	columns := []string{"id", "user_id", "event", "properties", "idempotency_key", "source", "occurred_at"}
-	if s.EventContactID {
-		columns = append(columns, "contact_id")
-	}
-	var inserted []string
-	err := idb.NewInsert().Model(&rows).
-		Column(columns...).
-		On("CONFLICT (idempotency_key) DO NOTHING").
-		Returning("id").
-		Scan(ctx, &inserted)
-	if err != nil {
-		return nil, fmt.Errorf("storing %d events: %w", len(rows), err)
-	}
-	for _, id := range inserted {
-		stored[index[id]] = true
-	}
-	return stored, nil
+// Arrival is an ingested event to store, and what it brings to its
+// user's contact: an email (when it has one) and properties merged over
+// the contact's (top-level keys replace; nil leaves them as they are).
+type Arrival struct {
+	Event             UserEvent
+	Email             *string
+	ContactProperties json.RawMessage
 }
 
-// StoredKeys returns which of the idempotency keys are stored.
-func StoredKeys(ctx context.Context, idb bun.IDB, keys []string) (map[string]bool, error) {
-	out := map[string]bool{}
-	if len(keys) == 0 {
-		return out, nil
+// Arrived is what StoreEvents did with an arrival.
+type Arrived struct {
+	// Erased: the user is erased (their only contacts are soft-deleted);
+	// nothing was written for the event.
+	Erased bool
+	// Duplicate: the event's idempotency key was stored before; nothing
+	// was written for it, and its contact was not patched.
+	Duplicate bool
+	// Contact is the user's live contact as the arrival left it; nil when
+	// Erased or Duplicate.
+	Contact *Contact
+	// Stored: the event was inserted. An arrival with a Contact that was
+	// not stored had its key stored by another transaction after this
+	// statement's snapshot: the transaction must be rolled back and run
+	// again, and then finds it a Duplicate.
+	Stored bool
+}
+
+// StoreEvents stores ingested events of distinct users with distinct
+// keys, stamped now, in one statement: it leaves out those whose key is
+// stored and those of erased users, applies each other one's patch to its
+// user's live contact — creating it when the user has none, taking the
+// contacts' row locks in user order, never reviving an erased user — and
+// inserts the event, with its contact where the table has contact_id
+// (Schema). It returns what it did with each, in order. The event ids are
+// set here, time-ordered (NewID).
+//
+// In a database where a contact's email is unique (Schema), an email
+// another live contact holds is not written: the contact keeps its own,
+// or has none, rather than failing the ingest. Merging the two is the
+// identity resolution of the application that owns them.
+//
+// One statement does what the key lookup, the contact upsert and the
+// event insert did in three: each round trip to PostgreSQL costs both
+// sides more CPU than most of an ingest's statements take to run
+// (docs/performance.md, *Round trips of an ingest*).
+func StoreEvents(ctx context.Context, idb bun.IDB, s Schema, arrivals []Arrival, now time.Time) ([]Arrived, error) {
+	n := len(arrivals)
+	if n == 0 {
+		return nil, nil
 	}
-	var found []string
-	err := idb.NewSelect().TableExpr("user_events AS e").Column("e.idempotency_key").
-		Where("e.idempotency_key = ANY(?)", pgdialect.Array(keys)).
-		Scan(ctx, &found)
+	users, emails, hasEmail, contactProps := make([]string, n), make([]string, n), make([]bool, n), make([]string, n)
+	ids, events, props, keys, sources := make([]string, n), make([]string, n), make([]string, n), make([]*string, n), make([]*string, n)
+	occurred := make([]string, n)
+	for i, a := range arrivals {
+		ev := a.Event
+		users[i], contactProps[i], props[i] = ev.UserID, `{}`, `{}`
+		if a.Email != nil {
+			emails[i], hasEmail[i] = *a.Email, true
+		}
+		if len(a.ContactProperties) > 0 {
+			contactProps[i] = string(a.ContactProperties)
+		}
+		if len(ev.Properties) > 0 {
+			props[i] = string(ev.Properties)
+		}
+		ids[i], events[i], keys[i], sources[i] = NewID(), ev.Event, ev.IdempotencyKey, ev.Source
+		occurred[i] = ev.OccurredAt.Format(time.RFC3339Nano)
+	}
+	emailFree := ""
+	if s.UniqueContactEmail {
+		emailFree = ` AND NOT EXISTS (SELECT 1 FROM contacts AS o
+			WHERE lower(o.email) = lower(p.email) AND o.deleted_at IS NULL AND o.external_id IS DISTINCT FROM p.user_id)`
+	}
+	contactColumn, contactValue := "", ""
+	if s.EventContactID {
+		contactColumn, contactValue = ", contact_id", ", c.id"
+	}
+	// Whether a key is stored, and whether the user is live or erased, are
+	// asked by scalar subqueries (an id, or none), not EXISTS: the
+	// statement is prepared, and its one generic plan is made on the
+	// tables as they are at the first ingest. On a new, empty contacts
+	// table PostgreSQL made EXISTS a hashed subplan, which read every
+	// contact at every run (1.3 ms an ingest by 2 000 contacts, and
+	// growing); a scalar subquery is looked up by its index however small
+	// the table was (docs/performance.md, *A plan made on an empty
+	// table*). Every part reads the statement's snapshot: a key stored
+	// after it is found by the insert's conflict, and erasures wait for
+	// the users' locks the transaction took before (LockUsers).
+	var rows []struct {
+		Contact
+		Erased    bool `bun:"erased"`
+		Duplicate bool `bun:"duplicate"`
+		Stored    bool `bun:"stored"`
+	}
+	err := queryParams(ctx, idb, &rows, `
+		WITH p AS (
+			SELECT p.*,
+				(SELECT k.id FROM user_events AS k WHERE k.idempotency_key = p.key LIMIT 1) IS NOT NULL AS duplicate,
+				(SELECT l.id FROM contacts AS l WHERE l.external_id = p.user_id AND l.deleted_at IS NULL LIMIT 1) IS NULL
+					AND (SELECT d.id FROM contacts AS d WHERE d.external_id = p.user_id AND d.deleted_at IS NOT NULL LIMIT 1) IS NOT NULL AS erased
+			FROM unnest($2::text[], $3::text[], $4::bool[], $5::text[], $6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[])
+				WITH ORDINALITY AS p(user_id, email, has_email, contact_properties, id, event, properties, key, source, occurred_at, n)
+		), c AS (
+			INSERT INTO contacts AS c (external_id, email, properties, first_seen_at, last_seen_at, created_at, updated_at)
+			SELECT p.user_id, CASE WHEN p.has_email`+emailFree+` THEN p.email END, p.contact_properties::jsonb, $1::timestamptz, $1::timestamptz, $1::timestamptz, $1::timestamptz
+			FROM p WHERE NOT p.duplicate AND NOT p.erased
+			ORDER BY p.user_id
+			ON CONFLICT (external_id) WHERE external_id IS NOT NULL AND deleted_at IS NULL DO UPDATE SET
+				properties = CASE WHEN jsonb_typeof(c.properties) = 'object' THEN c.properties ELSE '{}' END || EXCLUDED.properties,
+				email = coalesce(EXCLUDED.email, c.email),
+				last_seen_at = EXCLUDED.last_seen_at,
+				updated_at = EXCLUDED.updated_at
+			RETURNING `+contactColumns+`
+		), e AS (
+			INSERT INTO user_events (id, user_id, event, properties, idempotency_key, source, occurred_at`+contactColumn+`)
+			SELECT p.id, p.user_id, p.event, p.properties::jsonb, p.key, p.source, p.occurred_at`+contactValue+`
+			FROM p JOIN c ON c.external_id = p.user_id
+			ON CONFLICT (idempotency_key) DO NOTHING
+			RETURNING id
+		)
+		SELECT `+contactColumns+`, p.erased, p.duplicate, e.id IS NOT NULL AS stored
+		FROM p LEFT JOIN c ON c.external_id = p.user_id LEFT JOIN e ON e.id = p.id
+		ORDER BY p.n`,
+		now, textArray(users), textArray(emails), boolArray(hasEmail), textArray(contactProps),
+		textArray(ids), textArray(events), textArray(props), optionalTextArray(keys), optionalTextArray(sources), textArray(occurred))
 	if err != nil {
-		return nil, fmt.Errorf("looking up %d idempotency keys: %w", len(keys), err)
+		return nil, fmt.Errorf("storing %d events, of user %q first: %w", n, users[0], err)
 	}
-	for _, k := range found {
-		out[k] = true
+	if len(rows) != n {
+		return nil, fmt.Errorf("storing %d events: %d rows came back", n, len(rows))
+	}
+	out := make([]Arrived, n)
+	for i := range rows {
+		r := &rows[i]
+		out[i] = Arrived{Erased: r.Erased, Duplicate: r.Duplicate, Stored: r.Stored}
+		if r.Contact.ID != "" {
+			out[i].Contact = &r.Contact
+		}
 	}
 	return out, nil
 }

@@ -260,8 +260,7 @@ func TestBatchKeyStoredConcurrently(t *testing.T) {
 	other, err := e.db.BeginTx(e.ctx, nil)
 	require.NoError(t, err)
 	defer other.Rollback()
-	_, err = db.InsertUserEvents(e.ctx, other, db.Schema{}, []db.UserEvent{{UserID: "w", Event: "app.active", IdempotencyKey: ptr("k"), OccurredAt: t0}})
-	require.NoError(t, err)
+	require.NoError(t, dbtest.InsertUserEvents(e.ctx, other, []db.UserEvent{{UserID: "w", Event: "app.active", IdempotencyKey: ptr("k"), OccurredAt: t0}}))
 
 	done := make(chan BatchOutput)
 	go func() {

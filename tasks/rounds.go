@@ -2,7 +2,6 @@ package tasks
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -19,7 +18,7 @@ import (
 // §7.1). Each user's events are put in order of occurredAt, then of
 // position, and ingested in rounds, the k-th round holding the k-th event
 // of every user. A round is one transaction of a few statements for all
-// its users — the key lookup, the contact upsert, the event insert, the
+// its users — the events stored with their contacts (db.StoreEvents), the
 // journey exits, the membership locks, and per candidate bucket one
 // compiled evaluation (db.EvaluateUsers) and its joins and leaves through
 // the funnel — and since users are evaluated independently, each event's
@@ -127,8 +126,8 @@ func eventCandidates(ctx context.Context, d *Deps, events []IngestEvent, indexes
 }
 
 // errKeyRaced rolls back a round in which another transaction stored one
-// of its keys between the key lookup and the insert; the round runs again
-// and finds the key stored.
+// of its keys after the snapshot of the statement that stores them; the
+// round runs again and finds the key stored.
 var errKeyRaced = errors.New("an idempotency key was stored concurrently")
 
 // keyRaceAttempts is how often a round runs whose keys keep racing.
@@ -197,76 +196,43 @@ func (in *ingestion) round(ctx context.Context, round []int) error {
 	}
 }
 
-// store is the store-mode part of a round: it upserts the contacts and
-// stores the events in one statement each, leaving out the events whose
-// key is stored (duplicates, which patch no contact) and those of erased
-// users (ignored, even when their key is stored too), and exits the
-// journeys the events end. It returns the events whose users are then
-// evaluated.
+// store is the store-mode part of a round: it stores the events in one
+// statement (db.StoreEvents), which upserts their users' contacts and
+// leaves out the events whose key is stored (duplicates, which patch no
+// contact) and those of erased users (ignored, even when their key is
+// stored too), and exits the journeys the events end. It returns the
+// events whose users are then evaluated.
 func (in *ingestion) store(ctx context.Context, t *txn, round []int) ([]roundEvent, error) {
 	events, results := in.events, in.results
-	var keys []string
-	for _, i := range round {
-		if k := events[i].IdempotencyKey; k != nil {
-			keys = append(keys, *k)
-		}
-	}
-	taken, err := db.StoredKeys(ctx, t.tx, keys)
-	if err != nil {
-		return nil, err
-	}
-	var fresh, duplicates []int
-	var patches []db.ContactPatch
-	var duplicated []string
-	for _, i := range round {
+	arrivals := make([]db.Arrival, len(round))
+	for k, i := range round {
 		ev := events[i]
-		if k := ev.IdempotencyKey; k != nil && taken[*k] {
-			duplicates, duplicated = append(duplicates, i), append(duplicated, ev.UserID)
-			continue
-		}
-		fresh = append(fresh, i)
-		patches = append(patches, db.ContactPatch{UserID: ev.UserID, Email: ev.UserEmail, Properties: ev.ContactPropertiesJSON})
-	}
-	if len(duplicates) > 0 {
-		contacts, err := db.ContactsByUser(ctx, t.tx, duplicated)
-		if err != nil {
-			return nil, err
-		}
-		for _, i := range duplicates {
-			if c := contacts[events[i].UserID]; c != nil && c.DeletedAt != nil {
-				results[i].Status, results[i].Reason = StatusIgnored, ReasonContactDeleted
-			}
+		arrivals[k] = db.Arrival{
+			Event: db.UserEvent{UserID: ev.UserID, Event: ev.Event, Properties: ev.PropertiesJSON,
+				IdempotencyKey: ev.IdempotencyKey, Source: ptr("ingest"), OccurredAt: occurredAt(ev, t.now)},
+			Email:             ev.UserEmail,
+			ContactProperties: ev.ContactPropertiesJSON,
 		}
 	}
-	contacts, err := db.UpsertContacts(ctx, t.tx, t.d.Schema, patches, t.now)
+	arrived, err := db.StoreEvents(ctx, t.tx, t.d.Schema, arrivals, t.now)
 	if err != nil {
 		return nil, err
 	}
 	var live []roundEvent
-	var rows []db.UserEvent
 	exits := journeyExits{}
-	for _, i := range fresh {
-		ev := events[i]
-		contact := contacts[ev.UserID]
-		if contact == nil {
+	for k, i := range round {
+		ev, a := events[i], arrived[k]
+		switch {
+		case a.Erased:
 			results[i].Status, results[i].Reason = StatusIgnored, ReasonContactDeleted
 			continue
+		case a.Duplicate:
+			continue
+		case !a.Stored:
+			return nil, errKeyRaced
 		}
-		live = append(live, roundEvent{index: i, userID: ev.UserID, email: contactEmail(contact, deref(ev.UserEmail))})
-		props := ev.PropertiesJSON
-		if props == nil {
-			props = json.RawMessage(`{}`)
-		}
-		rows = append(rows, db.UserEvent{UserID: ev.UserID, Event: ev.Event, Properties: props,
-			IdempotencyKey: ev.IdempotencyKey, Source: ptr("ingest"), OccurredAt: occurredAt(ev, t.now), ContactID: &contact.ID})
+		live = append(live, roundEvent{index: i, userID: ev.UserID, email: contactEmail(a.Contact, deref(ev.UserEmail))})
 		exits.add(t.d.Journeys.ExitingOn(ev.Event, ev.Properties), ev.UserID)
-	}
-	stored, err := db.InsertUserEvents(ctx, t.tx, t.d.Schema, rows)
-	if err != nil {
-		return nil, err
-	}
-	if slices.Contains(stored, false) {
-		return nil, errKeyRaced
 	}
 	return live, t.exit(ctx, exits)
 }
