@@ -204,6 +204,11 @@ type joinSpec struct {
 	// from contacts outside the joining transaction, who must still have
 	// a live contact.
 	Recheck bool
+	// Decide evaluates the criteria in the INSERT, for users not decided
+	// yet: those for whom they hold join, the others are left out. It
+	// takes the same decision as evaluating first (db.EvaluateUsers), in
+	// one statement less.
+	Decide bool
 	// Silent writes the membership without emitting bucket:entered: a
 	// backfill materializes historical matches, which must not fire
 	// journeys (contract §8). Expiry timers are still armed.
@@ -223,8 +228,8 @@ func (t *txn) join(ctx context.Context, b *buckets.Bucket, users []db.Joiner, js
 		return nil, nil
 	}
 	spec := db.NewMemberships{BucketID: b.ID, Source: string(js.Source), Now: t.now, Users: users, DateExpiry: b.DateExpiry}
-	if js.Recheck {
-		spec.If, spec.LiveContact = b.Criteria, true
+	if js.Recheck || js.Decide {
+		spec.If, spec.LiveContact = b.Criteria, js.Recheck
 	}
 	if js.Dated {
 		spec.QuietSince = b.QuietLeg()

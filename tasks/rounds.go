@@ -19,8 +19,9 @@ import (
 // position, and ingested in rounds, the k-th round holding the k-th event
 // of every user. A round is one transaction of a few statements for all
 // its users — the events stored with their contacts (db.StoreEvents), the
-// journey exits, the membership locks, and per candidate bucket one
-// compiled evaluation (db.EvaluateUsers) and its joins and leaves through
+// journey exits, the membership locks, and per candidate bucket the joins
+// of its non-members, decided in their insert, and one compiled
+// evaluation of its members (db.EvaluateUsers) with their leaves, through
 // the funnel — and since users are evaluated independently, each event's
 // transitions are those its single ingest would make.
 //
@@ -276,9 +277,11 @@ func contactEmail(c *db.Contact, eventEmail string) string {
 // evaluate decides the candidate buckets of a round's users: it locks
 // their active memberships of those buckets in one statement — so every
 // later statement sees the commits of the paths it waited for (contract
-// §5.3) — then evaluates each bucket for all the users it is a candidate
-// for in one compiled statement, and joins and leaves them through the
-// funnel, bucket by bucket in dependency order.
+// §5.3) — then, bucket by bucket in dependency order, joins the users who
+// are not members where the criteria hold, deciding in the insert
+// (joinSpec.Decide), and evaluates those who are members in one compiled
+// statement and makes those for whom the criteria no longer hold leave,
+// through the funnel.
 func (in *ingestion) evaluate(ctx context.Context, t *txn, live []roundEvent) error {
 	byBucket := map[string][]roundEvent{}
 	var users, bucketIDs []string
@@ -300,34 +303,35 @@ func (in *ingestion) evaluate(ctx context.Context, t *txn, live []roundEvent) er
 		active[[2]string{m.BucketID, m.UserID}] = m
 	}
 	for _, b := range t.d.Buckets.All() {
-		// A user a cascade into b decided already keeps that decision:
-		// what b reads moved before the cascade, and moves after it
-		// cascade again.
-		evs := slices.DeleteFunc(byBucket[b.ID], func(ev roundEvent) bool { return t.cascaded[[2]string{b.ID, ev.userID}] })
-		if len(evs) == 0 {
+		var joiners []db.Joiner
+		var members []string
+		for _, ev := range byBucket[b.ID] {
+			// A user a cascade into b decided already keeps that
+			// decision: what b reads moved before the cascade, and
+			// moves after it cascade again.
+			switch _, member := active[[2]string{b.ID, ev.userID}]; {
+			case t.cascaded[[2]string{b.ID, ev.userID}]:
+			case member:
+				members = append(members, ev.userID)
+			default:
+				joiners = append(joiners, db.Joiner{UserID: ev.userID, Email: ev.email})
+			}
+		}
+		if _, err := t.join(ctx, b, joiners, joinSpec{Source: SourceEvent, Decide: true}); err != nil {
+			return fmt.Errorf("bucket %q: %w", b.ID, err)
+		}
+		if len(members) == 0 {
 			continue
 		}
-		users := make([]string, len(evs))
-		for i, ev := range evs {
-			users[i] = ev.userID
-		}
-		verdicts, err := db.EvaluateUsers(ctx, t.tx, b.Criteria, t.now, users)
+		holds, err := db.EvaluateUsers(ctx, t.tx, b.Criteria, t.now, members)
 		if err != nil {
 			return fmt.Errorf("evaluating bucket %q: %w", b.ID, err)
 		}
-		var joiners []db.Joiner
 		var leavers []db.Membership
-		for _, ev := range evs {
-			m, member := active[[2]string{b.ID, ev.userID}]
-			switch holds := verdicts[ev.userID]; {
-			case holds && !member:
-				joiners = append(joiners, db.Joiner{UserID: ev.userID, Email: ev.email})
-			case !holds && member:
-				leavers = append(leavers, m)
+		for _, u := range members {
+			if !holds[u] {
+				leavers = append(leavers, active[[2]string{b.ID, u}])
 			}
-		}
-		if _, err := t.join(ctx, b, joiners, joinSpec{Source: SourceEvent}); err != nil {
-			return fmt.Errorf("bucket %q: %w", b.ID, err)
 		}
 		if _, err := t.leave(ctx, b, leavers, leaveSpec{Source: SourceEvent, Reason: ReasonCriteria}); err != nil {
 			return fmt.Errorf("bucket %q: %w", b.ID, err)
