@@ -205,9 +205,8 @@ type joinSpec struct {
 	// a live contact.
 	Recheck bool
 	// Decide evaluates the criteria in the INSERT, for users not decided
-	// yet: those for whom they hold join, the others are left out. It
-	// takes the same decision as evaluating first (db.EvaluateUsers), in
-	// one statement less.
+	// yet (txn.decide): those for whom they hold join, the others are left
+	// out.
 	Decide bool
 	// Silent writes the membership without emitting bucket:entered: a
 	// backfill materializes historical matches, which must not fire
@@ -517,30 +516,55 @@ func (t *txn) cascade(ctx context.Context, from *buckets.Bucket, moved []Transit
 		for _, m := range rows {
 			active[m.UserID] = m
 		}
-		holds, err := db.EvaluateUsers(ctx, t.tx, b.Criteria, t.now, users)
-		if err != nil {
-			return fmt.Errorf("cascading from %q to %q: %w", from.ID, b.ID, err)
-		}
-		var joiners []db.Joiner
-		var leavers []db.Membership
-		for _, u := range users {
+		decided := make([]db.Joiner, len(users))
+		for i, u := range users {
 			t.cascaded[[2]string{b.ID, u}] = true
-			m, member := active[u]
-			switch {
-			case holds[u] && !member:
-				joiners = append(joiners, db.Joiner{UserID: u, Email: t.emails[u]})
-			case !holds[u] && member:
-				leavers = append(leavers, m)
-			}
+			decided[i] = db.Joiner{UserID: u, Email: t.emails[u]}
 		}
-		if _, err := t.join(ctx, b, joiners, joinSpec{Source: source, Silent: silent}); err != nil {
-			return fmt.Errorf("cascading from %q to %q: %w", from.ID, b.ID, err)
-		}
-		if _, err := t.leave(ctx, b, leavers, leaveSpec{Source: source, Reason: ReasonCriteria}); err != nil {
+		if err := t.decide(ctx, b, decided, active, joinSpec{Source: source, Silent: silent}); err != nil {
 			return fmt.Errorf("cascading from %q to %q: %w", from.ID, b.ID, err)
 		}
 	}
 	return nil
+}
+
+// decide makes the users' memberships of b follow its criteria at the
+// transaction's instant, through the funnel: those who are not active
+// members (active holds the members, by user, whose rows the caller
+// locked) join where the criteria hold, decided in the insert
+// (joinSpec.Decide) as js says, and the members are evaluated in one
+// compiled statement (db.EvaluateUsers) and leave where the criteria no
+// longer hold. Deciding a non-member in the insert takes the decision an
+// evaluation first would, in one statement less.
+func (t *txn) decide(ctx context.Context, b *buckets.Bucket, users []db.Joiner, active map[string]db.Membership, js joinSpec) error {
+	var joiners []db.Joiner
+	var members []string
+	for _, u := range users {
+		if _, member := active[u.UserID]; member {
+			members = append(members, u.UserID)
+		} else {
+			joiners = append(joiners, u)
+		}
+	}
+	js.Decide = true
+	if _, err := t.join(ctx, b, joiners, js); err != nil {
+		return err
+	}
+	if len(members) == 0 {
+		return nil
+	}
+	holds, err := db.EvaluateUsers(ctx, t.tx, b.Criteria, t.now, members)
+	if err != nil {
+		return fmt.Errorf("evaluating bucket %q: %w", b.ID, err)
+	}
+	var leavers []db.Membership
+	for _, u := range members {
+		if !holds[u] {
+			leavers = append(leavers, active[u])
+		}
+	}
+	_, err = t.leave(ctx, b, leavers, leaveSpec{Source: js.Source, Reason: ReasonCriteria})
+	return err
 }
 
 // remember keeps the email of a membership that moved, which a join it

@@ -277,11 +277,8 @@ func contactEmail(c *db.Contact, eventEmail string) string {
 // evaluate decides the candidate buckets of a round's users: it locks
 // their active memberships of those buckets in one statement — so every
 // later statement sees the commits of the paths it waited for (contract
-// §5.3) — then, bucket by bucket in dependency order, joins the users who
-// are not members where the criteria hold, deciding in the insert
-// (joinSpec.Decide), and evaluates those who are members in one compiled
-// statement and makes those for whom the criteria no longer hold leave,
-// through the funnel.
+// §5.3) — then decides each bucket for its users (txn.decide), bucket by
+// bucket in dependency order.
 func (in *ingestion) evaluate(ctx context.Context, t *txn, live []roundEvent) error {
 	byBucket := map[string][]roundEvent{}
 	var users, bucketIDs []string
@@ -298,42 +295,24 @@ func (in *ingestion) evaluate(ctx context.Context, t *txn, live []roundEvent) er
 	if err != nil {
 		return err
 	}
-	active := make(map[[2]string]db.Membership, len(rows))
+	active := map[string]map[string]db.Membership{}
 	for _, m := range rows {
-		active[[2]string{m.BucketID, m.UserID}] = m
+		if active[m.BucketID] == nil {
+			active[m.BucketID] = map[string]db.Membership{}
+		}
+		active[m.BucketID][m.UserID] = m
 	}
 	for _, b := range t.d.Buckets.All() {
-		var joiners []db.Joiner
-		var members []string
+		var decided []db.Joiner
 		for _, ev := range byBucket[b.ID] {
 			// A user a cascade into b decided already keeps that
 			// decision: what b reads moved before the cascade, and
 			// moves after it cascade again.
-			switch _, member := active[[2]string{b.ID, ev.userID}]; {
-			case t.cascaded[[2]string{b.ID, ev.userID}]:
-			case member:
-				members = append(members, ev.userID)
-			default:
-				joiners = append(joiners, db.Joiner{UserID: ev.userID, Email: ev.email})
+			if !t.cascaded[[2]string{b.ID, ev.userID}] {
+				decided = append(decided, db.Joiner{UserID: ev.userID, Email: ev.email})
 			}
 		}
-		if _, err := t.join(ctx, b, joiners, joinSpec{Source: SourceEvent, Decide: true}); err != nil {
-			return fmt.Errorf("bucket %q: %w", b.ID, err)
-		}
-		if len(members) == 0 {
-			continue
-		}
-		holds, err := db.EvaluateUsers(ctx, t.tx, b.Criteria, t.now, members)
-		if err != nil {
-			return fmt.Errorf("evaluating bucket %q: %w", b.ID, err)
-		}
-		var leavers []db.Membership
-		for _, u := range members {
-			if !holds[u] {
-				leavers = append(leavers, active[[2]string{b.ID, u}])
-			}
-		}
-		if _, err := t.leave(ctx, b, leavers, leaveSpec{Source: SourceEvent, Reason: ReasonCriteria}); err != nil {
+		if err := t.decide(ctx, b, decided, active[b.ID], joinSpec{Source: SourceEvent}); err != nil {
 			return fmt.Errorf("bucket %q: %w", b.ID, err)
 		}
 	}
