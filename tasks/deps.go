@@ -38,6 +38,9 @@ type Deps struct {
 	// transitions: in the background in a running worker, inline in a
 	// command; nil when there is no Hatchet, and pushes then stay pending.
 	Dispatcher *Dispatcher
+	// Gatherer ingests the single events of concurrent runs in shared
+	// rounds; nil ingests each alone, as a command does.
+	Gatherer *Gatherer
 	// Destinations are where transitions go besides Hatchet, and
 	// Deliverers send their deliveries, one per destination (contract §15).
 	Destinations Destinations

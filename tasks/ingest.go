@@ -213,7 +213,8 @@ func HandleIngest(ctx context.Context, d *Deps, mode IngestMode, event string, p
 }
 
 // Ingest is the real-time path for one event (contract §7): a batch of
-// one, ingested by the rounds every ingest goes through (ingestEvents).
+// one, ingested by the rounds every ingest goes through (ingestEvents) —
+// with the single ingests of concurrent runs, when Deps has a Gatherer.
 // In store mode one transaction upserts the contact and stores the event
 // — or, when its key is stored already, writes nothing — exits the
 // journeys the event ends, and evaluates the candidate buckets with their
@@ -223,13 +224,21 @@ func Ingest(ctx context.Context, d *Deps, req IngestRequest) (IngestOutput, erro
 	if ev.IdempotencyKey == nil && req.RunID != "" {
 		ev.IdempotencyKey = ptr(runKeyPrefix + req.RunID)
 	}
-	results, _, err := ingestEvents(ctx, d, req.Mode, []IngestEvent{ev})
+	var out IngestOutput
+	var err error
+	if d.Gatherer != nil && !strings.HasPrefix(ev.Event, reservedPrefix) {
+		out, err = d.Gatherer.ingest(ctx, d, req.Mode, ev)
+	} else {
+		var results []IngestOutput
+		results, _, err = ingestEvents(ctx, d, req.Mode, []IngestEvent{ev})
+		out = results[0]
+	}
 	if err != nil {
 		return IngestOutput{Transitions: []Transition{}, Exited: []string{}},
 			fmt.Errorf("ingesting %q for user %q: %w", ev.Event, ev.UserID, err)
 	}
-	d.Metrics.ingestedAs(resultOf(req.Mode, results[0]), 1)
-	return results[0], nil
+	d.Metrics.ingestedAs(resultOf(req.Mode, out), 1)
+	return out, nil
 }
 
 // occurredAt is when the event is stored as having happened: its

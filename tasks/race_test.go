@@ -125,7 +125,20 @@ func (e *env) requireEmittedOnce(b *buckets.Bucket, userID string) {
 // snapshot.
 func TestRaceIngestSweep(t *testing.T) {
 	t.Parallel()
+	raceIngestSweep(t, nil)
+}
+
+// TestRaceGatheredIngestsSweep is TestRaceIngestSweep with the ingests
+// gathered, as a running worker's are: concurrent ingests share rounds,
+// each deciding about many raced users in one transaction.
+func TestRaceGatheredIngestsSweep(t *testing.T) {
+	t.Parallel()
+	raceIngestSweep(t, NewGatherer())
+}
+
+func raceIngestSweep(t *testing.T, g *Gatherer) {
 	e := newEnv(t, defs{"buckets/recent.yaml": recentAction})
+	e.deps.Gatherer = g
 	b := e.bucket("recent")
 	for round := range raceRounds {
 		raced, fillers := roundUsers(round, "raced", raceUsers), roundUsers(round, "filler", raceFillers)

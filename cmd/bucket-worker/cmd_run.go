@@ -75,6 +75,10 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		logger.InfoContext(ctx, "serving Go profiles", slog.String("addr", "http://"+cfg.PprofAddr+"/debug/pprof/"))
 	}
 
+	// The single ingests of concurrent runs share rounds, where a command
+	// ingests each alone.
+	e.deps.Gatherer = tasks.NewGatherer()
+
 	// The outbox dispatcher and the expiry timers run until shutdown, when
 	// the Hatchet worker has stopped taking runs; they carry on while
 	// Hatchet is away.

@@ -1,0 +1,133 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/bucketworker/bucket-worker/db"
+)
+
+// roundGate holds the first round of ingest at its membership lock until
+// released, and counts the rounds (one membership lock each).
+type roundGate struct {
+	mu      sync.Mutex
+	rounds  int
+	held    chan struct{} // closed once the first round waits
+	release chan struct{}
+}
+
+func newRoundGate() *roundGate {
+	return &roundGate{held: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (g *roundGate) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context {
+	if dbCaller() != "db.LockUserMemberships" {
+		return ctx
+	}
+	g.mu.Lock()
+	g.rounds++
+	first := g.rounds == 1
+	g.mu.Unlock()
+	if first {
+		close(g.held)
+		<-g.release
+	}
+	return ctx
+}
+
+func (g *roundGate) AfterQuery(context.Context, *bun.QueryEvent) {}
+
+// gatheredIngests starts an ingest of each payload through the gatherer,
+// the first alone: its round is held (gate) until every other waits in
+// the gatherer's queue. It returns their outputs and errors, by payload.
+func (e *env) gatheredIngests(gate *roundGate, payloads ...string) ([]IngestOutput, []error) {
+	e.t.Helper()
+	g := NewGatherer()
+	e.deps.Gatherer = g
+	outs, errs := make([]IngestOutput, len(payloads)), make([]error, len(payloads))
+	var wg sync.WaitGroup
+	ingest := func(i int) {
+		wg.Go(func() {
+			outs[i], errs[i] = HandleIngest(e.ctx, e.deps, IngestStore, "app.active", []byte(payloads[i]), fmt.Sprintf("run-%d", i))
+		})
+	}
+	ingest(0)
+	<-gate.held
+	for i := 1; i < len(payloads); i++ {
+		ingest(i)
+	}
+	require.Eventually(e.t, func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return len(g.queue) == len(payloads)-1
+	}, 10*time.Second, time.Millisecond, "the other ingests wait for the held round")
+	close(gate.release)
+	wg.Wait()
+	return outs, errs
+}
+
+// Ingests that arrive while a round is in flight go together in the next,
+// each with the result its single ingest would have had; a second event of
+// a user in the queue waits for a round of its own, after the first.
+func TestGathererSharesRounds(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
+	gate := newRoundGate()
+	e.db.AddQueryHook(gate)
+
+	payloads := []string{`{"userId":"first"}`}
+	for i := range 10 {
+		payloads = append(payloads, fmt.Sprintf(`{"userId":"u%d","contactProperties":{"n":%d}}`, i, i))
+	}
+	payloads = append(payloads, `{"userId":"u3","contactProperties":{"n":33}}`)
+	outs, errs := e.gatheredIngests(gate, payloads...)
+
+	require.Equal(t, 3, gate.rounds, "the first alone, the ten users together, then u3's second event")
+	for i, out := range outs {
+		require.NoError(t, errs[i])
+		require.True(t, out.Stored, "payload %d", i)
+		if i == len(outs)-1 {
+			require.Empty(t, out.Transitions, "u3 is a member already")
+			continue
+		}
+		require.Len(t, out.Transitions, 1, "payload %d", i)
+		require.Equal(t, Entered, out.Transitions[0].Transition)
+	}
+	for i := range 10 {
+		u := fmt.Sprintf("u%d", i)
+		require.Equal(t, []string{"bucket:recent:" + u + ":entered:1"}, e.keys(u), "each join once, to its own user")
+		require.Equal(t, db.StatusActive, e.status("recent", u))
+	}
+	require.EqualValues(t, 33, e.contactProps("u3")["n"], "u3's events in the order they came")
+	require.Equal(t, 2, e.count(`SELECT count(*) FROM user_events WHERE user_id = 'u3' AND source = 'ingest'`))
+}
+
+// An event the database rejects fails its own run only: the round it was
+// gathered in fails, and its events are ingested again one by one.
+func TestGathererIsolatesAFailingEvent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
+	_, err := e.db.ExecContext(e.ctx, `ALTER TABLE contacts ADD CONSTRAINT no_poison CHECK (external_id <> 'poison')`)
+	require.NoError(t, err)
+	gate := newRoundGate()
+	e.db.AddQueryHook(gate)
+
+	outs, errs := e.gatheredIngests(gate, `{"userId":"first"}`, `{"userId":"a"}`, `{"userId":"poison"}`, `{"userId":"b"}`)
+
+	require.ErrorContains(t, errs[2], "no_poison")
+	for _, i := range []int{0, 1, 3} {
+		require.NoError(t, errs[i])
+		require.True(t, outs[i].Stored)
+		require.Len(t, outs[i].Transitions, 1)
+	}
+	for _, u := range []string{"a", "b"} {
+		require.Equal(t, []string{"bucket:recent:" + u + ":entered:1"}, e.keys(u))
+	}
+	require.Zero(t, e.count(`SELECT count(*) FROM user_events WHERE user_id = 'poison'`), "nothing of the failed run is written")
+}
