@@ -108,26 +108,55 @@ func TestGathererSharesRounds(t *testing.T) {
 	require.Equal(t, 2, e.count(`SELECT count(*) FROM user_events WHERE user_id = 'u3' AND source = 'ingest'`))
 }
 
+// poisonEnv is an env whose database rejects an event with the property
+// poison, and whose first round of ingest is held (newRoundGate).
+func poisonEnv(t *testing.T) (*env, *roundGate) {
+	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
+	_, err := e.db.ExecContext(e.ctx, `ALTER TABLE user_events ADD CONSTRAINT no_poison CHECK (properties->>'poison' IS NULL)`)
+	require.NoError(t, err)
+	gate := newRoundGate()
+	e.db.AddQueryHook(gate)
+	return e, gate
+}
+
+const poisoned = `"properties":{"poison":true}`
+
+// requireJoined checks that each of the payloads was stored and made its
+// user join, once.
+func (e *env) requireJoined(outs []IngestOutput, errs []error, payloads ...int) {
+	e.t.Helper()
+	for _, i := range payloads {
+		require.NoError(e.t, errs[i])
+		require.True(e.t, outs[i].Stored, "payload %d", i)
+		require.Len(e.t, outs[i].Transitions, 1, "payload %d", i)
+		u := outs[i].Transitions[0].UserID
+		require.Equal(e.t, []string{"bucket:recent:" + u + ":entered:1"}, e.keys(u))
+	}
+}
+
 // An event the database rejects fails its own run only: the round it was
 // gathered in fails, and its events are ingested again one by one.
 func TestGathererIsolatesAFailingEvent(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
-	_, err := e.db.ExecContext(e.ctx, `ALTER TABLE contacts ADD CONSTRAINT no_poison CHECK (external_id <> 'poison')`)
-	require.NoError(t, err)
-	gate := newRoundGate()
-	e.db.AddQueryHook(gate)
+	e, gate := poisonEnv(t)
+	outs, errs := e.gatheredIngests(gate, `{"userId":"first"}`, `{"userId":"a"}`, `{"userId":"c",`+poisoned+`}`, `{"userId":"b"}`)
 
-	outs, errs := e.gatheredIngests(gate, `{"userId":"first"}`, `{"userId":"a"}`, `{"userId":"poison"}`, `{"userId":"b"}`)
-
+	require.Equal(t, 3, gate.rounds, "first, then a and b alone: the round of three and c alone fail before their membership lock")
 	require.ErrorContains(t, errs[2], "no_poison")
-	for _, i := range []int{0, 1, 3} {
-		require.NoError(t, errs[i])
-		require.True(t, outs[i].Stored)
-		require.Len(t, outs[i].Transitions, 1)
-	}
-	for _, u := range []string{"a", "b"} {
-		require.Equal(t, []string{"bucket:recent:" + u + ":entered:1"}, e.keys(u))
-	}
-	require.Zero(t, e.count(`SELECT count(*) FROM user_events WHERE user_id = 'poison'`), "nothing of the failed run is written")
+	e.requireJoined(outs, errs, 0, 1, 3)
+	require.Zero(t, e.count(`SELECT count(*) FROM contacts WHERE external_id = 'c'`), "nothing of a failed run is written")
+}
+
+// A user's second event waits for a round of its own, so that a round is
+// one transaction: had a's two events shared a round, the first would
+// have committed before the second failed, and been taken for a
+// duplicate when the round's events were ingested again one by one.
+func TestGathererRoundIsOneTransaction(t *testing.T) {
+	t.Parallel()
+	e, gate := poisonEnv(t)
+	outs, errs := e.gatheredIngests(gate, `{"userId":"first"}`, `{"userId":"a"}`, `{"userId":"b"}`, `{"userId":"a",`+poisoned+`}`)
+
+	require.ErrorContains(t, errs[3], "no_poison")
+	e.requireJoined(outs, errs, 0, 1, 2)
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM user_events WHERE user_id = 'a' AND source = 'ingest'`))
 }
