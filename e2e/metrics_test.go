@@ -180,6 +180,7 @@ func TestMetricsScrape(t *testing.T) {
 		{"bucket_worker_bucket_members", map[string]string{"bucket": "m-window"}, 0}, // the sweep's count, after the timer's leave
 		{"bucket_worker_sweep_duration_seconds", map[string]string{"bucket": "m-window"}, 1},
 		{"bucket_worker_events_ingested_total", map[string]string{"result": "stored"}, 1},
+		{"bucket_worker_ingest_round_events", map[string]string{}, 1},
 		// The ingest's bucket:entered comes back to the worker's
 		// bucket-ingest subscription only if it listens to bucket:*; it
 		// does not, so nothing else is counted.

@@ -93,3 +93,51 @@ func TestExpiryTimer(t *testing.T) {
 	require.NoError(t, conn.NewRaw("SELECT properties->>'source' FROM user_events WHERE event = 'bucket:left:e2e-fast' AND user_id = 'survivor'").Scan(ctx, &source))
 	require.Equal(t, "reconcile", source)
 }
+
+// TestConcurrentSinglesShareRounds pushes 300 single events of 300 users
+// to Hatchet at once. The worker's runs overlap, and it ingests them in
+// shared rounds — bucket_worker_ingest_round_events counts fewer rounds
+// than events — while each event is stored once under its run's key, each
+// user joins once, and each bucket:entered reaches Hatchet once.
+func TestConcurrentSinglesShareRounds(t *testing.T) {
+	const n = 300
+	conn, dbURL := dbtest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	defsDir := definitions(t, map[string]string{"e2e-gather.yaml": "id: e2e-gather\nname: E2E gather\n" +
+		"criteria: {type: event, eventName: e2e.gather, check: exists, within: 1h}\n"})
+	client, err := hatchet.NewClient()
+	require.NoError(t, err)
+	seen := listen(t, client, "e2e-gather-listener", "bucket:entered:e2e-gather")
+	addr := freeAddr(t)
+	w := startWorker(t, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+defsDir, "METRICS_ADDR="+addr)
+
+	_, err = pushSingles(client, "e2e.gather", "g-", n)
+	require.NoError(t, err)
+	events := func() (runs, users map[string]bool) {
+		runs, users = map[string]bool{}, map[string]bool{}
+		for _, d := range seen("bucket:entered:e2e-gather") {
+			runs[d.RunID] = true
+			users[d.Input["userId"].(string)] = true
+		}
+		return runs, users
+	}
+	require.Eventually(t, func() bool { _, users := events(); return len(users) == n }, 2*time.Minute, 200*time.Millisecond, w.Logs())
+	time.Sleep(2 * time.Second) // a second push of any of them would have come by now
+	runs, _ := events()
+	require.Len(t, runs, n, "each join pushed once")
+
+	count := func(query string) (n int) {
+		require.NoError(t, conn.NewRaw(query).Scan(ctx, &n))
+		return n
+	}
+	require.Equal(t, n, count("SELECT count(*) FROM user_events WHERE event = 'e2e.gather' AND idempotency_key LIKE 'hatchet-run:%'"))
+	require.Equal(t, n, count("SELECT count(DISTINCT user_id) FROM user_events WHERE event = 'e2e.gather'"))
+	require.Equal(t, n, count("SELECT count(*) FROM bucket_memberships WHERE bucket_id = 'e2e-gather' AND status = 'active'"))
+	require.Equal(t, n, count("SELECT count(*) FROM bucket_event_outbox WHERE event_key = 'bucket:entered:e2e-gather' AND dispatched_at IS NOT NULL"))
+
+	rounds := scrape(t, addr)["bucket_worker_ingest_round_events"].GetMetric()[0].GetHistogram()
+	require.Equal(t, float64(n), rounds.GetSampleSum(), "every event went in a round")
+	require.Less(t, rounds.GetSampleCount(), uint64(n), "some rounds held more than one event")
+	t.Logf("%d events in %d rounds", n, rounds.GetSampleCount())
+}

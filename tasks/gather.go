@@ -8,28 +8,37 @@ import (
 // GatherMax is the most single ingests one gathered round holds.
 const GatherMax = 100
 
+// GatherRounds is the most gathered rounds a worker has in flight at once:
+// a round waiting for a lock (a sweep's chunk holds its rows until it
+// commits) holds up its own events only.
+const GatherRounds = 4
+
 // Gatherer ingests the single events of concurrent bucket-ingest runs
-// together. An event that arrives while no round is in flight goes at
-// once, alone: an idle worker adds no wait. Those that arrive while one is
-// in flight wait for it, and then go together in the next round, one
-// transaction of the ingest's few statements for all of them
-// (ingestEvents), where each run paid for its own: the round trips to
+// together. An event that arrives while fewer than GatherRounds rounds are
+// in flight goes at once: an idle worker adds no wait. Those that arrive
+// while they all are wait for one to end, and then go together in the
+// next round, one transaction of the ingest's few statements for all of
+// them (ingestEvents), where each run paid for its own: the round trips to
 // PostgreSQL, more of an ingest's CPU than its statements take to run, are
 // shared (docs/performance.md, *Round trips of an ingest*).
 //
 // A round holds at most GatherMax events, of distinct users and distinct
 // keys, so it is one transaction, and each of its events is ingested with
 // the semantics of its single ingest (contract §7): a round rolled back
-// rolls back each of them whole. A round that fails is ingested again one
-// event at a time, so that an event the database rejects fails its own run
-// only.
+// rolls back each of them whole. A user's events go in the order they
+// came, one round after the other: an event waits while its user is in a
+// round in flight. A round that fails is ingested again one event at a
+// time, so that an event the database rejects fails its own run only.
 //
 // A running worker gathers (Deps.Gatherer); a command ingests each event
 // alone.
 type Gatherer struct {
-	mu      sync.Mutex
-	queue   []*gathered
-	running bool
+	rounds int // the most rounds in flight
+
+	mu       sync.Mutex
+	queue    []*gathered
+	inFlight int
+	busy     map[string]bool // the users of the rounds in flight
 }
 
 // gathered is one single ingest waiting for its round, then its result.
@@ -43,7 +52,12 @@ type gathered struct {
 }
 
 // NewGatherer returns a gatherer with nothing in flight.
-func NewGatherer() *Gatherer { return &Gatherer{} }
+func NewGatherer() *Gatherer { return newGatherer(GatherRounds) }
+
+// newGatherer returns a gatherer of at most rounds rounds in flight.
+func newGatherer(rounds int) *Gatherer {
+	return &Gatherer{rounds: rounds, busy: map[string]bool{}}
+}
 
 // ingest ingests ev in the next round and returns its result. When ctx
 // ends first it returns at once; the round may still ingest the event, and
@@ -52,9 +66,11 @@ func (g *Gatherer) ingest(ctx context.Context, d *Deps, mode IngestMode, ev Inge
 	item := &gathered{ctx: ctx, mode: mode, ev: ev, done: make(chan struct{})}
 	g.mu.Lock()
 	g.queue = append(g.queue, item)
-	if !g.running {
-		g.running = true
-		go g.drain(d)
+	if g.inFlight < g.rounds {
+		if round := g.next(); len(round) > 0 {
+			g.inFlight++
+			go g.drain(d, round)
+		}
 	}
 	g.mu.Unlock()
 	select {
@@ -65,36 +81,40 @@ func (g *Gatherer) ingest(ctx context.Context, d *Deps, mode IngestMode, ev Inge
 	}
 }
 
-// drain ingests the queue, a round at a time, until it is empty.
-func (g *Gatherer) drain(d *Deps) {
-	for {
+// drain ingests the round, then the next ones it takes off the queue,
+// until none is left for it.
+func (g *Gatherer) drain(d *Deps, round []*gathered) {
+	for len(round) > 0 {
+		g.ingestRound(d, round)
 		g.mu.Lock()
-		round := g.next()
+		for _, item := range round {
+			delete(g.busy, item.ev.UserID)
+		}
+		round = g.next()
 		if len(round) == 0 {
-			g.running = false
-			g.mu.Unlock()
-			return
+			g.inFlight--
 		}
 		g.mu.Unlock()
-		g.ingestRound(d, round)
 	}
 }
 
 // next takes the next round off the queue: in order of arrival, the
 // events of the first one's mode, at most GatherMax, each of a user and a
-// key no earlier one in the round has. The others keep their place.
+// key no earlier one in the round has, of a user in no round in flight.
+// The others keep their place. Its users are then busy.
 func (g *Gatherer) next() []*gathered {
 	var round, rest []*gathered
-	users, keys := map[string]bool{}, map[string]bool{}
+	var mode IngestMode
+	keys := map[string]bool{}
 	for _, item := range g.queue {
 		key := item.ev.IdempotencyKey
 		switch {
-		case len(round) == GatherMax, item.mode != g.queue[0].mode, users[item.ev.UserID], key != nil && keys[*key]:
+		case len(round) == GatherMax, len(round) > 0 && item.mode != mode, g.busy[item.ev.UserID], key != nil && keys[*key]:
 			rest = append(rest, item)
 			continue
 		}
-		round = append(round, item)
-		users[item.ev.UserID] = true
+		round, mode = append(round, item), item.mode
+		g.busy[item.ev.UserID] = true
 		if key != nil {
 			keys[*key] = true
 		}
@@ -120,6 +140,7 @@ func (g *Gatherer) ingestRound(d *Deps, round []*gathered) {
 		}
 		return
 	}
+	d.Metrics.gathered(len(round))
 	for i, item := range round {
 		item.out, item.err = results[i], err
 		close(item.done)

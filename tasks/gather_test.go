@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
@@ -43,12 +46,13 @@ func (g *roundGate) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.
 
 func (g *roundGate) AfterQuery(context.Context, *bun.QueryEvent) {}
 
-// gatheredIngests starts an ingest of each payload through the gatherer,
-// the first alone: its round is held (gate) until every other waits in
-// the gatherer's queue. It returns their outputs and errors, by payload.
+// gatheredIngests starts an ingest of each payload through a gatherer of
+// one round in flight, the first alone: its round is held (gate) until
+// every other waits in the gatherer's queue, in the order given. It
+// returns their outputs and errors, by payload.
 func (e *env) gatheredIngests(gate *roundGate, payloads ...string) ([]IngestOutput, []error) {
 	e.t.Helper()
-	g := NewGatherer()
+	g := newGatherer(1)
 	e.deps.Gatherer = g
 	outs, errs := make([]IngestOutput, len(payloads)), make([]error, len(payloads))
 	var wg sync.WaitGroup
@@ -61,12 +65,12 @@ func (e *env) gatheredIngests(gate *roundGate, payloads ...string) ([]IngestOutp
 	<-gate.held
 	for i := 1; i < len(payloads); i++ {
 		ingest(i)
+		require.Eventually(e.t, func() bool {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			return len(g.queue) == i
+		}, 10*time.Second, time.Millisecond, "the other ingests wait for the held round, in order")
 	}
-	require.Eventually(e.t, func() bool {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		return len(g.queue) == len(payloads)-1
-	}, 10*time.Second, time.Millisecond, "the other ingests wait for the held round")
 	close(gate.release)
 	wg.Wait()
 	return outs, errs
@@ -78,6 +82,7 @@ func (e *env) gatheredIngests(gate *roundGate, payloads ...string) ([]IngestOutp
 func TestGathererSharesRounds(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
+	e.deps.Metrics = NewMetrics(prometheus.NewRegistry(), e.deps.Buckets)
 	gate := newRoundGate()
 	e.db.AddQueryHook(gate)
 
@@ -89,6 +94,10 @@ func TestGathererSharesRounds(t *testing.T) {
 	outs, errs := e.gatheredIngests(gate, payloads...)
 
 	require.Equal(t, 3, gate.rounds, "the first alone, the ten users together, then u3's second event")
+	var rounds dto.Metric
+	require.NoError(t, e.deps.Metrics.roundEvents.Write(&rounds))
+	require.EqualValues(t, 3, rounds.GetHistogram().GetSampleCount(), "the rounds are counted")
+	require.EqualValues(t, 12, rounds.GetHistogram().GetSampleSum(), "with their events")
 	for i, out := range outs {
 		require.NoError(t, errs[i])
 		require.True(t, out.Stored, "payload %d", i)
@@ -159,4 +168,50 @@ func TestGathererRoundIsOneTransaction(t *testing.T) {
 	require.ErrorContains(t, errs[3], "no_poison")
 	e.requireJoined(outs, errs, 0, 1, 2)
 	require.Equal(t, 1, e.count(`SELECT count(*) FROM user_events WHERE user_id = 'a' AND source = 'ingest'`))
+}
+
+// A round held by a lock holds up its own events, and the later events of
+// its users, which keep their order; other users' events go in another
+// round meanwhile.
+func TestGathererHeldRoundHoldsOnlyItsOwn(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, defs{"buckets/recent.yaml": recentlyActive})
+	gate := newRoundGate()
+	e.db.AddQueryHook(gate)
+	e.deps.Gatherer = newGatherer(2)
+	ingest := func(payload, run string) <-chan IngestOutput {
+		done := make(chan IngestOutput, 1)
+		go func() {
+			out, err := HandleIngest(e.ctx, e.deps, IngestStore, "app.active", []byte(payload), run)
+			assert.NoError(t, err)
+			done <- out
+		}()
+		return done
+	}
+
+	first := ingest(`{"userId":"first","contactProperties":{"n":1}}`, "run-1")
+	<-gate.held
+	again := ingest(`{"userId":"first","contactProperties":{"n":2}}`, "run-2")
+	g := e.deps.Gatherer
+	require.Eventually(t, func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return len(g.queue) == 1
+	}, 10*time.Second, time.Millisecond, "the user's second event waits while the user is in a round, though a round is free")
+	select {
+	case other := <-ingest(`{"userId":"other"}`, "run-3"):
+		require.Len(t, other.Transitions, 1)
+	case <-time.After(10 * time.Second):
+		t.Fatal("another user's event waited for the held round")
+	}
+	select {
+	case <-again:
+		t.Fatal("the user's second event went before the first")
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	close(gate.release)
+	require.Len(t, (<-first).Transitions, 1)
+	require.Empty(t, (<-again).Transitions, "a member already")
+	require.EqualValues(t, 2, e.contactProps("first")["n"], "the user's events in the order they came")
 }

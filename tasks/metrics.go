@@ -23,6 +23,7 @@ type Metrics struct {
 	ingested      *prometheus.CounterVec
 	sweepSeconds  *prometheus.HistogramVec
 	timerLateness prometheus.Histogram
+	roundEvents   prometheus.Histogram
 	known         map[string]bool // the registry's bucket ids
 }
 
@@ -58,9 +59,12 @@ func NewMetrics(reg prometheus.Registerer, registry *buckets.Registry) *Metrics 
 		timerLateness: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "expiry_timer_lateness_seconds",
 			Help:    "How long after its deadline an expiry timer fired.",
 			Buckets: []float64{0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600}}),
+		roundEvents: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "ingest_round_events",
+			Help:    "Single ingests of concurrent bucket-ingest runs that went in one transaction: 1 while the worker keeps up, more as it is busy.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, GatherMax}}),
 		known: map[string]bool{},
 	}
-	reg.MustRegister(m.transitions, m.members, m.ingested, m.sweepSeconds, m.timerLateness)
+	reg.MustRegister(m.transitions, m.members, m.ingested, m.sweepSeconds, m.timerLateness, m.roundEvents)
 	for _, r := range []string{ResultStored, ResultDuplicate, ResultIgnored, ResultInvalid, ResultEvaluated} {
 		m.ingested.WithLabelValues(r)
 	}
@@ -115,6 +119,13 @@ func resultOf(mode IngestMode, res IngestOutput) string {
 func (m *Metrics) ingestedAs(result string, n int) {
 	if m != nil && n > 0 {
 		m.ingested.WithLabelValues(result).Add(float64(n))
+	}
+}
+
+// gathered records a round of n single ingests (Gatherer).
+func (m *Metrics) gathered(n int) {
+	if m != nil {
+		m.roundEvents.Observe(float64(n))
 	}
 }
 
