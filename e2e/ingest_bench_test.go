@@ -138,7 +138,14 @@ func BenchmarkIngest(b *testing.B) {
 // after it, while the worker's database work for as many events runs
 // beside it in this process, on a database of its own (ingestBeside):
 // beside-p50-ms and beside-p99-ms are what this machine gives the floor
-// when it also carries the worker's SQL. Run it with
+// when it also carries the worker's SQL.
+//
+// Each leg's CPU time per event is logged by kind of process (cpuLegs),
+// and reported for the worker's leg (cpu-ms) and the floor's
+// (floor-cpu-ms), with the worker's events per gathered round
+// (round-events, from its metrics). At a rate the machine keeps, Hatchet's
+// loops take most of two cores whatever the rate, so these say where the
+// time went, not how much more the machine could take. Run it with
 //
 //	BUCKET_BENCH=1 go test -tags e2e ./e2e -run '^$' -bench IngestAtHalfRate -benchtime 1x -timeout 30m
 func BenchmarkIngestAtHalfRate(b *testing.B) {
@@ -148,40 +155,56 @@ func BenchmarkIngestAtHalfRate(b *testing.B) {
 	ctx := context.Background()
 	for range b.N {
 		run := strconv.FormatInt(time.Now().UnixNano(), 36)
-		noop := noopTask.rate(b, client, n, func() []time.Time {
+		burst := noopTask.rate(b, client, n, func() []time.Time {
 			pushed, err := pushSingles(client, noopTask.key, "noop-"+run+"-", n)
 			if err != nil {
 				b.Fatal(err)
 			}
 			return pushed
 		})
-		offered := noop / 2
+		offered := burst / 2
 		total := int(offered * float64(seconds))
 		sql := newIngestBeside(b)
-		noopLat := noopTask.latenciesAt(b, client, "noop-a"+run+"-", offered, total, nil)
-		floorLat := outboxFloorTask.latenciesAt(b, client, "floor-a"+run+"-", offered, total, nil)
-		besideLat := outboxFloorTask.latenciesAt(b, client, "beside-a"+run+"-", offered, total, sql)
+		cpu := newCPULegs(newCPUTaker(workerBinary(b), dbURL))
+		legOf := func(task baseline, side, leg string, beside *ingestBeside) []time.Duration {
+			cpu.begin(side)
+			defer cpu.end(total)
+			return task.latenciesAt(b, client, side+"-"+leg+run+"-", offered, total, beside)
+		}
+		noopLat := legOf(noopTask, "noop", "a", nil)
+		floorLat := legOf(outboxFloorTask, "floor", "a", nil)
+		besideLat := legOf(outboxFloorTask, "beside", "a", sql)
 
-		w := startWorker(b, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+benchIngestDefinitions(b))
+		addr := freeAddr(b)
+		w := startWorker(b, "DATABASE_URL="+dbURL, "DEFINITIONS_DIR="+benchIngestDefinitions(b), "METRICS_ADDR="+addr)
 		time.Sleep(2 * time.Second)
 		prefix := "half-" + run + "-"
+		cpu.begin("ingest")
 		pushed := offer(b, client, "bench.ingest", prefix, offered, total)
 		if b.Failed() {
 			return
 		}
 		end := waitFor(b, "ingest at half rate", total, func() int { return joined(ctx, conn, prefix) })
+		cpu.end(total)
 		storedOnce(b, ctx, conn, prefix, total)
+		rounds := scrape(b, addr)["bucket_worker_ingest_round_events"].GetMetric()[0].GetHistogram()
 		_ = w.cmd.Process.Kill()
 		lat := latencies(b, ctx, conn, prefix, pushed)
 
-		besideLat = append(besideLat, outboxFloorTask.latenciesAt(b, client, "beside-b"+run+"-", offered, total, sql)...)
-		floorLat = append(floorLat, outboxFloorTask.latenciesAt(b, client, "floor-b"+run+"-", offered, total, nil)...)
-		noopLat = append(noopLat, noopTask.latenciesAt(b, client, "noop-b"+run+"-", offered, total, nil)...)
+		besideLat = append(besideLat, legOf(outboxFloorTask, "beside", "b", sql)...)
+		floorLat = append(floorLat, legOf(outboxFloorTask, "floor", "b", nil)...)
+		noopLat = append(noopLat, legOf(noopTask, "noop", "b", nil)...)
+		b.Logf("offered %.1f events/s; the worker's %d events in %d rounds\n%s", offered, total, rounds.GetSampleCount(), cpu)
 		benchreport.Report(b, "events/s", float64(total)/end.Sub(pushed[0]).Seconds(), offered)
 		reportLatencies(b, lat)
 		reportLatenciesAs(b, "noop-", noopLat)
 		reportLatenciesAs(b, "floor-", floorLat)
 		reportLatenciesAs(b, "beside-", besideLat)
+		ingestCPU, _ := cpu.perEvent("ingest")
+		floorCPU, _ := cpu.perEvent("floor")
+		b.ReportMetric(ingestCPU, "cpu-ms")
+		b.ReportMetric(floorCPU, "floor-cpu-ms")
+		b.ReportMetric(rounds.GetSampleSum()/float64(max(rounds.GetSampleCount(), 1)), "round-events")
 	}
 }
 
