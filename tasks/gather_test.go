@@ -46,6 +46,16 @@ func (g *roundGate) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.
 
 func (g *roundGate) AfterQuery(context.Context, *bun.QueryEvent) {}
 
+// requireQueued waits until n events wait in the gatherer's queue.
+func requireQueued(t testing.TB, g *Gatherer, n int, msg string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return len(g.queue) == n
+	}, 10*time.Second, time.Millisecond, msg)
+}
+
 // gatheredIngests starts an ingest of each payload through a gatherer of
 // one round in flight, the first alone: its round is held (gate) until
 // every other waits in the gatherer's queue, in the order given. It
@@ -65,11 +75,7 @@ func (e *env) gatheredIngests(gate *roundGate, payloads ...string) ([]IngestOutp
 	<-gate.held
 	for i := 1; i < len(payloads); i++ {
 		ingest(i)
-		require.Eventually(e.t, func() bool {
-			g.mu.Lock()
-			defer g.mu.Unlock()
-			return len(g.queue) == i
-		}, 10*time.Second, time.Millisecond, "the other ingests wait for the held round, in order")
+		requireQueued(e.t, g, i, "the other ingests wait for the held round, in order")
 	}
 	close(gate.release)
 	wg.Wait()
@@ -192,12 +198,7 @@ func TestGathererHeldRoundHoldsOnlyItsOwn(t *testing.T) {
 	first := ingest(`{"userId":"first","contactProperties":{"n":1}}`, "run-1")
 	<-gate.held
 	again := ingest(`{"userId":"first","contactProperties":{"n":2}}`, "run-2")
-	g := e.deps.Gatherer
-	require.Eventually(t, func() bool {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		return len(g.queue) == 1
-	}, 10*time.Second, time.Millisecond, "the user's second event waits while the user is in a round, though a round is free")
+	requireQueued(t, e.deps.Gatherer, 1, "the user's second event waits while the user is in a round, though a round is free")
 	select {
 	case other := <-ingest(`{"userId":"other"}`, "run-3"):
 		require.Len(t, other.Transitions, 1)
